@@ -1,0 +1,116 @@
+// Command hoptrace traces packets hop by hop across Docker's bridge networking.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// version is stamped at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(exitCode(os.Stderr, err))
+}
+
+// Exit codes.
+const (
+	exitOK    = 0
+	exitError = 1 // the command failed
+	exitUsage = 2 // bad flags or arguments
+)
+
+// usageError marks errors caused by bad command-line input.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error {
+	return usageError{fmt.Errorf(format, args...)}
+}
+
+// errHelp is returned when --help was asked for and printed.
+var errHelp = errors.New("help requested")
+
+func exitCode(stderr io.Writer, err error) int {
+	switch {
+	case err == nil, errors.Is(err, errHelp):
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "hoptrace: %v\n", err)
+	var ue usageError
+	if errors.As(err, &ue) {
+		return exitUsage
+	}
+	return exitError
+}
+
+// command is one subcommand.
+type command struct {
+	name    string
+	summary string
+	run     func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+}
+
+func commands() []command {
+	return []command{
+		{"links", "show the bridge topology: bridges, veths, peers, containers", runLinks},
+		{"trace", "trace packets live, one journey per packet", runTrace},
+		{"record", "capture journeys to a file for later analysis", runRecord},
+		{"replay", "print journeys from a recording", runReplay},
+		{"latency", "per-path and per-hop latency percentiles, live or from a recording", runLatency},
+		{"export", "export a recording to pcapng for Wireshark", runExport},
+		{"cleanup", "remove legacy TC filters left behind by a killed hoptrace", runCleanup},
+		{"version", "print the version", runVersion},
+	}
+}
+
+func printUsage(w io.Writer) {
+	fmt.Fprintf(w, `hoptrace shows the path each packet takes across Docker's bridge networking:
+container eth0 -> host veth -> bridge -> host veth -> container eth0, with the time
+between hops, and where and why a packet was dropped.
+
+Usage: hoptrace <command> [flags] [args]
+
+Commands:
+`)
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintf(w, "\nRun 'hoptrace <command> --help' for the flags of a command.\n")
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		printUsage(stderr)
+		return usagef("no command given")
+	}
+	name := args[0]
+	switch name {
+	case "-h", "--help", "help":
+		printUsage(stdout)
+		return nil
+	case "--version", "-V":
+		name = "version"
+	}
+	for _, c := range commands() {
+		if c.name == name {
+			return c.run(ctx, args[1:], stdout, stderr)
+		}
+	}
+	return usagef("unknown command %q (run 'hoptrace --help' for the list)", name)
+}
+
+func runVersion(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fmt.Fprintf(stdout, "hoptrace %s\n", version)
+	return nil
+}

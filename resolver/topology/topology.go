@@ -1,0 +1,188 @@
+// Package topology is the pure model of a host's container networking:
+// bridges, veth pairs, network namespaces and the containers behind them.
+//
+// The resolver fills it from netlink and Docker; recordings store it; the
+// journey assembler and printers read it. It imports nothing from the kernel
+// or Docker, so all of those can be tested anywhere.
+package topology
+
+import (
+	"net/netip"
+	"strings"
+	"time"
+)
+
+// Role says what an interface is in the bridge networking picture.
+type Role uint8
+
+const (
+	RoleUnknown   Role = iota
+	RoleContainer      // the container side of a veth (eth0 inside the container)
+	RoleHostVeth       // the host side of a veth, a bridge port
+	RoleBridge         // a Linux bridge (docker0, br-xxxx)
+	RoleHost           // another host interface (eth0, lo, ...)
+	RoleNetns          // an interface in a non-Docker network namespace
+)
+
+func (r Role) String() string {
+	switch r {
+	case RoleContainer:
+		return "container"
+	case RoleHostVeth:
+		return "host-veth"
+	case RoleBridge:
+		return "bridge"
+	case RoleHost:
+		return "host"
+	case RoleNetns:
+		return "netns"
+	}
+	return "unknown"
+}
+
+// Key identifies an interface on the host: its namespace inode and ifindex.
+type Key struct {
+	NetnsIno uint32
+	Ifindex  uint32
+}
+
+// Container is what Docker knows of a container.
+type Container struct {
+	ID    string `json:"id"`
+	Name  string `json:"name"` // without the leading "/"
+	Image string `json:"image,omitempty"`
+	PID   int    `json:"pid,omitempty"`
+	// NetworkMode is "bridge", "host", "none", "container:<id>" or a network name.
+	NetworkMode string             `json:"network_mode,omitempty"`
+	SandboxKey  string             `json:"sandbox_key,omitempty"`
+	NetnsIno    uint32             `json:"netns_ino,omitempty"`
+	Networks    []ContainerNetwork `json:"networks,omitempty"`
+}
+
+// ShortID is the 12-character form Docker prints.
+func (c Container) ShortID() string {
+	if len(c.ID) > 12 {
+		return c.ID[:12]
+	}
+	return c.ID
+}
+
+// ContainerNetwork is one network a container is attached to.
+type ContainerNetwork struct {
+	Network    string     `json:"network"`
+	NetworkID  string     `json:"network_id,omitempty"`
+	Bridge     string     `json:"bridge,omitempty"` // docker0, br-xxxx
+	IP         netip.Addr `json:"ip,omitempty"`
+	IPv6       netip.Addr `json:"ipv6,omitempty"`
+	MAC        string     `json:"mac,omitempty"`
+	EndpointID string     `json:"endpoint_id,omitempty"`
+}
+
+// Endpoint is one interface, with everything known about what it belongs to.
+type Endpoint struct {
+	NetnsIno uint32         `json:"netns_ino"`
+	Ifindex  uint32         `json:"ifindex"`
+	Name     string         `json:"name"` // interface name, e.g. eth0, veth3c4d, docker0
+	Role     Role           `json:"role"`
+	MAC      string         `json:"mac,omitempty"`
+	Addrs    []netip.Prefix `json:"addrs,omitempty"`
+	// Bridge is the bridge this interface is a port of (RoleHostVeth), or
+	// its own name for a bridge.
+	Bridge string `json:"bridge,omitempty"`
+	// Network is the Docker network name of the bridge or port, if known.
+	Network string `json:"network,omitempty"`
+	// Peer is the other end of a veth pair, when known.
+	PeerNetnsIno uint32 `json:"peer_netns_ino,omitempty"`
+	PeerIfindex  uint32 `json:"peer_ifindex,omitempty"`
+	// Container is the container owning this interface (RoleContainer) or at
+	// the other end of this veth (RoleHostVeth); nil when none.
+	Container *Container `json:"container,omitempty"`
+	// NetnsName names a non-Docker namespace (from /run/netns, or a process name).
+	NetnsName string `json:"netns_name,omitempty"`
+}
+
+// Key returns the endpoint's lookup key.
+func (e Endpoint) Key() Key { return Key{NetnsIno: e.NetnsIno, Ifindex: e.Ifindex} }
+
+// Label is the short name shown in a journey: "web:eth0" for a container
+// interface, the interface name for host interfaces, "ns1:veth0" for an
+// interface in a named non-Docker namespace.
+func (e Endpoint) Label() string {
+	switch {
+	case e.Role == RoleContainer && e.Container != nil:
+		return e.Container.Name + ":" + e.Name
+	case e.NetnsName != "" && e.Role != RoleHostVeth && e.Role != RoleBridge && e.Role != RoleHost:
+		return e.NetnsName + ":" + e.Name
+	}
+	return e.Name
+}
+
+// Bridge is a Linux bridge used for container networking, and its ports.
+type Bridge struct {
+	Name    string `json:"name"`
+	Ifindex uint32 `json:"ifindex"`
+	Network string `json:"network,omitempty"` // Docker network name (bridge, mynet, ...)
+	// Ports are the ifindexes (host netns) of the bridge's ports.
+	Ports []uint32 `json:"ports,omitempty"`
+}
+
+// Snapshot is the whole picture at one moment. Recordings store snapshots so
+// names at record time survive; replay resolves from them without Docker.
+type Snapshot struct {
+	Time         time.Time   `json:"time"`
+	HostNetnsIno uint32      `json:"host_netns_ino"`
+	Bridges      []Bridge    `json:"bridges,omitempty"`
+	Endpoints    []Endpoint  `json:"endpoints,omitempty"`
+	Containers   []Container `json:"containers,omitempty"`
+	// DockerAvailable is false when Docker could not be reached; names then
+	// come from namespaces only.
+	DockerAvailable bool `json:"docker_available"`
+}
+
+// Namer resolves an interface seen by a hook to an endpoint. Implementations
+// must be cheap and safe for concurrent use: it runs once per hop.
+type Namer interface {
+	Lookup(k Key) (Endpoint, bool)
+}
+
+// Index is an immutable Namer built from a snapshot.
+type Index struct {
+	byKey map[Key]*Endpoint
+	host  uint32
+}
+
+// NewIndex builds a lookup index over a snapshot's endpoints.
+func NewIndex(s *Snapshot) *Index {
+	ix := &Index{byKey: make(map[Key]*Endpoint, len(s.Endpoints)), host: s.HostNetnsIno}
+	for i := range s.Endpoints {
+		e := &s.Endpoints[i]
+		ix.byKey[e.Key()] = e
+	}
+	return ix
+}
+
+// Lookup implements Namer.
+func (ix *Index) Lookup(k Key) (Endpoint, bool) {
+	if e, ok := ix.byKey[k]; ok {
+		return *e, true
+	}
+	return Endpoint{}, false
+}
+
+// FindContainer matches a container by name or ID prefix (at least 3 chars).
+func FindContainer(cs []Container, nameOrID string) (Container, bool) {
+	want := strings.TrimPrefix(nameOrID, "/")
+	for _, c := range cs {
+		if c.Name == want || c.ID == want {
+			return c, true
+		}
+	}
+	if len(want) >= 3 {
+		for _, c := range cs {
+			if strings.HasPrefix(c.ID, want) {
+				return c, true
+			}
+		}
+	}
+	return Container{}, false
+}
