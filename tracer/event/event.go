@@ -50,6 +50,12 @@ type Hop struct {
 	// cannot cast the TC context (kernel < 6.3). It identifies a packet only
 	// together with Fingerprint and time: freed skbs are reused quickly.
 	SkbKey uint64
+	// PacketID is assigned in the kernel at the first hook that sees a
+	// packet and carried to its later hops and its Drop: equal for the hops
+	// of one packet, different for two packets even with identical bytes in
+	// a reused skb (a packet passing a hook it already passed is a new
+	// packet). 0 when unknown. Join journeys by PacketID when it is set.
+	PacketID uint64
 	// Fingerprint is a hash of packet content that does not change across
 	// bridge hops or NAT (IP ID, L4 sequence numbers, lengths, ...).
 	Fingerprint uint64
@@ -139,6 +145,8 @@ type Packet struct {
 type Drop struct {
 	TimeNS uint64
 	SkbKey uint64
+	// PacketID is the PacketID of the dropped packet's hops.
+	PacketID uint64
 	// Fingerprint of the dropped packet, computed as for a Hop, so a drop
 	// joins a journey on kernels without an skb key too.
 	Fingerprint uint64
