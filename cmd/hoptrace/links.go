@@ -2,11 +2,94 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"log/slog"
+
+	"github.com/spf13/pflag"
+
+	"github.com/hoptrace/hoptrace/resolver"
 )
 
-// runLinks is not implemented yet.
+// runLinks prints the bridge topology, once or (--watch) at every change.
 func runLinks(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return errors.New("links: not implemented yet")
+	fs := pflag.NewFlagSet("links", pflag.ContinueOnError)
+	fs.SetOutput(stderr)
+	output := fs.StringP("output", "o", "text", "output format: text or json")
+	watch := fs.BoolP("watch", "w", false, "keep printing the topology as containers come and go")
+	dockerHost := fs.String("docker-host", "", "Docker daemon address (default $DOCKER_HOST, else unix:///var/run/docker.sock)")
+	noDocker := fs.Bool("no-docker", false, "do not ask Docker; name namespaces only")
+	help := fs.BoolP("help", "h", false, "show this help")
+	fs.Usage = func() {
+		fmt.Fprintf(stdout, "Usage: hoptrace links [flags]\n\n"+
+			"Shows each bridge (docker0, br-xxxx) with its ports: host veth (ifindex) <-> peer\n"+
+			"ifindex <-> container name, ID, eth0 MAC and IP; containers without a veth\n"+
+			"(--network host or none); and network namespaces Docker does not own.\n"+
+			"Needs root (it reads every network namespace), no BPF.\n\nFlags:\n")
+		fs.SetOutput(stdout)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return errHelp
+		}
+		return usagef("links: %v", err)
+	}
+	if *help {
+		fs.Usage()
+		return errHelp
+	}
+	if fs.NArg() > 0 {
+		return usagef("links: unexpected argument %q", fs.Arg(0))
+	}
+	if *output != "text" && *output != "json" {
+		return usagef("links: -o must be text or json, not %q", *output)
+	}
+
+	opts := resolver.Options{DockerHost: *dockerHost}
+	if *noDocker {
+		opts.Docker = resolver.NoDocker{}
+	}
+	if *watch {
+		// In watch mode Docker outages and returns are worth a line.
+		opts.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	r, err := resolver.New(opts)
+	if err != nil {
+		return fmt.Errorf("links: %w", err)
+	}
+	defer r.Close()
+	if err := r.Start(ctx); err != nil {
+		return fmt.Errorf("links: %w", err)
+	}
+
+	print := func(l resolver.Links) error {
+		if *output == "json" {
+			enc := json.NewEncoder(stdout)
+			if !*watch {
+				enc.SetIndent("", "  ")
+			}
+			return enc.Encode(l)
+		}
+		if *watch {
+			fmt.Fprintf(stdout, "--- %s\n", l.Time.Format("15:04:05.000"))
+		}
+		return l.WriteText(stdout)
+	}
+	if !*watch {
+		l := resolver.LinksOf(r.Snapshot())
+		if note := l.DockerNote(); note != "" && !*noDocker {
+			fmt.Fprintf(stderr, "hoptrace: note: %s\n", note)
+		}
+		return print(l)
+	}
+	// Docker outages are logged once each by the resolver.
+	for s := range r.Subscribe(ctx) {
+		if err := print(resolver.LinksOf(s)); err != nil {
+			return fmt.Errorf("links: write: %w", err)
+		}
+	}
+	return nil
 }

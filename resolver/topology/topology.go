@@ -137,6 +137,46 @@ type Snapshot struct {
 	// DockerAvailable is false when Docker could not be reached; names then
 	// come from namespaces only.
 	DockerAvailable bool `json:"docker_available"`
+	// DockerError says why Docker could not be reached, when it could not.
+	DockerError string `json:"docker_error,omitempty"`
+	// Namespaces are the network namespaces seen, the host's included.
+	Namespaces []Netns `json:"namespaces,omitempty"`
+}
+
+// Netns is one network namespace and where its name came from.
+type Netns struct {
+	Ino uint32 `json:"ino"`
+	// Name is the name under /run/netns, the Docker sandbox ID, or the name
+	// of a process inside; empty for the host.
+	Name string `json:"name,omitempty"`
+	// Source says where the namespace was found: NetnsHost, NetnsNamed, ...
+	Source string `json:"source"`
+	// Path opens the namespace (for setns or netlink.NewHandleAt); empty
+	// for the host.
+	Path string `json:"path,omitempty"`
+	PID  int    `json:"pid,omitempty"`
+	// Nsid is the namespace's id as seen from the host namespace, -1 if none.
+	Nsid        int    `json:"nsid"`
+	ContainerID string `json:"container_id,omitempty"`
+}
+
+// Where a namespace was found (Netns.Source).
+const (
+	NetnsHost      = "host"           // the host (initial) namespace
+	NetnsContainer = "container"      // a Docker container's namespace
+	NetnsNamed     = "named"          // /run/netns/<name> (ip netns)
+	NetnsSandbox   = "docker-sandbox" // /var/run/docker/netns/<id>, no container known
+	NetnsProcess   = "process"        // held only by a process
+)
+
+// Netns returns the namespace with the given inode.
+func (s *Snapshot) Netns(ino uint32) (Netns, bool) {
+	for _, n := range s.Namespaces {
+		if n.Ino == ino {
+			return n, true
+		}
+	}
+	return Netns{}, false
 }
 
 // Namer resolves an interface seen by a hook to an endpoint. Implementations
@@ -167,6 +207,15 @@ func (ix *Index) Lookup(k Key) (Endpoint, bool) {
 		return *e, true
 	}
 	return Endpoint{}, false
+}
+
+// Peer returns the other end of the veth identified by k, when known.
+func (ix *Index) Peer(k Key) (Endpoint, bool) {
+	e, ok := ix.byKey[k]
+	if !ok || e.PeerIfindex == 0 {
+		return Endpoint{}, false
+	}
+	return ix.Lookup(Key{NetnsIno: e.PeerNetnsIno, Ifindex: e.PeerIfindex})
 }
 
 // FindContainer matches a container by name or ID prefix (at least 3 chars).

@@ -1,0 +1,149 @@
+package resolver
+
+import (
+	"context"
+	"sort"
+
+	"github.com/hoptrace/hoptrace/resolver/topology"
+)
+
+// Interface is one interface the tracer should attach to.
+type Interface struct {
+	Key  topology.Key
+	Name string
+	Role topology.Role // RoleBridge, RoleHostVeth, or RoleContainer/RoleNetns (container side)
+	// NetnsPath opens the interface's namespace (netlink.NewHandleAt,
+	// or a locked thread's setns); empty for the host namespace.
+	NetnsPath string
+	Bridge    string
+	// Container is the container behind the interface, if any (the one
+	// inside for a container side, the one at the other end for a port).
+	ContainerID   string
+	ContainerName string
+}
+
+// Selection chooses the interfaces to trace.
+type Selection struct {
+	// Bridges limits the bridges (by name); empty means every bridge.
+	Bridges []string
+	// ContainerSide adds the far end of each bridge port: eth0 inside each
+	// container (or namespace), so a journey starts where it is sent.
+	ContainerSide bool
+}
+
+// InterfacesOf lists the interfaces to trace in a snapshot: each selected
+// bridge, each veth port of it, and with ContainerSide the peer of each
+// port. Sorted by namespace, then ifindex.
+func InterfacesOf(s *topology.Snapshot, sel Selection) []Interface {
+	want := map[string]bool{}
+	for _, b := range sel.Bridges {
+		want[b] = true
+	}
+	ix := topology.NewIndex(s)
+	var out []Interface
+	for _, e := range s.Endpoints {
+		if e.NetnsIno != s.HostNetnsIno || e.Bridge == "" || len(want) > 0 && !want[e.Bridge] {
+			continue
+		}
+		if e.Role != topology.RoleBridge && e.Role != topology.RoleHostVeth {
+			continue
+		}
+		out = append(out, ifaceOf(s, e))
+		if sel.ContainerSide && e.Role == topology.RoleHostVeth && e.PeerNetnsIno != s.HostNetnsIno {
+			if p, ok := ix.Peer(e.Key()); ok {
+				out = append(out, ifaceOf(s, p))
+			}
+		}
+	}
+	sortInterfaces(out)
+	return out
+}
+
+func ifaceOf(s *topology.Snapshot, e topology.Endpoint) Interface {
+	i := Interface{Key: e.Key(), Name: e.Name, Role: e.Role, Bridge: e.Bridge}
+	if e.NetnsIno != s.HostNetnsIno {
+		if ns, ok := s.Netns(e.NetnsIno); ok {
+			i.NetnsPath = ns.Path
+		}
+	}
+	if e.Container != nil {
+		i.ContainerID, i.ContainerName = e.Container.ID, e.Container.Name
+	}
+	return i
+}
+
+func sortInterfaces(is []Interface) {
+	sort.Slice(is, func(a, b int) bool {
+		if is[a].Key.NetnsIno != is[b].Key.NetnsIno {
+			return is[a].Key.NetnsIno < is[b].Key.NetnsIno
+		}
+		return is[a].Key.Ifindex < is[b].Key.Ifindex
+	})
+}
+
+// DiffInterfaces says what to attach and detach going from old to new. An
+// interface whose name changed at the same key (ifindex reuse) is both.
+func DiffInterfaces(old, new []Interface) (added, removed []Interface) {
+	type id struct {
+		k    topology.Key
+		name string
+	}
+	was := map[id]bool{}
+	for _, i := range old {
+		was[id{i.Key, i.Name}] = true
+	}
+	is := map[id]bool{}
+	for _, i := range new {
+		is[id{i.Key, i.Name}] = true
+		if !was[id{i.Key, i.Name}] {
+			added = append(added, i)
+		}
+	}
+	for _, i := range old {
+		if !is[id{i.Key, i.Name}] {
+			removed = append(removed, i)
+		}
+	}
+	return added, removed
+}
+
+// Interfaces lists the interfaces to trace now.
+func (r *Resolver) Interfaces(sel Selection) []Interface {
+	return InterfacesOf(r.Snapshot(), sel)
+}
+
+// InterfaceUpdate is a change in the interfaces to trace.
+type InterfaceUpdate struct {
+	Added, Removed []Interface
+	// Snapshot is the topology the update comes from.
+	Snapshot *topology.Snapshot
+}
+
+// WatchInterfaces sends every current interface as Added first, then what
+// changes. Updates that were not read in time are merged, never lost. The
+// channel closes when ctx ends or the resolver is closed.
+func (r *Resolver) WatchInterfaces(ctx context.Context, sel Selection) <-chan InterfaceUpdate {
+	out := make(chan InterfaceUpdate)
+	snaps := r.Subscribe(ctx)
+	go func() {
+		defer close(out)
+		var sent []Interface // what the reader has been told
+		for s := range snaps {
+			cur := InterfacesOf(s, sel)
+			add, rm := DiffInterfaces(sent, cur)
+			if len(add) == 0 && len(rm) == 0 && sent != nil {
+				continue
+			}
+			select {
+			case out <- InterfaceUpdate{Added: add, Removed: rm, Snapshot: s}:
+				sent = cur
+				if sent == nil {
+					sent = []Interface{}
+				}
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out
+}

@@ -1,0 +1,207 @@
+package resolver
+
+import (
+	"fmt"
+	"io"
+	"net/netip"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/hoptrace/hoptrace/resolver/topology"
+)
+
+// Links is the `hoptrace links` view of a snapshot: per bridge, each port
+// veth and what is at its other end; containers without a veth; and
+// namespaces Docker does not own.
+type Links struct {
+	Time            time.Time    `json:"time"`
+	DockerAvailable bool         `json:"docker_available"`
+	DockerError     string       `json:"docker_error,omitempty"`
+	Bridges         []LinkBridge `json:"bridges"`
+	// NoVeth are containers without any veth (--network host or none).
+	NoVeth []LinkContainer `json:"containers_without_veth"`
+	// Namespaces are the network namespaces not owned by a container.
+	Namespaces []LinkNetns `json:"namespaces"`
+}
+
+// LinkBridge is one bridge and its ports.
+type LinkBridge struct {
+	Name    string     `json:"name"`
+	Ifindex uint32     `json:"ifindex"`
+	Network string     `json:"network,omitempty"`
+	Ports   []LinkPort `json:"ports"`
+}
+
+// LinkPort is a bridge port and its peer.
+type LinkPort struct {
+	Veth         string         `json:"veth"`
+	Ifindex      uint32         `json:"ifindex"`
+	PeerIfindex  uint32         `json:"peer_ifindex,omitempty"`
+	PeerNetnsIno uint32         `json:"peer_netns_ino,omitempty"`
+	PeerName     string         `json:"peer_name,omitempty"` // eth0
+	Container    *LinkContainer `json:"container,omitempty"`
+	// Netns names a non-Docker namespace at the other end.
+	Netns string         `json:"netns,omitempty"`
+	MAC   string         `json:"mac,omitempty"` // of the peer (eth0)
+	Addrs []netip.Prefix `json:"addrs,omitempty"`
+}
+
+// LinkContainer identifies a container.
+type LinkContainer struct {
+	Name        string `json:"name"`
+	ID          string `json:"id"`
+	Image       string `json:"image,omitempty"`
+	NetworkMode string `json:"network_mode,omitempty"`
+}
+
+// LinkNetns is a namespace not owned by Docker, and its interfaces.
+type LinkNetns struct {
+	Ino        uint32   `json:"ino"`
+	Name       string   `json:"name"`
+	Source     string   `json:"source"`
+	PID        int      `json:"pid,omitempty"`
+	Interfaces []string `json:"interfaces,omitempty"` // "eth0(2)"
+}
+
+// LinksOf builds the links view of a snapshot.
+func LinksOf(s *topology.Snapshot) Links {
+	l := Links{Time: s.Time, DockerAvailable: s.DockerAvailable, DockerError: s.DockerError,
+		Bridges: []LinkBridge{}, NoVeth: []LinkContainer{}, Namespaces: []LinkNetns{}}
+	ix := topology.NewIndex(s)
+	hasVeth := map[string]bool{}
+	for _, b := range s.Bridges {
+		lb := LinkBridge{Name: b.Name, Ifindex: b.Ifindex, Network: b.Network, Ports: []LinkPort{}}
+		for _, p := range b.Ports {
+			e, ok := ix.Lookup(topology.Key{NetnsIno: s.HostNetnsIno, Ifindex: p})
+			if !ok {
+				continue
+			}
+			lp := LinkPort{Veth: e.Name, Ifindex: e.Ifindex, PeerIfindex: e.PeerIfindex, PeerNetnsIno: e.PeerNetnsIno, Netns: e.NetnsName}
+			if e.Container != nil {
+				lp.Container = linkContainer(e.Container)
+				hasVeth[e.Container.ID] = true
+			}
+			if peer, ok := ix.Peer(e.Key()); ok {
+				lp.PeerName, lp.MAC, lp.Addrs = peer.Name, peer.MAC, peer.Addrs
+			}
+			lb.Ports = append(lb.Ports, lp)
+		}
+		l.Bridges = append(l.Bridges, lb)
+	}
+	for _, e := range s.Endpoints {
+		if e.Role == topology.RoleContainer && e.Container != nil && e.PeerIfindex != 0 {
+			hasVeth[e.Container.ID] = true
+		}
+	}
+	for i := range s.Containers {
+		if c := &s.Containers[i]; !hasVeth[c.ID] {
+			l.NoVeth = append(l.NoVeth, *linkContainer(c))
+		}
+	}
+	ifaces := map[uint32][]string{}
+	for _, e := range s.Endpoints {
+		ifaces[e.NetnsIno] = append(ifaces[e.NetnsIno], fmt.Sprintf("%s(%d)", e.Name, e.Ifindex))
+	}
+	for _, n := range s.Namespaces {
+		if n.Source == topology.NetnsHost || n.Source == topology.NetnsContainer {
+			continue
+		}
+		l.Namespaces = append(l.Namespaces, LinkNetns{Ino: n.Ino, Name: n.Name, Source: n.Source, PID: n.PID, Interfaces: ifaces[n.Ino]})
+	}
+	sort.SliceStable(l.Namespaces, func(i, j int) bool {
+		a, b := l.Namespaces[i], l.Namespaces[j]
+		if a.Source != b.Source {
+			return a.Source < b.Source
+		}
+		return a.Name < b.Name
+	})
+	return l
+}
+
+func linkContainer(c *topology.Container) *LinkContainer {
+	return &LinkContainer{Name: c.Name, ID: c.ID, Image: c.Image, NetworkMode: c.NetworkMode}
+}
+
+// DockerNote is the one line to print when Docker was not reachable, or "".
+func (l Links) DockerNote() string {
+	if l.DockerAvailable {
+		return ""
+	}
+	if l.DockerError == "docker disabled" {
+		return "Docker disabled: names come from network namespaces only"
+	}
+	return "Docker was not reachable (" + l.DockerError + "): names come from network namespaces only"
+}
+
+// WriteText prints the view for people: one block per bridge, then the
+// containers without a veth and the other namespaces.
+func (l Links) WriteText(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for _, b := range l.Bridges {
+		net := b.Network
+		if net == "" {
+			net = "-"
+		}
+		fmt.Fprintf(tw, "%s (ifindex %d, network %s)\n", b.Name, b.Ifindex, net)
+		if len(b.Ports) == 0 {
+			fmt.Fprintf(tw, "  no ports\n")
+		}
+		for _, p := range b.Ports {
+			who, id := "?", ""
+			switch {
+			case p.Container != nil:
+				who, id = p.Container.Name, shortID(p.Container.ID)
+			case p.Netns != "":
+				who = "netns " + p.Netns
+			}
+			peer := "?"
+			if p.PeerIfindex != 0 {
+				peer = fmt.Sprintf("%s(%d)", orDash(p.PeerName), p.PeerIfindex)
+			}
+			fmt.Fprintf(tw, "  %s(%d)\t<->\t%s\t%s\t%s\t%s\t%s\n", p.Veth, p.Ifindex, peer, who, orDash(id), orDash(p.MAC), orDash(joinPrefixes(p.Addrs)))
+		}
+	}
+	if len(l.NoVeth) > 0 {
+		fmt.Fprintf(tw, "containers without a veth\n")
+		for _, c := range l.NoVeth {
+			fmt.Fprintf(tw, "  %s\t%s\tnetwork %s\n", c.Name, shortID(c.ID), orDash(c.NetworkMode))
+		}
+	}
+	if len(l.Namespaces) > 0 {
+		fmt.Fprintf(tw, "namespaces not owned by Docker\n")
+		for _, n := range l.Namespaces {
+			fmt.Fprintf(tw, "  %s\t%s\tino %d\t%s\n", orDash(n.Name), n.Source, n.Ino, strings.Join(n.Interfaces, " "))
+		}
+	}
+	return tw.Flush()
+}
+
+func shortID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func joinPrefixes(ps []netip.Prefix) string {
+	var b strings.Builder
+	for _, p := range ps {
+		if p.Addr().IsLinkLocalUnicast() {
+			continue // fe80:: on every veth says nothing
+		}
+		if b.Len() > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(p.String())
+	}
+	return b.String()
+}
