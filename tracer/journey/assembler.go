@@ -13,7 +13,8 @@ import (
 // Assembler joins hops and drops into journeys. It is not safe for
 // concurrent use: feed it from one goroutine, in the order events arrived.
 //
-// Identity: a hop joins the open journey holding its SkbKey when the
+// Identity: a hop with the kernel's PacketID (and an skb key) joins the open
+// journey with that ID. Otherwise it joins the open journey holding its SkbKey when the
 // fingerprint matches and the journey has not passed this interface in this
 // direction yet; otherwise (no key, a clone with a new key) it joins the
 // oldest open journey with its fingerprint that has not passed here. A
@@ -25,6 +26,7 @@ type Assembler struct {
 
 	nextID uint64
 	heap   []*open          // open journeys, soonest deadline first
+	byPID  map[uint64]*open // open journey per kernel packet ID
 	bySkb  map[uint64]*open // newest open journey that holds this skb key
 	byFP   map[uint64]*open // oldest open journey per fingerprint, chained by fpNext
 	stats  Stats
@@ -59,6 +61,7 @@ func New(cfg Config, namer topology.Namer) *Assembler {
 	return &Assembler{
 		cfg:   cfg,
 		namer: namer,
+		byPID: make(map[uint64]*open),
 		bySkb: make(map[uint64]*open),
 		byFP:  make(map[uint64]*open),
 		stats: Stats{DropsByReason: make(map[string]uint64)},
@@ -92,11 +95,15 @@ func (a *Assembler) AddHop(h event.Hop) []*Journey {
 		GSOSegs:  h.GSOSegs,
 		GSOSize:  h.GSOSize,
 		SkbKey:   h.SkbKey,
+		PacketID: h.PacketID,
 		Pkt:      h.Pkt,
 		Data:     h.Data,
 	})
 	if h.SkbKey != 0 {
 		a.bySkb[h.SkbKey] = o
+		if h.PacketID != 0 {
+			a.byPID[h.PacketID] = o
+		}
 	}
 	if a.kind(&j.Hops[len(j.Hops)-1]) != VerdictIncomplete {
 		o.terminal = true
@@ -189,6 +196,15 @@ func (a *Assembler) resolve(netns, ifindex uint32) (topology.Endpoint, bool) {
 // find returns the open journey a hop continues, or nil when the hop starts
 // a new journey.
 func (a *Assembler) find(h *event.Hop) *open {
+	// The kernel's packet ID is exact when it was keyed by the skb. Keyed by
+	// content (no skb key) it mixes up identical packets in flight, so then
+	// the FIFO content join below does better. A clone gets a new ID at its
+	// first hook: it falls through to the content join too.
+	if h.PacketID != 0 && h.SkbKey != 0 {
+		if o := a.byPID[h.PacketID]; o != nil && !passed(o.j, h) {
+			return o
+		}
+	}
 	if h.SkbKey != 0 {
 		if o := a.bySkb[h.SkbKey]; o != nil && o.j.Fingerprint == h.Fingerprint {
 			if passed(o.j, h) {
@@ -213,6 +229,11 @@ func (a *Assembler) find(h *event.Hop) *open {
 
 // findDrop returns the open journey a drop belongs to, or nil.
 func (a *Assembler) findDrop(d *event.Drop) *open {
+	if d.PacketID != 0 && d.SkbKey != 0 {
+		if o := a.byPID[d.PacketID]; o != nil {
+			return o
+		}
+	}
 	if d.SkbKey != 0 {
 		if o := a.bySkb[d.SkbKey]; o != nil && (d.Fingerprint == 0 || o.j.Fingerprint == d.Fingerprint) {
 			return o
@@ -428,6 +449,9 @@ func (a *Assembler) finish(o *open, timedOut, evicted bool) *Journey {
 	for i := range j.Hops {
 		if k := j.Hops[i].SkbKey; k != 0 && a.bySkb[k] == o {
 			delete(a.bySkb, k)
+		}
+		if id := j.Hops[i].PacketID; id != 0 && a.byPID[id] == o {
+			delete(a.byPID, id)
 		}
 	}
 	if !o.sorted {

@@ -557,3 +557,45 @@ func mixedTraffic() []feed {
 	}
 	return in
 }
+
+func withIDs(hs []event.Hop, ids ...uint64) []event.Hop {
+	for i := range hs {
+		hs[i].PacketID = ids[i]
+	}
+	return hs
+}
+
+// With skb keys, the kernel's packet ID decides; a flooded clone gets a new
+// ID at its first hook and still joins by content.
+func TestPacketIDJoins(t *testing.T) {
+	flood := withIDs(arpFlood(t0, [4]uint64{0x100, 0x200, 0x300, 0x100}, 0xa59), 1, 1, 2, 1, 3, 2, 1)
+	j := one(t, must(run(t, journey.Config{}, hops(flood))))
+	if j.Fanout != 3 || len(j.Hops) != 7 {
+		t.Errorf("fanout %d hops %d", j.Fanout, len(j.Hops))
+	}
+
+	// Same skb, same bytes, but the kernel saw a new packet: two journeys.
+	p := jt.UDP(jt.ClientIP, 40000, jt.WebIP, 9999)
+	a := withIDs(jt.Walk(jt.ClientToWeb[:2], t0, 10*us, 0x77, 55, p), 10, 10)
+	b := withIDs(jt.Walk(jt.ClientToWeb[2:], t0+12*us, 10*us, 0x77, 55, p), 11, 11)
+	js, _ := run(t, journey.Config{}, hops(a, b))
+	if len(js) != 2 {
+		t.Errorf("got %d journeys, want 2", len(js))
+	}
+}
+
+// Without skb keys the kernel keys packet IDs by content and mixes up
+// identical packets in flight; the assembler's FIFO content join does not.
+func TestPacketIDIgnoredWithoutSkbKey(t *testing.T) {
+	p := jt.UDP(jt.ClientIP, 40000, jt.WebIP, 9999)
+	a := withIDs(jt.Walk(jt.ClientToWeb, t0, 10*us, 0, 55, p), 1, 2, 3, 4)
+	b := withIDs(jt.Walk(jt.ClientToWeb, t0+3*us, 10*us, 0, 55, p), 2, 3, 4, 5)
+	var in []feed
+	for i := range a {
+		in = append(in, feed{hop: &a[i]}, feed{hop: &b[i]})
+	}
+	js, _ := run(t, journey.Config{}, in)
+	if len(js) != 2 || len(js[0].Hops) != 4 || len(js[1].Hops) != 4 || js[0].Transit != 30*time.Microsecond {
+		t.Fatalf("got %d journeys", len(js))
+	}
+}

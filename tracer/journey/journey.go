@@ -112,7 +112,9 @@ type Hop struct {
 	GSOSegs uint16
 	GSOSize uint16
 	SkbKey  uint64
-	Pkt     event.Packet
+	// PacketID is the kernel's per-packet join key (0 when unknown).
+	PacketID uint64
+	Pkt      event.Packet
 	// Data is the event's packet bytes, kept as given (not copied).
 	Data []byte
 }
