@@ -200,12 +200,12 @@ func (a *Assembler) find(h *event.Hop) *open {
 	// content (no skb key) it mixes up identical packets in flight, so then
 	// the FIFO content join below does better. A clone gets a new ID at its
 	// first hook: it falls through to the content join too.
-	if h.PacketID != 0 && h.SkbKey != 0 {
+	trustID := h.PacketID != 0 && h.SkbKey != 0
+	if trustID {
 		if o := a.byPID[h.PacketID]; o != nil && !passed(o.j, h) {
 			return o
 		}
-	}
-	if h.SkbKey != 0 {
+	} else if h.SkbKey != 0 {
 		if o := a.bySkb[h.SkbKey]; o != nil && o.j.Fingerprint == h.Fingerprint {
 			if passed(o.j, h) {
 				// Same skb and content where this packet already was: a
@@ -220,11 +220,24 @@ func (a *Assembler) find(h *event.Hop) *open {
 	}
 	// Oldest first: identical packets on one path do not overtake each other.
 	for o := a.byFP[h.Fingerprint]; o != nil; o = o.fpNext {
-		if !passed(o.j, h) {
-			return o
+		if passed(o.j, h) {
+			continue
 		}
+		if trustID && holdsSkb(o.j, h.SkbKey) {
+			continue // the kernel said this skb carries a new packet now
+		}
+		return o
 	}
 	return nil
+}
+
+func holdsSkb(j *Journey, key uint64) bool {
+	for i := range j.Hops {
+		if j.Hops[i].SkbKey == key {
+			return true
+		}
+	}
+	return false
 }
 
 // findDrop returns the open journey a drop belongs to, or nil.

@@ -568,7 +568,7 @@ func withIDs(hs []event.Hop, ids ...uint64) []event.Hop {
 // With skb keys, the kernel's packet ID decides; a flooded clone gets a new
 // ID at its first hook and still joins by content.
 func TestPacketIDJoins(t *testing.T) {
-	flood := withIDs(arpFlood(t0, [4]uint64{0x100, 0x200, 0x300, 0x100}, 0xa59), 1, 1, 2, 1, 3, 2, 1)
+	flood := withIDs(arpFlood(t0, [4]uint64{0x100, 0x200, 0x300, 0x100}, 0xa59), 1, 1, 2, 3, 1, 2, 3)
 	j := one(t, must(run(t, journey.Config{}, hops(flood))))
 	if j.Fanout != 3 || len(j.Hops) != 7 {
 		t.Errorf("fanout %d hops %d", j.Fanout, len(j.Hops))
