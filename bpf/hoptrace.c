@@ -1,0 +1,620 @@
+// SPDX-License-Identifier: GPL-2.0
+/* hoptrace kernel side: passive TC hooks that report every packet they see
+ * (struct hop_event) and a kfree_skb tracepoint that reports drops of packets
+ * a hook saw recently (struct drop_event). Both go to one ring buffer,
+ * submitted without wakeup: user space drains it on a short timer, which
+ * keeps the per-event cost in the hundreds of nanoseconds. */
+
+#include <stdbool.h>
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_tracing.h>
+
+#include "kernel.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+/* enum tcx_action_base is missing from older uapi headers. */
+#ifndef TCX_NEXT
+#define TCX_NEXT -1
+#endif
+/* Both mean "not my business, go on": a passive hook must return one of them,
+ * never TC_ACT_OK, which would end the chain for programs after ours. */
+_Static_assert(TCX_NEXT == TC_ACT_UNSPEC, "TCX_NEXT and TC_ACT_UNSPEC differ");
+
+/* Settings, fixed by user space before load. The verifier sees them as
+ * constants and removes the code they switch off. */
+const volatile __u32 snaplen = 0;          /* packet bytes copied per hop, <= MAX_SNAPLEN */
+const volatile bool have_kern_ctx = false; /* bpf_cast_to_kern_ctx works (kernel >= 6.3) */
+const volatile __u32 attach_netns_ino = 0; /* netns of the attach point when !have_kern_ctx */
+const volatile bool count_hook_calls = false; /* tests: count every hook invocation */
+const volatile __u64 join_window_ns = 1000000000ULL; /* hops further apart are different packets */
+
+/* IP protocol numbers (linux/in.h drags in libc headers). */
+#define IPPROTO_ICMP 1
+#define IPPROTO_TCP 6
+#define IPPROTO_UDP 17
+#define IPPROTO_ICMPV6 58
+
+#define MAX_SNAPLEN 1536
+#define MAX_HOOKS 8
+
+enum event_kind {
+	EVENT_HOP = 1,
+	EVENT_DROP = 2,
+};
+
+/* Layer bits, equal to event.Layer in Go. */
+enum layer {
+	L_ETH = 1 << 0,
+	L_VLAN = 1 << 1,
+	L_ARP = 1 << 2,
+	L_IPV4 = 1 << 3,
+	L_IPV6 = 1 << 4,
+	L_TCP = 1 << 5,
+	L_UDP = 1 << 6,
+	L_ICMP = 1 << 7,
+	L_ICMPV6 = 1 << 8,
+	L_FRAG = 1 << 9,
+};
+
+/* Decoded header summary, numbers in host byte order. */
+struct pkt {
+	__u16 layers;
+	__u16 ethertype;
+	__u16 vlan;
+	__u8 proto;
+	__u8 ttl;
+	__u8 src_mac[6];
+	__u8 dst_mac[6];
+	__u8 src[16]; /* IPv4 in the first 4 bytes; ARP sender address */
+	__u8 dst[16]; /* ARP target address */
+	__u32 ip_id;  /* IPv4 ID or IPv6 flow label */
+	__u16 l3_len; /* IPv4 total length or IPv6 payload length */
+	__u16 l4_extra; /* TCP window or UDP length */
+	__u16 sport;
+	__u16 dport;
+	__u32 seq;
+	__u32 ack;
+	__u16 arp_op;
+	__u8 tcp_flags;
+	__u8 icmp_type;
+	__u8 icmp_code;
+	__u8 _pad0;
+	__u16 icmp_id;
+	__u16 icmp_seq;
+	__u8 arp_sha[6];
+	__u8 arp_tha[6];
+};
+
+struct hop_event {
+	__u8 kind; /* EVENT_HOP */
+	__u8 dir;  /* 0 ingress, 1 egress */
+	__u16 cap_len; /* valid bytes of the snaplen bytes after the struct */
+	__u32 ifindex;
+	__u32 netns_ino;
+	__u32 len;
+	__u16 gso_segs;
+	__u16 gso_size;
+	__u32 _pad0;
+	__u64 ts;
+	__u64 skb;   /* kernel sk_buff address, 0 without kern ctx */
+	__u64 id;    /* packet id: equal for the hops of one packet */
+	__u64 fp;    /* content fingerprint */
+	struct pkt pkt;
+	/* snaplen packet bytes follow when snaplen > 0 */
+};
+
+struct drop_event {
+	__u8 kind; /* EVENT_DROP */
+	__u8 _pad0[3];
+	__u32 reason;
+	__u32 ifindex;
+	__u32 netns_ino;
+	__u64 ts;
+	__u64 skb;
+	__u64 id;
+	__u64 fp;
+	__u64 location;
+	struct pkt pkt;
+};
+
+/* Where a packet has been: the LRU entry joining a packet's hops and drop. */
+struct seen {
+	__u64 id;
+	__u64 fp;
+	__u64 ts;
+	__u32 nhooks;
+	__u32 hooks[MAX_HOOKS];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 22);
+} events SEC(".maps");
+
+/* Events lost to a full ring buffer: [0] hops, [1] drops. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, __u64);
+} lost SEC(".maps");
+
+/* Hook invocations, counted only when count_hook_calls is set. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} hook_calls SEC(".maps");
+
+/* Per-CPU packet id counters; the CPU number goes in the top bits. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} id_counter SEC(".maps");
+
+/* Recently seen packets, by skb address (or by fingerprint without kern ctx). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct seen);
+} seen_pkts SEC(".maps");
+
+/* Force the shared types into BTF for bpf2go -type. */
+const struct hop_event *unused_hop __attribute__((unused));
+const struct drop_event *unused_drop __attribute__((unused));
+const enum event_kind *unused_kind __attribute__((unused));
+const enum layer *unused_layer __attribute__((unused));
+
+extern void *bpf_cast_to_kern_ctx(void *obj) __ksym __weak;
+
+/* A source of packet bytes: the TC context, or kernel memory at drop time. */
+struct src {
+	struct __sk_buff *skb;
+	const unsigned char *base;
+};
+
+static __always_inline int load(const struct src *s, __u32 off, void *dst, __u32 len)
+{
+	if (s->skb)
+		return bpf_skb_load_bytes(s->skb, off, dst, len);
+	return bpf_probe_read_kernel(dst, len, s->base + off);
+}
+
+static __always_inline void count(void *map, __u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(map, &idx);
+	if (v)
+		*v += 1;
+}
+
+struct l4hdr {
+	__be16 sport;
+	__be16 dport;
+	__be32 seq;
+	__be32 ack;
+	__u8 doff;
+	__u8 flags;
+	__be16 window;
+};
+
+struct icmphdr_min {
+	__u8 type;
+	__u8 code;
+	__be16 csum;
+	__be16 id;
+	__be16 seq;
+};
+
+static __always_inline void parse_l4(const struct src *s, __u32 off, __u8 proto, struct pkt *p)
+{
+	switch (proto) {
+	case IPPROTO_TCP: {
+		struct l4hdr h;
+		if (load(s, off, &h, sizeof(h)))
+			return;
+		p->layers |= L_TCP;
+		p->sport = bpf_ntohs(h.sport);
+		p->dport = bpf_ntohs(h.dport);
+		p->seq = bpf_ntohl(h.seq);
+		p->ack = bpf_ntohl(h.ack);
+		p->tcp_flags = h.flags;
+		p->l4_extra = bpf_ntohs(h.window);
+		return;
+	}
+	case IPPROTO_UDP: {
+		__be16 h[4];
+		if (load(s, off, h, sizeof(h)))
+			return;
+		p->layers |= L_UDP;
+		p->sport = bpf_ntohs(h[0]);
+		p->dport = bpf_ntohs(h[1]);
+		p->l4_extra = bpf_ntohs(h[2]);
+		return;
+	}
+	case IPPROTO_ICMP:
+	case IPPROTO_ICMPV6: {
+		struct icmphdr_min h;
+		if (load(s, off, &h, sizeof(h)))
+			return;
+		p->layers |= proto == IPPROTO_ICMP ? L_ICMP : L_ICMPV6;
+		p->icmp_type = h.type;
+		p->icmp_code = h.code;
+		p->icmp_id = bpf_ntohs(h.id);
+		p->icmp_seq = bpf_ntohs(h.seq);
+		return;
+	}
+	}
+}
+
+struct ipv4hdr_min {
+	__u8 ihl_ver;
+	__u8 tos;
+	__be16 tot_len;
+	__be16 id;
+	__be16 frag_off;
+	__u8 ttl;
+	__u8 proto;
+	__be16 csum;
+	__u8 saddr[4];
+	__u8 daddr[4];
+};
+
+struct ipv6hdr_min {
+	__be32 vtc_flow;
+	__be16 payload_len;
+	__u8 nexthdr;
+	__u8 hop_limit;
+	__u8 saddr[16];
+	__u8 daddr[16];
+};
+
+struct arphdr_eth {
+	__be16 htype;
+	__be16 ptype;
+	__u8 hlen;
+	__u8 plen;
+	__be16 op;
+	__u8 sha[6];
+	__u8 spa[4];
+	__u8 tha[6];
+	__u8 tpa[4];
+};
+
+static __always_inline void parse_l3(const struct src *s, __u32 off, __u16 ethertype, struct pkt *p)
+{
+	p->ethertype = ethertype;
+	switch (ethertype) {
+	case ETH_P_IP: {
+		struct ipv4hdr_min h;
+		if (load(s, off, &h, sizeof(h)))
+			return;
+		p->layers |= L_IPV4;
+		__builtin_memcpy(p->src, h.saddr, 4);
+		__builtin_memcpy(p->dst, h.daddr, 4);
+		p->proto = h.proto;
+		p->ttl = h.ttl;
+		p->ip_id = bpf_ntohs(h.id);
+		p->l3_len = bpf_ntohs(h.tot_len);
+		__u16 frag = bpf_ntohs(h.frag_off);
+		if (frag & 0x3fff) /* MF or a non-zero offset */
+			p->layers |= L_FRAG;
+		if (frag & 0x1fff) /* only the first fragment has the L4 header */
+			return;
+		parse_l4(s, off + (h.ihl_ver & 0xf) * 4, h.proto, p);
+		return;
+	}
+	case ETH_P_IPV6: {
+		struct ipv6hdr_min h;
+		if (load(s, off, &h, sizeof(h)))
+			return;
+		p->layers |= L_IPV6;
+		__builtin_memcpy(p->src, h.saddr, 16);
+		__builtin_memcpy(p->dst, h.daddr, 16);
+		p->ttl = h.hop_limit;
+		p->ip_id = bpf_ntohl(h.vtc_flow) & 0xfffff;
+		p->l3_len = bpf_ntohs(h.payload_len);
+		__u8 next = h.nexthdr;
+		off += sizeof(h);
+		/* Walk a few extension headers to reach L4. */
+#pragma unroll
+		for (int i = 0; i < 3; i++) {
+			__u8 ext[2];
+			if (next == 44) { /* fragment: fixed 8 bytes */
+				__be16 fo[4];
+				if (load(s, off, fo, sizeof(fo)))
+					return;
+				p->layers |= L_FRAG;
+				next = ((__u8 *)fo)[0];
+				if (bpf_ntohs(fo[1]) & 0xfff8)
+					break; /* not the first fragment */
+				off += 8;
+				continue;
+			}
+			if (next != 0 && next != 43 && next != 60)
+				break;
+			if (load(s, off, ext, sizeof(ext)))
+				return;
+			next = ext[0];
+			off += (ext[1] + 1) * 8;
+		}
+		p->proto = next;
+		if (!(p->layers & L_FRAG) || next == IPPROTO_TCP || next == IPPROTO_UDP ||
+		    next == IPPROTO_ICMPV6)
+			parse_l4(s, off, next, p);
+		return;
+	}
+	case ETH_P_ARP: {
+		struct arphdr_eth h;
+		if (load(s, off, &h, sizeof(h)))
+			return;
+		if (bpf_ntohs(h.ptype) != ETH_P_IP || h.hlen != 6 || h.plen != 4)
+			return;
+		p->layers |= L_ARP;
+		p->arp_op = bpf_ntohs(h.op);
+		__builtin_memcpy(p->arp_sha, h.sha, 6);
+		__builtin_memcpy(p->arp_tha, h.tha, 6);
+		__builtin_memcpy(p->src, h.spa, 4);
+		__builtin_memcpy(p->dst, h.tpa, 4);
+		return;
+	}
+	}
+}
+
+/* parse_l2 decodes from the Ethernet header at off. */
+static __always_inline void parse_l2(const struct src *s, __u32 off, struct pkt *p)
+{
+	struct ethhdr eth;
+	if (load(s, off, &eth, sizeof(eth)))
+		return;
+	p->layers |= L_ETH;
+	__builtin_memcpy(p->dst_mac, eth.h_dest, 6);
+	__builtin_memcpy(p->src_mac, eth.h_source, 6);
+	__u16 proto = bpf_ntohs(eth.h_proto);
+	off += sizeof(eth);
+	if (proto == ETH_P_8021Q || proto == ETH_P_8021AD) {
+		__be16 tag[2];
+		if (load(s, off, tag, sizeof(tag)))
+			return;
+		p->layers |= L_VLAN;
+		p->vlan = bpf_ntohs(tag[0]) & 0xfff;
+		proto = bpf_ntohs(tag[1]);
+		off += sizeof(tag);
+	}
+	parse_l3(s, off, proto, p);
+}
+
+static __always_inline __u64 mix(__u64 h, __u64 v)
+{
+	h ^= v + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2);
+	return h;
+}
+
+/* fingerprint hashes what survives bridging and NAT: no addresses, ports,
+ * ICMP ids, TTLs or checksums; no L2 fields either, because a drop is
+ * usually decoded from the network header on. */
+static __always_inline __u64 fingerprint(const struct pkt *p)
+{
+	__u64 h = 0xcbf29ce484222325ULL;
+	h = mix(h, ((__u64)p->ethertype << 48) | ((__u64)p->proto << 40) | ((__u64)p->l3_len << 16) |
+			   p->l4_extra);
+	h = mix(h, p->ip_id);
+	h = mix(h, ((__u64)p->seq << 32) | p->ack);
+	h = mix(h, ((__u64)p->tcp_flags << 40) | ((__u64)p->icmp_type << 32) |
+			   ((__u64)p->icmp_code << 24) | p->icmp_seq);
+	if (p->layers & L_ARP) {
+		__u64 a = 0, b = 0;
+		__builtin_memcpy(&a, p->arp_sha, 6);
+		__builtin_memcpy(&b, p->arp_tha, 6);
+		h = mix(h, a ^ ((__u64)p->arp_op << 48));
+		h = mix(h, b);
+		h = mix(h, *(__u32 *)p->src | ((__u64)(*(__u32 *)p->dst) << 32));
+	}
+	h ^= h >> 33;
+	h *= 0xff51afd7ed558ccdULL;
+	h ^= h >> 33;
+	return h;
+}
+
+static __always_inline __u64 new_id(void)
+{
+	__u32 zero = 0;
+	__u64 *c = bpf_map_lookup_elem(&id_counter, &zero);
+	if (!c)
+		return 0;
+	*c += 1;
+	return ((__u64)(bpf_get_smp_processor_id() + 1) << 48) | (*c & 0xffffffffffffULL);
+}
+
+/* packet_id joins hops of one packet: the same key (skb or fingerprint) with
+ * the same fingerprint, seen recently at a hook it has not passed yet. A
+ * second visit to a hook means a new packet in a reused skb. */
+static __always_inline __u64 packet_id(__u64 key, __u64 fp, __u64 now, __u32 hook)
+{
+	struct seen *s = bpf_map_lookup_elem(&seen_pkts, &key);
+	if (s && s->fp == fp && now - s->ts < join_window_ns) {
+		bool again = false;
+		__u32 n = s->nhooks;
+#pragma unroll
+		for (int i = 0; i < MAX_HOOKS; i++) {
+			if (i < n && s->hooks[i] == hook)
+				again = true;
+		}
+		if (!again) {
+			if (n < MAX_HOOKS) {
+				s->hooks[n & (MAX_HOOKS - 1)] = hook;
+				s->nhooks = n + 1;
+			}
+			s->ts = now;
+			return s->id;
+		}
+	}
+	struct seen fresh = {
+		.id = new_id(),
+		.fp = fp,
+		.ts = now,
+		.nhooks = 1,
+	};
+	fresh.hooks[0] = hook;
+	bpf_map_update_elem(&seen_pkts, &key, &fresh, BPF_ANY);
+	return fresh.id;
+}
+
+static __always_inline void hop(struct __sk_buff *ctx, __u8 dir)
+{
+	if (count_hook_calls)
+		count(&hook_calls, 0);
+
+	__u32 cap = snaplen;
+	if (cap > MAX_SNAPLEN)
+		cap = MAX_SNAPLEN;
+	struct hop_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev) + cap, 0);
+	if (!ev) {
+		count(&lost, 0);
+		return;
+	}
+
+	__u64 now = bpf_ktime_get_ns();
+	ev->kind = EVENT_HOP;
+	ev->dir = dir;
+	ev->ifindex = ctx->ifindex;
+	ev->len = ctx->len;
+	ev->gso_segs = ctx->gso_segs;
+	ev->gso_size = ctx->gso_size;
+	ev->ts = now;
+	ev->skb = 0;
+	ev->netns_ino = attach_netns_ino;
+	if (have_kern_ctx) {
+		struct sk_buff *kskb = bpf_cast_to_kern_ctx(ctx);
+		ev->skb = (__u64)kskb;
+		ev->netns_ino = kskb->dev->nd_net.net->ns.inum;
+	}
+
+	__builtin_memset(&ev->pkt, 0, sizeof(ev->pkt));
+	struct src s = { .skb = ctx };
+	parse_l2(&s, 0, &ev->pkt);
+	if (ctx->vlan_present && !(ev->pkt.layers & L_VLAN)) {
+		/* The tag was taken off the frame into skb metadata. */
+		ev->pkt.layers |= L_VLAN;
+		ev->pkt.vlan = ctx->vlan_tci & 0xfff;
+	}
+	ev->fp = fingerprint(&ev->pkt);
+
+	__u32 hook = (ev->ifindex << 1 | dir) ^ (ev->netns_ino * 2654435761U);
+	ev->id = packet_id(have_kern_ctx ? ev->skb : ev->fp, ev->fp, now, hook);
+
+	ev->cap_len = 0;
+	if (cap) {
+		__u32 n = ctx->len;
+		if (n > cap)
+			n = cap;
+		if (n > MAX_SNAPLEN)
+			n = MAX_SNAPLEN;
+		if (n > 0 && bpf_skb_load_bytes(ctx, 0, (void *)(ev + 1), n) == 0)
+			ev->cap_len = n;
+	}
+	bpf_ringbuf_submit(ev, BPF_RB_NO_WAKEUP);
+}
+
+SEC("tc")
+int hop_ingress_tcx(struct __sk_buff *ctx)
+{
+	hop(ctx, 0);
+	return TCX_NEXT;
+}
+
+SEC("tc")
+int hop_egress_tcx(struct __sk_buff *ctx)
+{
+	hop(ctx, 1);
+	return TCX_NEXT;
+}
+
+SEC("tc")
+int hop_ingress_legacy(struct __sk_buff *ctx)
+{
+	hop(ctx, 0);
+	return TC_ACT_UNSPEC;
+}
+
+SEC("tc")
+int hop_egress_legacy(struct __sk_buff *ctx)
+{
+	hop(ctx, 1);
+	return TC_ACT_UNSPEC;
+}
+
+/* decode_skb fills p from a kernel skb, starting at its network header. */
+static __always_inline void decode_skb(struct sk_buff *skb, struct pkt *p)
+{
+	const unsigned char *head = skb->head;
+	__u16 nh = skb->network_header;
+	__u16 mh = skb->mac_header;
+	if (mh != (__u16)~0U && mh < nh) {
+		struct ethhdr eth;
+		if (!bpf_probe_read_kernel(&eth, sizeof(eth), head + mh)) {
+			p->layers |= L_ETH;
+			__builtin_memcpy(p->dst_mac, eth.h_dest, 6);
+			__builtin_memcpy(p->src_mac, eth.h_source, 6);
+		}
+	}
+	if (nh == (__u16)~0U)
+		return;
+	struct src s = { .base = head };
+	parse_l3(&s, nh, bpf_ntohs(skb->protocol), p);
+}
+
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(drop, struct sk_buff *skb, void *location, unsigned int reason)
+{
+	struct pkt p = {};
+	__u64 key = (__u64)skb;
+	__u64 fp = 0;
+	if (have_kern_ctx) {
+		/* Most freed skbs were never seen by a hook: look before decoding. */
+		if (!bpf_map_lookup_elem(&seen_pkts, &key))
+			return 0;
+		decode_skb(skb, &p);
+		fp = fingerprint(&p);
+	} else {
+		decode_skb(skb, &p);
+		fp = fingerprint(&p);
+		key = fp;
+	}
+	struct seen *s = bpf_map_lookup_elem(&seen_pkts, &key);
+	if (!s || s->fp != fp)
+		return 0;
+	__u64 id = s->id;
+	bpf_map_delete_elem(&seen_pkts, &key);
+
+	struct drop_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	if (!ev) {
+		count(&lost, 1);
+		return 0;
+	}
+	ev->kind = EVENT_DROP;
+	ev->reason = reason;
+	ev->ts = bpf_ktime_get_ns();
+	ev->skb = (__u64)skb;
+	ev->id = id;
+	ev->fp = fp;
+	ev->location = (__u64)location;
+	ev->ifindex = 0;
+	ev->netns_ino = 0;
+	struct net_device *dev = skb->dev;
+	if (dev) {
+		ev->ifindex = dev->ifindex;
+		ev->netns_ino = dev->nd_net.net->ns.inum;
+	}
+	__builtin_memcpy(&ev->pkt, &p, sizeof(p));
+	bpf_ringbuf_submit(ev, BPF_RB_NO_WAKEUP);
+	return 0;
+}

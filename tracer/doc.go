@@ -1,0 +1,70 @@
+// Package tracer loads hoptrace's BPF programs, attaches them to
+// interfaces and turns what they report into event.Hop and event.Drop.
+//
+//	tr, err := tracer.Load(tracer.Options{})      // ErrPermission, ErrNoBTF, verifier log
+//	defer tr.Close()                               // detaches everything
+//	fmt.Println(tr.Features())                     // tcx=yes skb-key=yes drops=yes
+//	err = tr.Attach(tracer.Iface{Name: "docker0"})
+//	err = tr.Attach(tracer.Iface{Name: "eth0", Netns: "/proc/1234/ns/net"})
+//	var r tracer.Record
+//	for tr.ReadInto(ctx, &r) == nil {              // ends with ErrClosed or ctx.Err()
+//		switch r.Kind {
+//		case tracer.KindHop:  use(r.Hop)           // r.Hop.TimeNS -> tr.Clock().Wall(...)
+//		case tracer.KindDrop: use(r.Drop)          // r.Drop.ReasonName, e.g. "NETFILTER_DROP"
+//		}
+//	}
+//	loss, err := tr.Loss()                         // events the full ring buffer cost
+//
+// # Hooks
+//
+// Each attached interface gets a program on TC ingress and egress. Where the
+// kernel has TCX (>= 6.6) they are BPF links at the head of the chain,
+// returning TCX_NEXT; elsewhere, or with Options.ForceLegacy, they are
+// direct-action cls_bpf filters on a clsact qdisc at the lowest free
+// priority, returning TC_ACT_UNSPEC. Either way every program or filter
+// after ours sees the packet unchanged and decides its fate. Legacy filters
+// are named "hoptrace-<pid>-<dir>" (FilterPrefix), plus "-q" when hoptrace
+// created the qdisc; Detach removes only those, and the qdisc only if it
+// was ours and is empty. SweepStale removes the filters of hoptrace
+// processes that died without detaching. TCX links die with the process.
+// Attaching inside another netns never moves the calling thread: netlink
+// works through a handle in that netns, and the TCX attach (which resolves
+// the ifindex in the caller's netns) runs on a throwaway locked thread.
+//
+// # Joining hops into packets
+//
+// Hop.PacketID is the join key: the first hook that sees a packet gives it
+// a new id, stored in an LRU map under the kernel skb address (kernel >=
+// 6.3, bpf_cast_to_kern_ctx; Hop.SkbKey) or, on older kernels, under the
+// content fingerprint. A later hook reuses the id when the entry has the
+// same fingerprint, is less than a second old and has not been at this hook
+// yet. A second visit to the same hook means a new packet in a reused skb,
+// so two packets with identical bytes get different ids even when the
+// kernel recycles the skb between them. Hop.Fingerprint hashes what NAT and
+// routing keep (IP ID or flow label, lengths, protocol, TCP seq/ack/flags/
+// window, UDP length, ICMP type/code/seq, ARP fields) and never addresses,
+// ports, ICMP ids, TTLs or checksums. Without an skb key, two different
+// packets in flight at once with equal fingerprints (no IP ID, as in IPv6
+// or IPv4 with DF and a zero ID) are joined: a known limitation.
+//
+// A Drop comes from the kfree_skb tracepoint for a packet in that map (by
+// skb address and matching fingerprint, or by fingerprint alone on older
+// kernels) and carries the same PacketID; ReasonName is the kernel's enum
+// skb_drop_reason name from its BTF without the SKB_DROP_REASON_ prefix.
+//
+// # Delivery
+//
+// The kernel submits to the ring buffer without waking the reader, which
+// costs a few hundred ns per event instead of microseconds; the reader
+// drains the ring when it has data and looks again every
+// Options.DrainInterval (10ms) when it was empty, so idle latency stays in
+// the tens of milliseconds. Events the full ring cannot take are counted per
+// CPU and reported by Loss, exactly.
+//
+// # Netns identity on older kernels
+//
+// Hop.NetnsIno comes from skb->dev where the skb key is available. Without
+// it the hop programs are loaded once per netns with the netns inode as a
+// load-time constant, sharing all maps, since user space knows where it
+// attached.
+package tracer

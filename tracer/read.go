@@ -1,0 +1,221 @@
+package tracer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"time"
+	"unsafe"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+
+	"github.com/hoptrace/hoptrace/tracer/event"
+)
+
+// Kind says which field of a Record holds the event.
+type Kind uint8
+
+const (
+	KindHop  Kind = Kind(hoptraceEventKindEVENT_HOP)
+	KindDrop Kind = Kind(hoptraceEventKindEVENT_DROP)
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindHop:
+		return "hop"
+	case KindDrop:
+		return "drop"
+	}
+	return fmt.Sprintf("kind(%d)", uint8(k))
+}
+
+// Record is one event from the kernel: Hop when Kind is KindHop, Drop when
+// Kind is KindDrop. A Record passed to ReadInto again reuses its buffers.
+type Record struct {
+	Kind Kind
+	Hop  event.Hop
+	Drop event.Drop
+
+	raw ringbuf.Record
+}
+
+// Read returns the next event. See ReadInto.
+func (t *Tracer) Read(ctx context.Context) (Record, error) {
+	var r Record
+	err := t.ReadInto(ctx, &r)
+	return r, err
+}
+
+// ReadInto blocks until the next event and decodes it into r. Events are
+// delivered within about the drain interval. It returns ctx.Err() when ctx
+// ends and ErrClosed once the tracer is closed. Several goroutines may
+// read at once; each event goes to one of them.
+func (t *Tracer) ReadInto(ctx context.Context, r *Record) error {
+	for {
+		err := t.rd.ReadInto(&r.raw)
+		switch {
+		case err == nil:
+			if t.decode(r) {
+				return nil
+			}
+			continue
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			// The ring is drained; the kernel never wakes us, so wait one
+			// more interval.
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			t.rd.SetDeadline(time.Now().Add(t.drain))
+		case errors.Is(err, ringbuf.ErrClosed), errors.Is(err, os.ErrClosed):
+			return ErrClosed
+		default:
+			return fmt.Errorf("read ring buffer: %w", err)
+		}
+	}
+}
+
+// decode fills r from r.raw; false for a record it does not know.
+func (t *Tracer) decode(r *Record) bool {
+	b := r.raw.RawSample
+	if len(b) == 0 {
+		return false
+	}
+	switch Kind(b[0]) {
+	case KindHop:
+		if len(b) < int(unsafe.Sizeof(hoptraceHopEvent{})) {
+			return false
+		}
+		r.Kind = KindHop
+		decodeHop(b, &r.Hop)
+		return true
+	case KindDrop:
+		if len(b) < int(unsafe.Sizeof(hoptraceDropEvent{})) {
+			return false
+		}
+		r.Kind = KindDrop
+		decodeDrop(b, &r.Drop)
+		r.Drop.ReasonName = t.ReasonName(r.Drop.Reason)
+		return true
+	}
+	return false
+}
+
+// decodeHop converts a ring buffer sample (the generated hop_event, native
+// byte order, length checked by the caller) to an event.Hop.
+func decodeHop(b []byte, h *event.Hop) {
+	ev := (*hoptraceHopEvent)(unsafe.Pointer(&b[0]))
+	*h = event.Hop{
+		TimeNS:      ev.Ts,
+		Ifindex:     ev.Ifindex,
+		NetnsIno:    ev.NetnsIno,
+		Dir:         event.Direction(ev.Dir),
+		Len:         ev.Len,
+		GSOSegs:     ev.GsoSegs,
+		GSOSize:     ev.GsoSize,
+		SkbKey:      ev.Skb,
+		PacketID:    ev.Id,
+		Fingerprint: ev.Fp,
+	}
+	decodePkt(&ev.Pkt, &h.Pkt)
+	if n := int(ev.CapLen); n > 0 {
+		off := int(unsafe.Sizeof(*ev))
+		if off+n <= len(b) {
+			h.Data = append([]byte(nil), b[off:off+n]...)
+		}
+	}
+}
+
+func decodeDrop(b []byte, d *event.Drop) {
+	ev := (*hoptraceDropEvent)(unsafe.Pointer(&b[0]))
+	*d = event.Drop{
+		TimeNS:      ev.Ts,
+		SkbKey:      ev.Skb,
+		PacketID:    ev.Id,
+		Fingerprint: ev.Fp,
+		Reason:      ev.Reason,
+		Ifindex:     ev.Ifindex,
+		NetnsIno:    ev.NetnsIno,
+		Location:    ev.Location,
+	}
+	decodePkt(&ev.Pkt, &d.Pkt)
+}
+
+func decodePkt(p *hoptracePkt, out *event.Packet) {
+	l := event.Layer(p.Layers)
+	*out = event.Packet{
+		Layers:    l,
+		SrcMAC:    p.SrcMac,
+		DstMAC:    p.DstMac,
+		EtherType: p.Ethertype,
+		VLAN:      p.Vlan,
+		Proto:     p.Proto,
+		IPID:      p.IpId,
+		TTL:       p.Ttl,
+		SrcPort:   p.Sport,
+		DstPort:   p.Dport,
+		TCPFlags:  p.TcpFlags,
+		Seq:       p.Seq,
+		Ack:       p.Ack,
+		ICMPType:  p.IcmpType,
+		ICMPCode:  p.IcmpCode,
+		ICMPID:    p.IcmpId,
+		ICMPSeq:   p.IcmpSeq,
+		ARPOp:     p.ArpOp,
+	}
+	switch {
+	case l&(event.LayerIPv4|event.LayerARP) != 0:
+		out.Src = netip.AddrFrom4([4]byte(p.Src[:4]))
+		out.Dst = netip.AddrFrom4([4]byte(p.Dst[:4]))
+	case l&event.LayerIPv6 != 0:
+		out.Src = netip.AddrFrom16(p.Src)
+		out.Dst = netip.AddrFrom16(p.Dst)
+	}
+	if l&event.LayerARP != 0 {
+		out.ARPSenderMAC = p.ArpSha
+		out.ARPTargetMAC = p.ArpTha
+	}
+}
+
+// Loss returns the events lost so far because the ring buffer was full,
+// summed over CPUs.
+func (t *Tracer) Loss() (event.Loss, error) {
+	hops, err := sumPerCPU(t.coll.Maps["lost"], 0)
+	if err != nil {
+		return event.Loss{}, err
+	}
+	drops, err := sumPerCPU(t.coll.Maps["lost"], 1)
+	if err != nil {
+		return event.Loss{}, err
+	}
+	return event.Loss{Hops: hops, Drops: drops}, nil
+}
+
+// hookCalls is the number of hook invocations (Options.countHookCalls).
+func (t *Tracer) hookCalls() (uint64, error) {
+	return sumPerCPU(t.coll.Maps["hook_calls"], 0)
+}
+
+func sumPerCPU(m *ebpf.Map, key uint32) (uint64, error) {
+	var vals []uint64
+	if err := m.Lookup(key, &vals); err != nil {
+		return 0, fmt.Errorf("read %s counters: %w", m, err)
+	}
+	var sum uint64
+	for _, v := range vals {
+		sum += v
+	}
+	return sum, nil
+}
+
+func attachDrop(p *ebpf.Program) (link.Link, error) {
+	l, err := link.AttachTracing(link.TracingOptions{Program: p})
+	if err != nil {
+		return nil, fmt.Errorf("attach kfree_skb tracepoint: %w", err)
+	}
+	return l, nil
+}

@@ -1,0 +1,286 @@
+package tracer
+
+import (
+	"errors"
+	"fmt"
+	"math/bits"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
+	"github.com/cilium/ebpf/ringbuf"
+	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
+)
+
+// Errors Load can return, for errors.Is.
+var (
+	// ErrPermission: the process may not load BPF programs.
+	ErrPermission = errors.New("not permitted: run as root, or with CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON")
+	// ErrNoBTF: the kernel has no BTF (/sys/kernel/btf/vmlinux, CONFIG_DEBUG_INFO_BTF).
+	ErrNoBTF = errors.New("kernel has no BTF (needs CONFIG_DEBUG_INFO_BTF=y)")
+	// ErrClosed: the tracer was closed; readers get it once the ring is drained.
+	ErrClosed = errors.New("tracer closed")
+)
+
+const (
+	defaultRingBytes = 4 << 20
+	defaultDrain     = 10 * time.Millisecond
+	maxSnaplen       = 1536 // MAX_SNAPLEN in bpf/hoptrace.c
+)
+
+// Options configure Load. The zero value is a good default.
+type Options struct {
+	// Snaplen is how many leading packet bytes each hop carries (0: none,
+	// at most 1536).
+	Snaplen uint32
+	// ForceLegacy attaches with clsact + cls_bpf even where TCX works.
+	ForceLegacy bool
+	// RingBufferBytes is the ring buffer size, rounded up to a power of two
+	// of at least a page (0: 4 MiB).
+	RingBufferBytes int
+	// DrainInterval is how often the reader looks at the ring buffer when
+	// it is idle: the kernel submits without wakeups (0: 10ms).
+	DrainInterval time.Duration
+
+	// countHookCalls makes the hooks count every invocation (tests).
+	countHookCalls bool
+}
+
+// Features are what the running kernel offers hoptrace.
+type Features struct {
+	// TCX: TC programs attach through BPF links (kernel >= 6.6).
+	TCX bool
+	// SkbKey: bpf_cast_to_kern_ctx gives each hop the kernel skb address
+	// (kernel >= 6.3). Without it hops are joined by content only.
+	SkbKey bool
+	// Drops: the tp_btf/kfree_skb tracepoint with drop reasons (kernel >= 5.17).
+	Drops bool
+}
+
+func (f Features) String() string {
+	yn := func(b bool) string {
+		if b {
+			return "yes"
+		}
+		return "no"
+	}
+	return fmt.Sprintf("tcx=%s skb-key=%s drops=%s", yn(f.TCX), yn(f.SkbKey), yn(f.Drops))
+}
+
+// Tracer owns the loaded BPF objects, the attachments and the reader.
+type Tracer struct {
+	opts     Options
+	features Features
+	spec     *ebpf.CollectionSpec // for per-netns copies without kern ctx
+	coll     *ebpf.Collection
+	hostIno  uint32
+	reasons  map[uint32]string
+	rd       *ringbuf.Reader
+	drop     closer // the kfree_skb link, nil without drops
+	drain    time.Duration
+	clock    Clock
+
+	mu       sync.Mutex
+	nsColls  map[uint32]*ebpf.Collection // hop programs per netns, without kern ctx
+	attached map[ifaceKey]*attachment
+	order    []ifaceKey // attach order, detached in reverse
+	closed   bool
+}
+
+type closer interface{ Close() error }
+
+// Load checks the kernel, loads the BPF programs and maps and starts the
+// drop tracepoint. Interfaces are added with Attach.
+func Load(opts Options) (t *Tracer, err error) {
+	if opts.Snaplen > maxSnaplen {
+		return nil, fmt.Errorf("snaplen %d: at most %d", opts.Snaplen, maxSnaplen)
+	}
+	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("remove memlock limit: %w: %w", ErrPermission, err)
+	}
+	kspec, err := btf.LoadKernelSpec()
+	if err != nil {
+		return nil, fmt.Errorf("load kernel btf: %w: %w", ErrNoBTF, err)
+	}
+	feat := probeFeatures(kspec)
+
+	spec, err := loadHoptrace()
+	if err != nil {
+		return nil, fmt.Errorf("parse bpf objects: %w", err)
+	}
+	hostIno, err := netnsInode("/proc/thread-self/ns/net")
+	if err != nil {
+		return nil, err
+	}
+	ringBytes := roundRing(opts.RingBufferBytes)
+	spec.Maps["events"].MaxEntries = uint32(ringBytes)
+	for name, v := range map[string]any{
+		"snaplen":          opts.Snaplen,
+		"have_kern_ctx":    feat.SkbKey,
+		"attach_netns_ino": hostIno,
+		"count_hook_calls": opts.countHookCalls,
+	} {
+		if err := spec.Variables[name].Set(v); err != nil {
+			return nil, fmt.Errorf("set %s: %w", name, err)
+		}
+	}
+	if !feat.Drops {
+		delete(spec.Programs, "drop")
+	}
+	if !feat.TCX || opts.ForceLegacy {
+		delete(spec.Programs, "hop_ingress_tcx")
+		delete(spec.Programs, "hop_egress_tcx")
+	}
+
+	coll, err := newCollection(spec, nil)
+	if err != nil {
+		return nil, err
+	}
+	t = &Tracer{
+		opts: opts, features: feat, spec: spec, coll: coll, hostIno: hostIno,
+		drain: opts.DrainInterval, clock: NewClock(),
+		nsColls: map[uint32]*ebpf.Collection{}, attached: map[ifaceKey]*attachment{},
+	}
+	if t.drain <= 0 {
+		t.drain = defaultDrain
+	}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, t.Close())
+		}
+	}()
+	if feat.Drops {
+		t.reasons = dropReasons(kspec)
+		l, err := attachDrop(coll.Programs["drop"])
+		if err != nil {
+			return t, err
+		}
+		t.drop = l
+	}
+	if t.rd, err = ringbuf.NewReader(coll.Maps["events"]); err != nil {
+		return t, fmt.Errorf("open ring buffer reader: %w", err)
+	}
+	t.rd.SetDeadline(time.Now().Add(t.drain))
+	return t, nil
+}
+
+// newCollection loads spec and explains the usual failures.
+func newCollection(spec *ebpf.CollectionSpec, replace map[string]*ebpf.Map) (*ebpf.Collection, error) {
+	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{MapReplacements: replace})
+	if err == nil {
+		return coll, nil
+	}
+	var ve *ebpf.VerifierError
+	switch {
+	case errors.As(err, &ve):
+		return nil, fmt.Errorf("load bpf programs: verifier rejected: %w\n%+v", err, ve)
+	case errors.Is(err, unix.EPERM), errors.Is(err, unix.EACCES):
+		return nil, fmt.Errorf("load bpf objects: %w: %w", ErrPermission, err)
+	}
+	return nil, fmt.Errorf("load bpf objects: %w", err)
+}
+
+// probeFeatures reads the kernel's abilities from its BTF, which loads
+// nothing and attaches nothing.
+func probeFeatures(k *btf.Spec) Features {
+	var f Features
+	var attachType *btf.Enum
+	if err := k.TypeByName("bpf_attach_type", &attachType); err == nil {
+		for _, v := range attachType.Values {
+			if v.Name == "BPF_TCX_INGRESS" {
+				f.TCX = true
+			}
+		}
+	}
+	var fn *btf.Func
+	f.SkbKey = k.TypeByName("bpf_cast_to_kern_ctx", &fn) == nil
+	var tp *btf.Typedef
+	var reason *btf.Enum
+	f.Drops = k.TypeByName("btf_trace_kfree_skb", &tp) == nil && k.TypeByName("skb_drop_reason", &reason) == nil
+	return f
+}
+
+// dropReasons maps enum skb_drop_reason values to names without the prefix.
+func dropReasons(k *btf.Spec) map[uint32]string {
+	m := map[uint32]string{}
+	var e *btf.Enum
+	if err := k.TypeByName("skb_drop_reason", &e); err != nil {
+		return m
+	}
+	for _, v := range e.Values {
+		m[uint32(v.Value)] = strings.TrimPrefix(v.Name, "SKB_DROP_REASON_")
+	}
+	return m
+}
+
+// ReasonName is the kernel's name for a drop reason code, without the
+// SKB_DROP_REASON_ prefix, or "reason(N)" when the kernel does not name it.
+func (t *Tracer) ReasonName(code uint32) string {
+	if n, ok := t.reasons[code]; ok {
+		return n
+	}
+	return fmt.Sprintf("reason(%d)", code)
+}
+
+func roundRing(n int) int {
+	page := os.Getpagesize()
+	if n <= 0 {
+		n = defaultRingBytes
+	}
+	if n < page {
+		n = page
+	}
+	return 1 << bits.Len(uint(n-1))
+}
+
+func netnsInode(path string) (uint32, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return 0, fmt.Errorf("stat netns %s: %w", path, err)
+	}
+	return uint32(st.Ino), nil
+}
+
+// Features reports what the kernel offers, as found by Load.
+func (t *Tracer) Features() Features { return t.features }
+
+// Clock converts the kernel monotonic times of events to wall time.
+func (t *Tracer) Clock() Clock { return t.clock }
+
+// Close detaches every interface, stops the drop tracepoint and frees the
+// BPF objects. Readers blocked in Read return ErrClosed.
+func (t *Tracer) Close() error {
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return nil
+	}
+	t.closed = true
+	var errs []error
+	for i := len(t.order) - 1; i >= 0; i-- {
+		if a := t.attached[t.order[i]]; a != nil {
+			errs = append(errs, a.detach())
+		}
+	}
+	t.attached, t.order = nil, nil
+	t.mu.Unlock()
+
+	if t.drop != nil {
+		errs = append(errs, t.drop.Close())
+	}
+	if t.rd != nil {
+		errs = append(errs, t.rd.Close())
+	}
+	for _, c := range t.nsColls {
+		c.Close()
+	}
+	if t.coll != nil {
+		t.coll.Close()
+	}
+	return errors.Join(errs...)
+}
