@@ -34,7 +34,8 @@ type Assembler struct {
 
 // open is a journey still taking hops.
 type open struct {
-	j        *Journey
+	j        *Journey // points at jv: one allocation per journey
+	jv       Journey
 	last     uint64 // latest event time
 	deadline uint64
 	terminal bool // reached a hop where packets end, or a drop
@@ -379,7 +380,8 @@ func (a *Assembler) kind(h *Hop) Verdict {
 
 func (a *Assembler) start(fp uint64, t uint64) *open {
 	a.nextID++
-	o := &open{j: &Journey{ID: a.nextID, Fingerprint: fp, Start: t, End: t, Hops: make([]Hop, 0, 4)}, last: t, sorted: true}
+	o := &open{jv: Journey{ID: a.nextID, Fingerprint: fp, Start: t, End: t, Hops: make([]Hop, 0, 4)}, last: t, sorted: true}
+	o.j = &o.jv
 	if fp != 0 {
 		// Append to the chain's tail so the oldest stays first.
 		if head := a.byFP[fp]; head == nil {
@@ -509,7 +511,13 @@ func sortHops(j *Journey) {
 // summarize fills deltas, transit, rewrites, fan-out and the verdict.
 func (a *Assembler) summarize(j *Journey) {
 	j.Transit = time.Duration(j.End - j.Start)
-	hasChild := make([]bool, len(j.Hops))
+	var small [16]bool
+	hasChild := small[:0]
+	if len(j.Hops) > len(small) {
+		hasChild = make([]bool, len(j.Hops))
+	} else {
+		hasChild = small[:len(j.Hops)]
+	}
 	for i := range j.Hops {
 		h := &j.Hops[i]
 		if i == 0 {
