@@ -250,14 +250,23 @@ func sameTopology(a, b *topology.Snapshot) bool {
 // events and a Docker event) end in one rescan.
 const settle = 30 * time.Millisecond
 
+// followUp is when a change is read again: a namespace's insides (the
+// veth peer renamed to eth0, its address) are configured after the host
+// side appeared, and nothing in the host announces that.
+const followUp = 300 * time.Millisecond
+
 func (r *Resolver) scanLoop(ctx context.Context) {
 	t := time.NewTicker(r.opts.Rescan)
 	defer t.Stop()
+	again := time.NewTimer(time.Hour)
+	again.Stop()
+	defer again.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-again.C:
 		case <-r.kick:
 			select {
 			case <-time.After(settle):
@@ -269,6 +278,7 @@ func (r *Resolver) scanLoop(ctx context.Context) {
 			case <-r.kick:
 			default:
 			}
+			again.Reset(followUp)
 		}
 		if _, err := r.rescan(); err != nil {
 			r.log.Warn("rescan network namespaces", "err", err)

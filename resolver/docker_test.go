@@ -1,0 +1,230 @@
+package resolver
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hoptrace/hoptrace/resolver/topology"
+	"github.com/hoptrace/hoptrace/vmtests/testenv"
+)
+
+// containerPort returns the host veth (bridge port) whose peer is in the
+// container's namespace, if the resolver knows it.
+func containerPort(s *topology.Snapshot, name string) (topology.Endpoint, bool) {
+	for _, e := range s.Endpoints {
+		if e.Role == topology.RoleHostVeth && e.Container != nil && e.Container.Name == name {
+			return e, true
+		}
+	}
+	return topology.Endpoint{}, false
+}
+
+// runDetached starts a container and returns its ID once `docker run -d`
+// returned, that is once Docker says it started (testenv.RunContainer also
+// waits for addresses, which host and none networks never get).
+func runDetached(t *testing.T, name string, dockerArgs []string, cmd ...string) string {
+	t.Helper()
+	t.Cleanup(func() { _ = exec.Command("docker", "rm", "-f", name).Run() })
+	args := append(append([]string{"run", "-d", "--name", name}, dockerArgs...), testenv.Image)
+	return strings.TrimSpace(testenv.Command(t, "docker", append(args, cmd...)...))
+}
+
+// waitFor waits until cond holds for a snapshot, or the timeout.
+func waitFor(t *testing.T, r *Resolver, timeout time.Duration, cond func(*topology.Snapshot) bool) (time.Duration, bool) {
+	t.Helper()
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	snaps := r.Subscribe(ctx)
+	for {
+		if cond(r.Snapshot()) {
+			return time.Since(start), true
+		}
+		select {
+		case <-snaps:
+		case <-ctx.Done():
+			return time.Since(start), cond(r.Snapshot())
+		}
+	}
+}
+
+func TestDockerContainerComesAndGoes(t *testing.T) {
+	testenv.RequireDocker(t)
+	r := startResolver(t, Options{})
+	if s := r.Snapshot(); !s.DockerAvailable {
+		t.Fatalf("docker not available to the resolver: %s", s.DockerError)
+	}
+
+	name := testenv.UniqueName("ht-res-live")
+	id := runDetached(t, name, nil, "sleep", "600")
+	took, ok := waitFor(t, r, 5*time.Second, func(s *topology.Snapshot) bool {
+		p, ok := containerPort(s, name)
+		return ok && p.Bridge == "docker0" && p.Container.ID == id
+	})
+	if !ok {
+		t.Fatalf("container %s not resolved after %v", name, took)
+	}
+	t.Logf("new container resolved %v after docker run returned", took)
+	if took > time.Second {
+		t.Errorf("new container took %v to appear, want within 1s", took)
+	}
+	port, _ := containerPort(r.Snapshot(), name)
+	in, ok := r.Peer(port.Key())
+	if !ok || in.Label() != name+":eth0" || in.Role != topology.RoleContainer {
+		t.Errorf("container side: %+v %v", in, ok)
+	}
+	found := false
+	for _, i := range r.Interfaces(Selection{ContainerSide: true}) {
+		if i.Key == in.Key() && i.NetnsPath != "" && i.ContainerName == name {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("container side of %s not among the interfaces to trace", name)
+	}
+
+	testenv.Command(t, "docker", "stop", "-t", "0", name)
+	took, ok = waitFor(t, r, 5*time.Second, func(s *topology.Snapshot) bool {
+		_, there := containerPort(s, name)
+		_, known := topology.FindContainer(s.Containers, name)
+		_, port := topology.NewIndex(s).Lookup(port.Key())
+		return !there && !known && !port
+	})
+	if !ok {
+		t.Fatalf("stopped container %s still there after %v", name, took)
+	}
+	t.Logf("stopped container gone %v after docker stop returned", took)
+}
+
+func TestDockerHostAndNoneNetworks(t *testing.T) {
+	testenv.RequireDocker(t)
+	hostC := testenv.UniqueName("ht-res-host")
+	noneC := testenv.UniqueName("ht-res-none")
+	runDetached(t, hostC, []string{"--network", "host"}, "sleep", "600")
+	runDetached(t, noneC, []string{"--network", "none"}, "sleep", "600")
+	r := startResolver(t, Options{})
+	l := LinksOf(r.Snapshot())
+	modes := map[string]string{}
+	for _, c := range l.NoVeth {
+		modes[c.Name] = c.NetworkMode
+	}
+	if modes[hostC] != "host" || modes[noneC] != "none" {
+		t.Errorf("containers without veth: %+v", l.NoVeth)
+	}
+}
+
+// dockerPidFile is where the test bed's dockerd writes its PID.
+const dockerPidFile = "/var/run/docker.pid"
+
+// restartDockerd stops the daemon (by its pid file, that PID only) and
+// starts it again as vmtests/testbed.sh does; the cleanup makes sure a
+// daemon answers whatever happened.
+func restartDockerd(t *testing.T) {
+	t.Helper()
+	raw, err := os.ReadFile(dockerPidFile)
+	if err != nil {
+		testenv.SkipOrFail(t, "no "+dockerPidFile+": dockerd not started by vmtests/testbed.sh")
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(raw)))
+	if err != nil || pid <= 1 {
+		t.Fatalf("bad pid file %s: %q", dockerPidFile, raw)
+	}
+	if exec.Command("systemctl", "is-active", "--quiet", "docker").Run() == nil {
+		// Under systemd, let it do the restart.
+		testenv.Command(t, "systemctl", "restart", "docker")
+		waitDocker(t)
+		return
+	}
+	t.Cleanup(func() { ensureDockerd(t) })
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		t.Fatalf("stop dockerd %d: %v", pid, err)
+	}
+	for i := 0; i < 300 && syscall.Kill(pid, 0) == nil; i++ {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if syscall.Kill(pid, 0) == nil {
+		t.Fatalf("dockerd %d did not stop in 30s", pid)
+	}
+	startDockerd(t)
+}
+
+func startDockerd(t *testing.T) {
+	t.Helper()
+	cmd := exec.Command("sh", "-c", "setsid dockerd >/var/log/hoptrace-dockerd.log 2>&1 </dev/null &")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("start dockerd: %v: %s", err, out)
+	}
+	waitDocker(t)
+}
+
+func waitDocker(t *testing.T) {
+	t.Helper()
+	for i := 0; i < 600; i++ {
+		if exec.Command("docker", "info", "-f", "{{.ServerVersion}}").Run() == nil {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("dockerd does not answer after 60s (see /var/log/hoptrace-dockerd.log)")
+}
+
+// ensureDockerd starts dockerd if none answers (a test failed midway).
+func ensureDockerd(t *testing.T) {
+	if exec.Command("docker", "info", "-f", "{{.ServerVersion}}").Run() == nil {
+		return
+	}
+	if raw, err := os.ReadFile(dockerPidFile); err == nil {
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(raw))); err == nil && syscall.Kill(pid, 0) == nil {
+			waitDocker(t) // still starting or stopping
+			return
+		}
+	}
+	startDockerd(t)
+}
+
+// Restarting the daemon while the resolver watches does not break it: it
+// says Docker went away, comes back, and sees containers started after.
+func TestDockerDaemonRestart(t *testing.T) {
+	testenv.RequireDocker(t)
+	if os.Getenv("HOPTRACE_SKIP_DOCKERD_RESTART") != "" {
+		t.Skip("HOPTRACE_SKIP_DOCKERD_RESTART is set")
+	}
+	r := startResolver(t, Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sawDown := make(chan struct{})
+	go func() {
+		for s := range r.Subscribe(ctx) {
+			if !s.DockerAvailable {
+				close(sawDown)
+				return
+			}
+		}
+	}()
+
+	restartDockerd(t)
+	select {
+	case <-sawDown:
+	case <-time.After(10 * time.Second):
+		t.Errorf("the resolver never noticed Docker going away")
+	}
+	if _, ok := waitFor(t, r, 15*time.Second, func(s *topology.Snapshot) bool { return s.DockerAvailable }); !ok {
+		t.Fatalf("the resolver did not reconnect: %s", r.Snapshot().DockerError)
+	}
+	name := testenv.UniqueName("ht-res-after")
+	runDetached(t, name, nil, "sleep", "600")
+	took, ok := waitFor(t, r, 5*time.Second, func(s *topology.Snapshot) bool {
+		_, ok := containerPort(s, name)
+		return ok
+	})
+	if !ok {
+		t.Fatalf("container started after the restart not resolved after %v", took)
+	}
+	t.Logf("container after the daemon restart resolved in %v", took)
+}
