@@ -48,6 +48,8 @@ type Options struct {
 
 	// countHookCalls makes the hooks count every invocation (tests).
 	countHookCalls bool
+	// noSkbKey loads as on a kernel without bpf_cast_to_kern_ctx (tests).
+	noSkbKey bool
 }
 
 // Features are what the running kernel offers hoptrace.
@@ -108,6 +110,9 @@ func Load(opts Options) (t *Tracer, err error) {
 		return nil, fmt.Errorf("load kernel btf: %w: %w", ErrNoBTF, err)
 	}
 	feat := probeFeatures(kspec)
+	if opts.noSkbKey {
+		feat.SkbKey = false
+	}
 
 	spec, err := loadHoptrace()
 	if err != nil {
