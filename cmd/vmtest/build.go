@@ -1,0 +1,106 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+)
+
+const testenvPkg = "vmtests/testenv"
+
+// testPkg is one package whose test binary runs in the VM.
+type testPkg struct {
+	Rel    string // path relative to the module root: "tracer", "vmtests/testenv"
+	Dir    string // absolute source directory on the host
+	Binary string // the static test binary, once built
+}
+
+// discoverPackages lists the packages with privileged tests: testenv itself
+// and every package whose tests import it. Docker-only tests among them skip
+// in the VM (HOPTRACE_NO_DOCKER=1).
+func discoverPackages(ctx context.Context, root string) ([]testPkg, error) {
+	cmd := exec.CommandContext(ctx, "go", "list", "-f",
+		`{{.ImportPath}}|{{.Dir}}|{{.Module.Path}}|{{len .TestGoFiles}}|{{len .XTestGoFiles}}|{{join .TestImports " "}} {{join .XTestImports " "}}`, "./...")
+	cmd.Dir = root
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("go list: %w: %s", err, bytes.TrimSpace(stderr.Bytes()))
+	}
+	var pkgs []testPkg
+	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		f := strings.SplitN(l, "|", 6)
+		if len(f) != 6 {
+			continue
+		}
+		imp, dir, mod := f[0], f[1], f[2]
+		if f[3] == "0" && f[4] == "0" {
+			continue
+		}
+		rel := strings.TrimPrefix(strings.TrimPrefix(imp, mod), "/")
+		privileged := rel == testenvPkg
+		for _, ti := range strings.Fields(f[5]) {
+			if ti == mod+"/"+testenvPkg {
+				privileged = true
+			}
+		}
+		if privileged {
+			pkgs = append(pkgs, testPkg{Rel: rel, Dir: dir})
+		}
+	}
+	return pkgs, nil
+}
+
+// selectPackages resolves -pkgs ("./tracer,./resolver") against the module.
+func selectPackages(root, list string) ([]testPkg, error) {
+	var pkgs []testPkg
+	for _, p := range strings.Split(list, ",") {
+		p = strings.TrimSpace(p)
+		if p == "" {
+			continue
+		}
+		rel := filepath.ToSlash(filepath.Clean(strings.TrimPrefix(p, "./")))
+		dir := filepath.Join(root, filepath.FromSlash(rel))
+		if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+			return nil, fmt.Errorf("package %s: no directory %s", p, dir)
+		}
+		pkgs = append(pkgs, testPkg{Rel: rel, Dir: dir})
+	}
+	return pkgs, nil
+}
+
+// buildTests compiles each package's tests into a static binary, one at a
+// time (the machine is shared). Packages without tests are dropped; one
+// that does not build is reported in failed and the others still run.
+func buildTests(ctx context.Context, root, outDir string, pkgs []testPkg, logf func(string, ...any)) (built []testPkg, failed []string, err error) {
+	if err := os.MkdirAll(outDir, 0o755); err != nil {
+		return nil, nil, err
+	}
+	for _, p := range pkgs {
+		bin := filepath.Join(outDir, strings.ReplaceAll(p.Rel, "/", "_")+".test")
+		_ = os.Remove(bin)
+		cmd := exec.CommandContext(ctx, "go", "test", "-c", "-trimpath", "-o", bin, "./"+p.Rel)
+		cmd.Dir = root
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			if ctx.Err() != nil {
+				return nil, nil, ctx.Err()
+			}
+			logf("build tests of ./%s: %v\n%s", p.Rel, err, strings.TrimSpace(string(out)))
+			failed = append(failed, "./"+p.Rel)
+			continue
+		}
+		if _, err := os.Stat(bin); err != nil {
+			logf("./%s has no tests, not run", p.Rel)
+			continue
+		}
+		p.Binary = bin
+		built = append(built, p)
+	}
+	return built, failed, nil
+}

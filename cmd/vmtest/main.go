@@ -1,0 +1,297 @@
+// Command vmtest runs hoptrace's privileged tests on several Debian kernels,
+// each in its own qemu VM with no network device.
+//
+// For each kernel it fetches the Debian linux-image package (apt-get
+// download, cached in vmtests/.cache), builds an initramfs holding busybox,
+// iptables/nft/iproute2 with their libraries, the kernel modules the tests
+// need and the static test binaries of the privileged packages, boots it
+// (KVM if a probe succeeds, TCG otherwise), and reports every test per kernel.
+// It exits non-zero if any test fails, a VM hangs or does not boot.
+//
+//	go run ./cmd/vmtest                  # 6.1 and 6.12
+//	go run ./cmd/vmtest -kernel 6.1      # one kernel
+//	go run ./cmd/vmtest -run TestAttach  # some tests
+//
+// See docs/vmtests.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+type options struct {
+	kernels     []string
+	pkgs        string
+	run         string
+	accel       string
+	timeout     time.Duration
+	testTimeout time.Duration
+	memMiB      int
+	cpus        int
+	verbose     bool
+	vmEnv       []string
+	root        string
+	logf        func(string, ...any)
+}
+
+func (o *options) testArgs() string {
+	if o.run == "" {
+		return ""
+	}
+	return "-test.run " + shellQuote(o.run)
+}
+
+type listFlag struct{ l *[]string }
+
+func (f listFlag) String() string {
+	if f.l == nil {
+		return ""
+	}
+	return strings.Join(*f.l, ",")
+}
+
+func (f listFlag) Set(s string) error {
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			*f.l = append(*f.l, v)
+		}
+	}
+	return nil
+}
+
+var errFailed = errors.New("vmtest failed")
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	switch {
+	case err == nil:
+	case errors.Is(err, flag.ErrHelp):
+		os.Exit(2)
+	case errors.Is(err, errFailed):
+		os.Exit(1)
+	default:
+		fmt.Fprintln(os.Stderr, "vmtest:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	o := &options{}
+	var envs []string
+	fs := flag.NewFlagSet("vmtest", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Var(listFlag{&o.kernels}, "kernel", "kernel `series` (6.1, 6.12) or a linux-image package name; repeatable or comma-separated (default 6.1,6.12)")
+	fs.StringVar(&o.pkgs, "pkgs", "", "comma-separated `packages` to test (default: vmtests/testenv and every package whose tests import it)")
+	fs.StringVar(&o.run, "run", "", "only tests matching `regexp` (go test -run)")
+	fs.StringVar(&o.accel, "accel", "auto", "qemu accelerator: auto (KVM if a probe boots, else TCG), kvm or tcg")
+	fs.DurationVar(&o.timeout, "timeout", 8*time.Minute, "kill a VM that has not finished after this long")
+	fs.IntVar(&o.memMiB, "mem", 2048, "VM memory in MiB")
+	fs.IntVar(&o.cpus, "smp", 2, "VM CPUs")
+	fs.BoolVar(&o.verbose, "v", false, "stream the VM consoles")
+	fs.Var(listFlag{&envs}, "env", "extra `KEY=VALUE` for the tests in the VM (repeatable)")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: go run ./cmd/vmtest [flags]\n\nRuns the privileged tests on Debian kernels in qemu VMs (see docs/vmtests.md).\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		fs.Usage()
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if len(o.kernels) == 0 {
+		o.kernels = []string{"6.1", "6.12"}
+	}
+	if o.accel != "auto" && o.accel != "kvm" && o.accel != "tcg" {
+		return fmt.Errorf("-accel %q: want auto, kvm or tcg", o.accel)
+	}
+	o.testTimeout = o.timeout - 30*time.Second
+	if o.testTimeout < time.Minute {
+		o.testTimeout = o.timeout
+	}
+	for _, e := range envs {
+		if !strings.Contains(e, "=") {
+			return fmt.Errorf("-env %q: want KEY=VALUE", e)
+		}
+	}
+	o.vmEnv = envs
+	// The canary: HOPTRACE_VMTEST_BREAK=1 on the host makes vmtests/vmcheck fail in the VM.
+	if v := os.Getenv("HOPTRACE_VMTEST_BREAK"); v != "" {
+		o.vmEnv = append(o.vmEnv, "HOPTRACE_VMTEST_BREAK="+v)
+	}
+	start := time.Now()
+	o.logf = func(format string, a ...any) {
+		fmt.Fprintf(stdout, "vmtest [%5.1fs] %s\n", time.Since(start).Seconds(), fmt.Sprintf(format, a...))
+	}
+
+	if os.Geteuid() != 0 {
+		return errors.New("needs root (apt-get download, qemu): run 'sudo make vmtest'")
+	}
+	if _, err := exec.LookPath(qemuBin); err != nil {
+		return fmt.Errorf("%s not found: run vmtests/testbed.sh --vm", qemuBin)
+	}
+	root, err := moduleRoot(ctx)
+	if err != nil {
+		return err
+	}
+	o.root = root
+	cache := filepath.Join(root, "vmtests", ".cache")
+	outDir := filepath.Join(root, "vmtests", "out")
+	for _, d := range []string{cache, outDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+
+	// Kernels first: a missing package should fail before minutes of building.
+	var kernels []*kernel
+	for _, short := range o.kernels {
+		k, err := fetchKernel(ctx, short, cache, o.logf)
+		if err != nil {
+			return err
+		}
+		o.logf("kernel %s: %s (%s)", short, k.Package, k.Release)
+		kernels = append(kernels, k)
+	}
+
+	var pkgs []testPkg
+	if o.pkgs != "" {
+		pkgs, err = selectPackages(root, o.pkgs)
+	} else {
+		pkgs, err = discoverPackages(ctx, root)
+	}
+	if err != nil {
+		return err
+	}
+	names := make([]string, len(pkgs))
+	for i, p := range pkgs {
+		names[i] = "./" + p.Rel
+	}
+	o.logf("building static test binaries, one at a time: %s", strings.Join(names, " "))
+	pkgs, buildFailed, err := buildTests(ctx, root, filepath.Join(cache, "tests"), pkgs, o.logf)
+	if err != nil {
+		return err
+	}
+	if len(pkgs) == 0 {
+		return fmt.Errorf("no test binaries to run (failed to build: %s)", strings.Join(buildFailed, " "))
+	}
+
+	var results []*kernelResult
+	kvmDecided := ""
+	for _, k := range kernels {
+		if ctx.Err() != nil {
+			break
+		}
+		accel := o.accel
+		if accel == "auto" {
+			if kvmDecided == "" {
+				ok, why := probeKVM(ctx, k, o)
+				kvmDecided = "tcg"
+				if ok {
+					kvmDecided = "kvm"
+				}
+				o.logf("accelerator: %s (%s)", kvmDecided, why)
+			}
+			accel = kvmDecided
+		}
+		results = append(results, runKernel(ctx, k, accel, pkgs, cache, outDir, o, stdout))
+	}
+
+	failed := false
+	fmt.Fprintf(stdout, "\n== summary (%.0fs in all)\n", time.Since(start).Seconds())
+	fmt.Fprintf(stdout, "   %-6s %-34s %-5s %6s %6s %6s %8s  %s\n", "kernel", "release", "accel", "pass", "fail", "skip", "time", "result")
+	for _, r := range results {
+		pass, fail, skip := r.counts()
+		res := "ok"
+		if len(r.failures()) > 0 {
+			res, failed = "FAILED", true
+		}
+		fmt.Fprintf(stdout, "   %-6s %-34s %-5s %6d %6d %6d %7.0fs  %s\n", r.K.Short, r.K.Release, r.Accel, pass, fail, skip, r.Elapsed.Seconds(), res)
+	}
+	if len(buildFailed) > 0 {
+		fmt.Fprintf(stdout, "   FAILED to build the tests of %s (not run on any kernel)\n", strings.Join(buildFailed, " "))
+		failed = true
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("interrupted: %w", ctx.Err())
+	}
+	if failed {
+		return errFailed
+	}
+	return nil
+}
+
+func runKernel(ctx context.Context, k *kernel, accel string, pkgs []testPkg, cache, outDir string, o *options, stdout io.Writer) *kernelResult {
+	r := &kernelResult{K: k, Accel: accel, ExitRC: -1}
+	start := time.Now()
+	defer func() {
+		r.Elapsed = time.Since(start)
+		r.report(stdout)
+	}()
+
+	mods, missing, err := k.modules(wantModules)
+	if err != nil {
+		r.Err = err
+		return r
+	}
+	if len(missing) > 0 {
+		o.logf("kernel %s: not in this kernel (neither module nor built in): %s", k.Short, strings.Join(missing, " "))
+	}
+	initrd := filepath.Join(cache, "initramfs-"+k.Release+".cpio")
+	if err := buildImage(initrd, k, mods, filepath.Join(cache, "modules"), pkgs, o); err != nil {
+		r.Err = err
+		return r
+	}
+	if st, err := os.Stat(initrd); err == nil {
+		o.logf("kernel %s: initramfs %.0f MiB with %d modules, %d test binaries; booting (%s)", k.Short, float64(st.Size())/(1<<20), len(mods), len(pkgs), accel)
+	}
+	r.Log = filepath.Join(outDir, k.Short+".log")
+	logf, err := os.Create(r.Log)
+	if err != nil {
+		r.Err = err
+		return r
+	}
+	defer logf.Close()
+	p := newParser(r, time.Now())
+	line := p.line
+	if o.verbose {
+		line = func(l string) {
+			fmt.Fprintf(stdout, "[%s] %s\n", k.Short, l)
+			p.line(l)
+		}
+	}
+	_, err = runQEMU(ctx, qemuArgs(accel, k, initrd, o), o.timeout, logf, line)
+	if err != nil {
+		r.Err = err
+	}
+	if err == nil && r.ExitRC == -1 {
+		r.Err = errors.New("the VM stopped without its exit line")
+	}
+	return r
+}
+
+func moduleRoot(ctx context.Context) (string, error) {
+	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %w", err)
+	}
+	mod := strings.TrimSpace(string(out))
+	if mod == "" || mod == os.DevNull {
+		return "", errors.New("run vmtest inside the hoptrace module")
+	}
+	return filepath.Dir(mod), nil
+}
