@@ -176,8 +176,8 @@ func (h *Hop) Action() string {
 
 // Drop is where and why a journey was dropped.
 type Drop struct {
-	// Endpoint is skb->dev at the drop; Resolved is false when it was 0 or
-	// unknown (then renderers name the last hop instead).
+	// Endpoint is skb->dev at the drop when HasDev; Resolved is false when
+	// the Namer did not know it.
 	Endpoint topology.Endpoint
 	Resolved bool
 	HasDev   bool
@@ -189,16 +189,25 @@ type Drop struct {
 	Location   uint64
 }
 
-// Where is the label of the place the packet was dropped: skb->dev when
-// known, else the last hop it was seen at.
+// Where is the label of the place the packet was dropped: the last hop it
+// was seen at, else skb->dev. (skb->dev alone can mislead: in bridge
+// forwarding it is already the port the packet was about to leave by.)
 func (d *Drop) Where(j *Journey) string {
-	if d.HasDev {
-		return d.Endpoint.Label()
-	}
 	if d.After >= 0 && d.After < len(j.Hops) {
 		return j.Hops[d.After].Label()
 	}
+	if d.HasDev {
+		return d.Endpoint.Label()
+	}
 	return "?"
+}
+
+// Dev is the label of skb->dev at the drop, "" when the kernel gave none.
+func (d *Drop) Dev() string {
+	if !d.HasDev {
+		return ""
+	}
+	return d.Endpoint.Label()
 }
 
 // Reason name, or "reason(N)" when the kernel gave no name.

@@ -1,0 +1,222 @@
+package render
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/hoptrace/hoptrace/tracer/journey"
+)
+
+// ANSI colours, used only when Options.Color is set.
+const (
+	cReset  = "\x1b[0m"
+	cRed    = "\x1b[31m"
+	cGreen  = "\x1b[32m"
+	cYellow = "\x1b[33m"
+	cCyan   = "\x1b[36m"
+	cDim    = "\x1b[2m"
+	cBold   = "\x1b[1m"
+)
+
+// Text prints one line per journey (plus one per hop when verbose).
+type Text struct {
+	w   *bufio.Writer
+	out io.Writer
+	opt Options
+}
+
+// NewText returns a text printer writing to w. Each journey is flushed as
+// soon as it is printed, so live output is not held back.
+func NewText(w io.Writer, opt Options) *Text {
+	return &Text{w: bufio.NewWriter(w), out: w, opt: opt}
+}
+
+func (t *Text) paint(color, s string) string {
+	if !t.opt.Color || s == "" {
+		return s
+	}
+	return color + s + cReset
+}
+
+// Journey prints one journey:
+//
+//	12:00:01.123456 TCP 172.17.0.2:41234 > 172.17.0.3:8080 [S] client:eth0 -> veth1a2b -> veth3c4d -> web:eth0  30us
+func (t *Text) Journey(j *journey.Journey) error {
+	w := t.w
+	w.WriteString(t.opt.wall(j.Start).Format("15:04:05.000000"))
+	w.WriteByte(' ')
+	if p := j.Packet(); p != nil {
+		w.WriteString(Describe(p))
+		if h := j.First(); h.GSOSegs > 1 {
+			fmt.Fprintf(w, " len %d (gso %dx%d)", h.Len, h.GSOSegs, h.GSOSize)
+		}
+		w.WriteByte(' ')
+		t.path(j, 0)
+	} else {
+		w.WriteString("(no hops seen)")
+	}
+	w.WriteString("  ")
+	w.WriteString(FormatDuration(j.Transit))
+	if v := t.verdict(j); v != "" {
+		w.WriteString("  ")
+		w.WriteString(v)
+	}
+	for _, rw := range j.Rewrites {
+		fmt.Fprintf(w, "  [%s %s became %s at %s]", rw.Kind, rw.From, rw.To, j.Hops[rw.Hop].Label())
+	}
+	w.WriteByte('\n')
+	if t.opt.Verbose {
+		t.hops(j)
+	}
+	return w.Flush()
+}
+
+// path prints hop i and what follows it; a flooded packet's branches go in
+// braces: a -> b -> {c -> d | e -> f | g}.
+func (t *Text) path(j *journey.Journey, i int) {
+	t.w.WriteString(j.Hops[i].Label())
+	var kids []int
+	for k := i + 1; k < len(j.Hops); k++ {
+		if j.Hops[k].Parent == i {
+			kids = append(kids, k)
+		}
+	}
+	switch len(kids) {
+	case 0:
+		return
+	case 1:
+		t.w.WriteString(" -> ")
+		t.path(j, kids[0])
+		return
+	}
+	t.w.WriteString(" -> {")
+	for n, k := range kids {
+		if n > 0 {
+			t.w.WriteString(" | ")
+		}
+		t.path(j, k)
+	}
+	t.w.WriteString("}")
+}
+
+// verdict is the text after the transit time; empty for a plain delivery.
+func (t *Text) verdict(j *journey.Journey) string {
+	var parts []string
+	if d := j.Drop; d != nil {
+		s := "DROPPED at " + d.Where(j) + ": " + d.Name()
+		if dev := d.Dev(); dev != "" && dev != d.Where(j) {
+			s += " (dev " + dev + ")"
+		}
+		parts = append(parts, t.paint(cRed+cBold, s))
+	}
+	switch j.Verdict {
+	case journey.VerdictHost:
+		parts = append(parts, t.paint(cCyan, "to host"))
+	case journey.VerdictLeftHost:
+		parts = append(parts, t.paint(cCyan, "left host"))
+	case journey.VerdictIncomplete:
+		s := "incomplete"
+		if j.TimedOut {
+			s += " (timed out)"
+		}
+		parts = append(parts, t.paint(cYellow, s))
+	}
+	if j.Fanout > 1 {
+		parts = append(parts, fmt.Sprintf("flooded to %d", j.Fanout))
+	}
+	if j.Evicted {
+		parts = append(parts, t.paint(cYellow, "evicted"))
+	}
+	return strings.Join(parts, "  ")
+}
+
+// hops prints each hop: time, delta from the hop it came from, interface,
+// direction and what it means for the packet.
+func (t *Text) hops(j *journey.Journey) {
+	w := t.w
+	for i := range j.Hops {
+		h := &j.Hops[i]
+		fmt.Fprintf(w, "    %s %8s  %-16s %-7s %s",
+			t.opt.wall(h.TimeNS).Format("15:04:05.000000"),
+			"+"+FormatDuration(h.Delta), h.Label(), h.Dir, h.Action())
+		if h.Parent >= 0 && h.Parent != i-1 {
+			fmt.Fprintf(w, " (from %s)", j.Hops[h.Parent].Label())
+		}
+		fmt.Fprintf(w, "  len %d", h.Len)
+		if h.GSOSegs > 1 {
+			fmt.Fprintf(w, " gso %dx%d", h.GSOSegs, h.GSOSize)
+		}
+		for _, rw := range j.Rewrites {
+			if rw.Hop == i {
+				fmt.Fprintf(w, "  %s now %s", rw.Kind, rw.To)
+			}
+		}
+		w.WriteByte('\n')
+	}
+	if d := j.Drop; d != nil {
+		var delta time.Duration
+		if d.After >= 0 && d.TimeNS > j.Hops[d.After].TimeNS {
+			delta = time.Duration(d.TimeNS - j.Hops[d.After].TimeNS)
+		}
+		fmt.Fprintf(w, "    %s %8s  %s\n", t.opt.wall(d.TimeNS).Format("15:04:05.000000"), "+"+FormatDuration(delta),
+			t.paint(cRed, "dropped at "+d.Where(j)+": "+d.Name()))
+	}
+}
+
+// Summary prints the end-of-run counters, loss first when there was any.
+func (t *Text) Summary(s Summary) error {
+	w := t.w
+	st := &s.Stats
+	if s.Loss.Total() > 0 {
+		fmt.Fprintf(w, "%s\n", t.paint(cRed+cBold, fmt.Sprintf("WARNING: %d events lost (ring buffer full): %d hops, %d drops",
+			s.Loss.Total(), s.Loss.Hops, s.Loss.Drops)))
+	}
+	fmt.Fprintf(w, "journeys %d", st.Journeys)
+	var vs []string
+	for _, v := range []journey.Verdict{journey.VerdictContainer, journey.VerdictHost, journey.VerdictLeftHost, journey.VerdictDropped, journey.VerdictIncomplete} {
+		if n := st.ByVerdict[v]; n > 0 {
+			vs = append(vs, fmt.Sprintf("%s %d", v, n))
+		}
+	}
+	if len(vs) > 0 {
+		fmt.Fprintf(w, " (%s)", strings.Join(vs, ", "))
+	}
+	fmt.Fprintf(w, ", hops %d", st.Hops)
+	if s.Duration > 0 {
+		fmt.Fprintf(w, " in %s", s.Duration.Round(time.Millisecond))
+	}
+	w.WriteByte('\n')
+	fmt.Fprintf(w, "drops %d", st.Drops)
+	if len(st.DropsByReason) > 0 {
+		fmt.Fprintf(w, ": %s", reasons(st.DropsByReason))
+	}
+	if st.UnmatchedDrops > 0 {
+		fmt.Fprintf(w, " (%d not joined to a journey)", st.UnmatchedDrops)
+	}
+	w.WriteByte('\n')
+	fmt.Fprintf(w, "events lost %d, journeys evicted %d (in-flight cap), timed out %d\n", s.Loss.Total(), st.Evictions, st.TimedOut)
+	return w.Flush()
+}
+
+// reasons lists drop reasons, most frequent first, then by name.
+func reasons(m map[string]uint64) string {
+	names := make([]string, 0, len(m))
+	for k := range m {
+		names = append(names, k)
+	}
+	sort.Slice(names, func(a, b int) bool {
+		if m[names[a]] != m[names[b]] {
+			return m[names[a]] > m[names[b]]
+		}
+		return names[a] < names[b]
+	})
+	parts := make([]string, len(names))
+	for i, n := range names {
+		parts[i] = fmt.Sprintf("%s %d", n, m[n])
+	}
+	return strings.Join(parts, ", ")
+}
