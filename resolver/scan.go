@@ -62,6 +62,11 @@ type scanner struct {
 }
 
 func newScanner() (*scanner, error) {
+	// Entering a namespace (even to open a netlink socket there) needs
+	// CAP_SYS_ADMIN: say so up front rather than show half a topology.
+	if ok, err := hasCapability(unix.CAP_SYS_ADMIN); err == nil && !ok {
+		return nil, fmt.Errorf("read network namespaces: %w", ErrNotPermitted)
+	}
 	ns, err := netns.GetFromPath("/proc/self/ns/net")
 	if err != nil {
 		return nil, fmt.Errorf("open host netns: %w", permErr(err))
@@ -85,6 +90,24 @@ func newScanner() (*scanner, error) {
 }
 
 func (s *scanner) close() { s.host.Close() }
+
+// hasCapability reads the effective capability set of this process.
+func hasCapability(c int) (bool, error) {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return false, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "CapEff:"); ok {
+			caps, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			if err != nil {
+				return false, fmt.Errorf("parse CapEff: %w", err)
+			}
+			return caps&(1<<uint(c)) != 0, nil
+		}
+	}
+	return false, errors.New("no CapEff in /proc/self/status")
+}
 
 func permErr(err error) error {
 	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
