@@ -2,11 +2,8 @@ package resolver
 
 import (
 	"context"
-	"os"
 	"os/exec"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -117,114 +114,4 @@ func TestDockerHostAndNoneNetworks(t *testing.T) {
 	if modes[hostC] != "host" || modes[noneC] != "none" {
 		t.Errorf("containers without veth: %+v", l.NoVeth)
 	}
-}
-
-// dockerPidFile is where the test bed's dockerd writes its PID.
-const dockerPidFile = "/var/run/docker.pid"
-
-// restartDockerd stops the daemon (by its pid file, that PID only) and
-// starts it again as vmtests/testbed.sh does; the cleanup makes sure a
-// daemon answers whatever happened.
-func restartDockerd(t *testing.T) {
-	t.Helper()
-	raw, err := os.ReadFile(dockerPidFile)
-	if err != nil {
-		testenv.SkipOrFail(t, "no "+dockerPidFile+": dockerd not started by vmtests/testbed.sh")
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(raw)))
-	if err != nil || pid <= 1 {
-		t.Fatalf("bad pid file %s: %q", dockerPidFile, raw)
-	}
-	if exec.Command("systemctl", "is-active", "--quiet", "docker").Run() == nil {
-		// Under systemd, let it do the restart.
-		testenv.Command(t, "systemctl", "restart", "docker")
-		waitDocker(t)
-		return
-	}
-	t.Cleanup(func() { ensureDockerd(t) })
-	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
-		t.Fatalf("stop dockerd %d: %v", pid, err)
-	}
-	for i := 0; i < 300 && syscall.Kill(pid, 0) == nil; i++ {
-		time.Sleep(100 * time.Millisecond)
-	}
-	if syscall.Kill(pid, 0) == nil {
-		t.Fatalf("dockerd %d did not stop in 30s", pid)
-	}
-	startDockerd(t)
-}
-
-func startDockerd(t *testing.T) {
-	t.Helper()
-	cmd := exec.Command("sh", "-c", "setsid dockerd >/var/log/hoptrace-dockerd.log 2>&1 </dev/null &")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("start dockerd: %v: %s", err, out)
-	}
-	waitDocker(t)
-}
-
-func waitDocker(t *testing.T) {
-	t.Helper()
-	for i := 0; i < 600; i++ {
-		if exec.Command("docker", "info", "-f", "{{.ServerVersion}}").Run() == nil {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("dockerd does not answer after 60s (see /var/log/hoptrace-dockerd.log)")
-}
-
-// ensureDockerd starts dockerd if none answers (a test failed midway).
-func ensureDockerd(t *testing.T) {
-	if exec.Command("docker", "info", "-f", "{{.ServerVersion}}").Run() == nil {
-		return
-	}
-	if raw, err := os.ReadFile(dockerPidFile); err == nil {
-		if pid, err := strconv.Atoi(strings.TrimSpace(string(raw))); err == nil && syscall.Kill(pid, 0) == nil {
-			waitDocker(t) // still starting or stopping
-			return
-		}
-	}
-	startDockerd(t)
-}
-
-// Restarting the daemon while the resolver watches does not break it: it
-// says Docker went away, comes back, and sees containers started after.
-func TestDockerDaemonRestart(t *testing.T) {
-	testenv.RequireDocker(t)
-	if os.Getenv("HOPTRACE_SKIP_DOCKERD_RESTART") != "" {
-		t.Skip("HOPTRACE_SKIP_DOCKERD_RESTART is set")
-	}
-	r := startResolver(t, Options{})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	sawDown := make(chan struct{})
-	go func() {
-		for s := range r.Subscribe(ctx) {
-			if !s.DockerAvailable {
-				close(sawDown)
-				return
-			}
-		}
-	}()
-
-	restartDockerd(t)
-	select {
-	case <-sawDown:
-	case <-time.After(10 * time.Second):
-		t.Errorf("the resolver never noticed Docker going away")
-	}
-	if _, ok := waitFor(t, r, 15*time.Second, func(s *topology.Snapshot) bool { return s.DockerAvailable }); !ok {
-		t.Fatalf("the resolver did not reconnect: %s", r.Snapshot().DockerError)
-	}
-	name := testenv.UniqueName("ht-res-after")
-	runDetached(t, name, nil, "sleep", "600")
-	took, ok := waitFor(t, r, 5*time.Second, func(s *topology.Snapshot) bool {
-		_, ok := containerPort(s, name)
-		return ok
-	})
-	if !ok {
-		t.Fatalf("container started after the restart not resolved after %v", took)
-	}
-	t.Logf("container after the daemon restart resolved in %v", took)
 }
