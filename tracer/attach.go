@@ -413,6 +413,11 @@ func removeFilters(nl *netlink.Handle, lnk netlink.Link, match func(string) bool
 	return removed, errors.Join(errs...)
 }
 
+// IsGone reports whether an Attach or Detach error means the interface (or
+// its namespace) no longer exists: containers come and go, so callers
+// treat it as normal rather than as a failure.
+func IsGone(err error) bool { return gone(err) }
+
 // gone reports errors meaning the interface or object no longer exists.
 func gone(err error) bool {
 	var nf netlink.LinkNotFoundError

@@ -3,10 +3,114 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"time"
+
+	"github.com/hoptrace/hoptrace/tracer/capture"
+	"github.com/hoptrace/hoptrace/tracer/journey"
+	"github.com/hoptrace/hoptrace/tracer/render"
 )
 
-// runTrace is not implemented yet.
+const traceUsage = `Usage: hoptrace trace [flags]
+
+Traces every packet crossing Docker's bridges live and prints one journey per
+packet: the interfaces it passed, with container names, the time it took, and
+its fate (delivered, passed to the host, left the host, dropped and why).
+
+hoptrace hooks docker0, every user-defined Docker bridge, each container veth
+and (unless --no-container-side) eth0 inside each container, and follows
+containers as they come and go. It needs root. Ctrl-C (or -c, --duration)
+stops it, detaches every hook and prints a summary: journeys, drops by reason,
+and events lost if the kernel's ring buffer ever overflowed.
+
+Examples:
+  hoptrace trace                      every journey on every Docker bridge
+  hoptrace trace -C web -v            journeys of container web, one line per hop
+  hoptrace trace -o json -c 100       100 journeys as JSON lines (docs/journey-json.md)
+`
+
+// runTrace prints journeys live.
 func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return errors.New("trace: not implemented yet")
+	fs, help := newFlagSet("trace", traceUsage, stdout, stderr)
+	var cf captureFlags
+	cf.register(fs)
+	output := fs.StringP("output", "o", "text", "output format: text or json (JSON lines)")
+	verbose := fs.BoolP("verbose", "v", false, "print each hop of a journey with its time and delta")
+	noColor := fs.Bool("no-color", false, "no colours (also NO_COLOR=1; colour is only used on a terminal)")
+	if err := parseFlags(fs, help, args); err != nil {
+		return err
+	}
+	if err := cf.validate(fs); err != nil {
+		return err
+	}
+	if *output != "text" && *output != "json" {
+		return usagef("trace: -o must be text or json, not %q", *output)
+	}
+	return liveJourneys(ctx, "trace", &cf, stderr, func(opt render.Options) render.Printer {
+		if *output == "json" {
+			return render.NewJSON(stdout, opt)
+		}
+		opt.Color = useColor(stdout, *noColor)
+		opt.Verbose = *verbose
+		return render.NewText(stdout, opt)
+	}, nil)
+}
+
+// liveJourneys runs a capture, assembles journeys and prints them until the
+// context ends, -c journeys were printed or --duration passed; then prints the
+// summary. next, if set, also gets every event (record --print).
+func liveJourneys(ctx context.Context, name string, cf *captureFlags, stderr io.Writer,
+	printer func(render.Options) render.Printer, next capture.Handler) (err error) {
+	log := logger(stderr, cf.quiet)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if cf.duration > 0 {
+		var stop context.CancelFunc
+		ctx, stop = context.WithTimeout(ctx, cf.duration)
+		defer stop()
+	}
+	sess, err := capture.Open(ctx, cf.config(log))
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	defer func() { err = errors.Join(err, closeSession(name, sess)) }()
+	log.Info("tracing", "kernel", sess.Features().String(), "hooked", len(sess.Attached()))
+
+	pr := printer(render.Options{WallOffsetNS: sess.Clock().Offset()})
+	asm := journey.New(cf.journeyConfig(sess.Snapshot().HostNetnsIno), sess.Namer())
+	printed := 0
+	var printErr error
+	h := &capture.Journeys{Asm: asm, Next: next, Emit: func(j *journey.Journey) {
+		if printErr != nil || (cf.count > 0 && printed >= cf.count) || !capture.Touches(j, cf.containers) {
+			return
+		}
+		if printErr = pr.Journey(j); printErr != nil {
+			cancel() // e.g. a closed pipe: stop capturing
+			return
+		}
+		printed++
+		if cf.count > 0 && printed >= cf.count {
+			cancel()
+		}
+	}}
+	if err := writeReady(cf.readyFile); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	start := time.Now()
+	runErr := sess.Run(ctx, h)
+	h.Flush()
+	loss, lossErr := sess.Loss()
+	sum := render.Summary{Stats: asm.Stats(), Loss: loss, Duration: time.Since(start)}
+	if printErr != nil {
+		return errors.Join(runErr, fmt.Errorf("%s: write output: %w", name, printErr))
+	}
+	return errors.Join(runErr, lossErr, pr.Summary(sum))
+}
+
+func closeSession(name string, s *capture.Session) error {
+	if err := s.Close(); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	return nil
 }

@@ -1,0 +1,153 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+	"golang.org/x/sys/unix"
+
+	"github.com/hoptrace/hoptrace/resolver"
+	"github.com/hoptrace/hoptrace/tracer"
+	"github.com/hoptrace/hoptrace/tracer/capture"
+	"github.com/hoptrace/hoptrace/tracer/journey"
+)
+
+// newFlagSet makes a subcommand's flag set whose --help prints the usage text
+// and the flags to stdout.
+func newFlagSet(name, usage string, stdout, stderr io.Writer) (*pflag.FlagSet, *bool) {
+	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
+	fs.SortFlags = false
+	fs.SetOutput(stderr)
+	help := fs.BoolP("help", "h", false, "show this help")
+	fs.Usage = func() {
+		fmt.Fprint(stdout, usage, "\nFlags:\n")
+		fs.SetOutput(stdout)
+		fs.PrintDefaults()
+		fs.SetOutput(stderr)
+	}
+	return fs, help
+}
+
+// parseFlags parses args, turning --help into errHelp and bad flags into usage errors.
+func parseFlags(fs *pflag.FlagSet, help *bool, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			fs.Usage()
+			return errHelp
+		}
+		return usagef("%s: %v (see 'hoptrace %s --help')", fs.Name(), err, fs.Name())
+	}
+	if *help {
+		fs.Usage()
+		return errHelp
+	}
+	return nil
+}
+
+// captureFlags are the selection and tracer flags shared by trace, record and live latency.
+type captureFlags struct {
+	containers      []string
+	ifaces          []string
+	noContainerSide bool
+	legacy          bool
+	dockerHost      string
+	noDocker        bool
+	ringBytes       int
+	count           int
+	duration        time.Duration
+	readyFile       string
+	timeout         time.Duration
+	quiet           bool
+}
+
+func (c *captureFlags) register(fs *pflag.FlagSet) {
+	fs.StringArrayVarP(&c.containers, "container", "C", nil, "trace the bridges this container (name or ID) is on and show only its journeys; repeatable")
+	fs.StringArrayVarP(&c.ifaces, "iface", "i", nil, "also trace this host interface (e.g. eth0); alone, trace only these; repeatable")
+	fs.IntVarP(&c.count, "count", "c", 0, "stop after this many journeys (0: no limit)")
+	fs.DurationVar(&c.duration, "duration", 0, "stop after this long, e.g. 30s (0: until Ctrl-C)")
+	fs.BoolVar(&c.noContainerSide, "no-container-side", false, "do not hook eth0 inside containers (host side only)")
+	fs.BoolVar(&c.legacy, "legacy", false, "attach with clsact/cls_bpf filters even where TCX exists")
+	fs.IntVar(&c.ringBytes, "ring-bytes", 0, "ring buffer size in bytes (default 8 MiB)")
+	fs.DurationVar(&c.timeout, "journey-timeout", journey.DefaultTimeout, "finish a journey that saw no hop for this long")
+	fs.StringVar(&c.readyFile, "ready-file", "", "create this file once every hook is attached (for scripts and tests)")
+	fs.StringVar(&c.dockerHost, "docker-host", "", "Docker daemon address (default $DOCKER_HOST, else unix:///var/run/docker.sock)")
+	fs.BoolVar(&c.noDocker, "no-docker", false, "do not ask Docker; name namespaces only")
+	fs.BoolVarP(&c.quiet, "quiet", "q", false, "no progress notes on stderr")
+}
+
+func (c *captureFlags) validate(fs *pflag.FlagSet) error {
+	if c.count < 0 {
+		return usagef("%s: -c must not be negative", fs.Name())
+	}
+	if c.duration < 0 {
+		return usagef("%s: --duration must not be negative", fs.Name())
+	}
+	if fs.NArg() > 0 {
+		return usagef("%s: filter expressions are not supported yet (got %q); select with -C and -i", fs.Name(), strings.Join(fs.Args(), " "))
+	}
+	return nil
+}
+
+func (c *captureFlags) config(log *slog.Logger) capture.Config {
+	cfg := capture.Config{
+		Containers:      c.containers,
+		Ifaces:          c.ifaces,
+		NoContainerSide: c.noContainerSide,
+		Tracer:          tracer.Options{ForceLegacy: c.legacy, RingBufferBytes: c.ringBytes},
+		Resolver:        resolver.Options{DockerHost: c.dockerHost},
+		Logger:          log,
+	}
+	if c.noDocker {
+		cfg.Resolver.Docker = resolver.NoDocker{}
+	}
+	return cfg
+}
+
+func (c *captureFlags) journeyConfig(hostNetns uint32) journey.Config {
+	return journey.Config{Timeout: c.timeout, HostNetnsIno: hostNetns}
+}
+
+// logger writes warnings (and notes unless quiet) to stderr as plain lines.
+func logger(stderr io.Writer, quiet bool) *slog.Logger {
+	level := slog.LevelInfo
+	if quiet {
+		level = slog.LevelWarn
+	}
+	return slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level,
+		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+			if a.Key == slog.TimeKey && len(groups) == 0 {
+				return slog.Attr{}
+			}
+			return a
+		}}))
+}
+
+// writeReady creates the --ready-file.
+func writeReady(path string) error {
+	if path == "" {
+		return nil
+	}
+	if err := os.WriteFile(path, []byte(fmt.Sprintf("%d\n", os.Getpid())), 0o644); err != nil {
+		return fmt.Errorf("write ready file: %w", err)
+	}
+	return nil
+}
+
+// useColor decides colour: only on a terminal, never with --no-color or NO_COLOR.
+func useColor(w io.Writer, noColor bool) bool {
+	if noColor || os.Getenv("NO_COLOR") != "" {
+		return false
+	}
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}

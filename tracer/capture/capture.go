@@ -1,0 +1,355 @@
+// Package capture runs a live capture: it loads the tracer, keeps its hooks
+// attached to the interfaces the resolver reports (docker0, user-defined
+// bridges, their veth ports and the containers' eth0) as containers come and
+// go, and hands every hop, drop and topology change to one Handler.
+//
+// `hoptrace trace`, `record` and live `latency` are the same capture with
+// different handlers.
+package capture
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sort"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/hoptrace/hoptrace/resolver"
+	"github.com/hoptrace/hoptrace/resolver/topology"
+	"github.com/hoptrace/hoptrace/tracer"
+	"github.com/hoptrace/hoptrace/tracer/event"
+)
+
+// Config selects what to trace.
+type Config struct {
+	// Containers are names or IDs (or ID prefixes). When set, hoptrace traces
+	// the bridges these containers are on (every port, so a journey shows
+	// both ends) instead of every bridge. Empty: every Docker bridge.
+	Containers []string
+	// Ifaces are extra host interfaces by name (e.g. eth0 to see packets
+	// leave the host). With Ifaces and no Containers only these are traced.
+	Ifaces []string
+	// NoContainerSide skips the eth0 inside each container's namespace.
+	NoContainerSide bool
+	Tracer          tracer.Options
+	Resolver        resolver.Options
+	// Logger receives attach problems and topology notes; nil discards.
+	Logger *slog.Logger
+	// TickInterval is how often Handler.Tick runs; 0 means 50ms.
+	TickInterval time.Duration
+}
+
+// Handler receives everything a capture sees. Its methods are never called
+// concurrently. The Hop and Drop passed are only valid during the call.
+type Handler interface {
+	Hop(h *event.Hop)
+	Drop(d *event.Drop)
+	// Topology is called with the first snapshot and after every change.
+	Topology(s *topology.Snapshot)
+	// Tick is called periodically with the current kernel monotonic time,
+	// so journeys waiting for more hops can be finished.
+	Tick(monoNS uint64)
+}
+
+// ErrUnknownContainer is returned when a selected container does not exist.
+var ErrUnknownContainer = errors.New("no such container")
+
+// Session is a running capture.
+type Session struct {
+	cfg Config
+	log *slog.Logger
+	res *resolver.Resolver
+	tr  *tracer.Tracer
+
+	mu       sync.Mutex // serialises Handler calls
+	attached map[string]tracer.Iface
+	warned   map[string]bool
+	noBridge bool
+}
+
+// Open starts the resolver and loads the tracer, and attaches to the
+// interfaces selected now. Close undoes all of it.
+func Open(ctx context.Context, cfg Config) (s *Session, err error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.TickInterval == 0 {
+		cfg.TickInterval = 50 * time.Millisecond
+	}
+	if cfg.Resolver.Logger == nil {
+		cfg.Resolver.Logger = cfg.Logger
+	}
+	s = &Session{cfg: cfg, log: cfg.Logger, attached: map[string]tracer.Iface{}, warned: map[string]bool{}}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, s.Close())
+			s = nil
+		}
+	}()
+	if s.res, err = resolver.New(cfg.Resolver); err != nil {
+		return s, fmt.Errorf("start resolver: %w", err)
+	}
+	if err = s.res.Start(ctx); err != nil {
+		return s, fmt.Errorf("start resolver: %w", err)
+	}
+	snap := s.res.Snapshot()
+	for _, name := range cfg.Containers {
+		c, ok := topology.FindContainer(snap.Containers, name)
+		if !ok {
+			if !snap.DockerAvailable {
+				return s, fmt.Errorf("container %q: %w (Docker is not reachable)", name, ErrUnknownContainer)
+			}
+			return s, fmt.Errorf("container %q: %w (see 'docker ps' or 'hoptrace links')", name, ErrUnknownContainer)
+		}
+		if len(bridgesOf(snap, []string{name})) == 0 {
+			return s, fmt.Errorf("container %q has no veth on a bridge (network mode %q): nothing to trace", name, c.NetworkMode)
+		}
+	}
+	for _, name := range cfg.Ifaces {
+		if _, ok := hostIface(snap, name); !ok {
+			return s, fmt.Errorf("interface %q not found in the host namespace", name)
+		}
+	}
+	if s.tr, err = tracer.Load(cfg.Tracer); err != nil {
+		return s, err
+	}
+	if err = s.reconcile(snap, true); err != nil {
+		return s, err
+	}
+	return s, nil
+}
+
+// Features are what the running kernel offers the tracer.
+func (s *Session) Features() tracer.Features { return s.tr.Features() }
+
+// Clock converts kernel monotonic time to wall time.
+func (s *Session) Clock() tracer.Clock { return s.tr.Clock() }
+
+// Namer resolves hook interfaces to endpoints, always with the current topology.
+func (s *Session) Namer() topology.Namer { return s.res }
+
+// Snapshot is the current topology.
+func (s *Session) Snapshot() *topology.Snapshot { return s.res.Snapshot() }
+
+// Loss is what the kernel could not deliver so far.
+func (s *Session) Loss() (event.Loss, error) { return s.tr.Loss() }
+
+// Attached lists the interfaces hooked now, sorted by name.
+func (s *Session) Attached() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.attached))
+	for k := range s.attached {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Run delivers events to h until ctx ends or the tracer is closed. It keeps
+// the attachments in step with the topology while it runs.
+func (s *Session) Run(ctx context.Context, h Handler) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+
+	snaps := s.res.Subscribe(ctx)
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for snap := range snaps {
+			_ = s.reconcile(snap, false)
+			s.mu.Lock()
+			h.Topology(snap)
+			s.mu.Unlock()
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(s.cfg.TickInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				now := MonoNow()
+				s.mu.Lock()
+				h.Tick(now)
+				s.mu.Unlock()
+			}
+		}
+	}()
+
+	var rec tracer.Record
+	for {
+		err := s.tr.ReadInto(ctx, &rec)
+		if err != nil {
+			if errors.Is(err, tracer.ErrClosed) || ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("read events: %w", err)
+		}
+		s.mu.Lock()
+		switch rec.Kind {
+		case tracer.KindHop:
+			h.Hop(&rec.Hop)
+		case tracer.KindDrop:
+			h.Drop(&rec.Drop)
+		}
+		s.mu.Unlock()
+	}
+}
+
+// Close detaches every hook and stops the resolver.
+func (s *Session) Close() error {
+	var errs []error
+	if s.tr != nil {
+		if err := s.tr.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("detach: %w", err))
+		}
+		s.tr = nil
+	}
+	if s.res != nil {
+		if err := s.res.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("stop resolver: %w", err))
+		}
+		s.res = nil
+	}
+	return errors.Join(errs...)
+}
+
+// MonoNow is the kernel monotonic clock the hooks stamp events with.
+func MonoNow() uint64 {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return uint64(ts.Nano())
+}
+
+// Want computes the interfaces a configuration selects in a snapshot, keyed
+// by a stable string. It is pure, so the selection rules are unit-tested.
+func Want(cfg *Config, snap *topology.Snapshot) map[string]resolver.Interface {
+	out := map[string]resolver.Interface{}
+	sel := resolver.Selection{ContainerSide: !cfg.NoContainerSide}
+	switch {
+	case len(cfg.Containers) > 0:
+		sel.Bridges = bridgesOf(snap, cfg.Containers)
+		if len(sel.Bridges) == 0 {
+			break // the containers are gone (for now): trace nothing of them
+		}
+		fallthrough
+	case len(cfg.Ifaces) == 0:
+		for _, ifc := range resolver.InterfacesOf(snap, sel) {
+			out[ifaceID(ifc)] = ifc
+		}
+	}
+	for _, name := range cfg.Ifaces {
+		if ifc, ok := hostIface(snap, name); ok {
+			out[ifaceID(ifc)] = ifc
+		}
+	}
+	return out
+}
+
+func ifaceID(i resolver.Interface) string {
+	return fmt.Sprintf("%s#%d@%d", i.Name, i.Key.Ifindex, i.Key.NetnsIno)
+}
+
+// bridgesOf lists the bridges the named containers have a veth on.
+func bridgesOf(snap *topology.Snapshot, names []string) []string {
+	var out []string
+	for _, name := range names {
+		c, ok := topology.FindContainer(snap.Containers, name)
+		if !ok {
+			continue
+		}
+		for _, e := range snap.Endpoints {
+			if e.Role == topology.RoleHostVeth && e.Container != nil && e.Container.ID == c.ID && e.Bridge != "" {
+				if !slices.Contains(out, e.Bridge) {
+					out = append(out, e.Bridge)
+				}
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func hostIface(snap *topology.Snapshot, name string) (resolver.Interface, bool) {
+	for _, e := range snap.Endpoints {
+		if e.NetnsIno == snap.HostNetnsIno && e.Name == name {
+			return resolver.Interface{Key: e.Key(), Name: e.Name, Role: e.Role, Bridge: e.Bridge}, true
+		}
+	}
+	return resolver.Interface{}, false
+}
+
+// reconcile attaches what the snapshot selects and detaches what vanished.
+// Interfaces that disappear between the snapshot and the attach are normal
+// (containers come and go): they are skipped without noise.
+func (s *Session) reconcile(snap *topology.Snapshot, initial bool) error {
+	want := Want(&s.cfg, snap)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.tr == nil {
+		return nil
+	}
+	for id, ifc := range s.attached {
+		if _, ok := want[id]; !ok {
+			if err := s.tr.Detach(ifc); err != nil && !gone(err) {
+				s.log.Warn("detach failed", "iface", id, "err", err)
+			}
+			delete(s.attached, id)
+		}
+	}
+	ids := make([]string, 0, len(want))
+	for id := range want {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	var errs []error
+	for _, id := range ids {
+		if _, ok := s.attached[id]; ok {
+			continue
+		}
+		ifc := want[id]
+		ti := tracer.Iface{Index: int(ifc.Key.Ifindex), Name: ifc.Name, Netns: ifc.NetnsPath}
+		if err := s.tr.Attach(ti); err != nil {
+			if gone(err) {
+				continue
+			}
+			if errors.Is(err, tracer.ErrPermission) {
+				return err
+			}
+			if !s.warned[id] {
+				s.warned[id] = true
+				s.log.Warn("cannot attach", "iface", ifc.Name, "netns", ifc.NetnsPath, "err", err)
+			}
+			if initial {
+				errs = append(errs, fmt.Errorf("attach %s: %w", ifc.Name, err))
+			}
+			continue
+		}
+		s.attached[id] = ti
+	}
+	if len(want) == 0 && !s.noBridge {
+		s.log.Info("no Docker bridge or selected interface found yet; waiting for one")
+	}
+	s.noBridge = len(want) == 0
+	if initial && len(errs) > 0 && len(s.attached) == 0 {
+		return errors.Join(errs...)
+	}
+	return nil
+}
+
+// gone reports errors that mean the interface or its namespace vanished.
+func gone(err error) bool {
+	return tracer.IsGone(err) || errors.Is(err, syscall.ESRCH) || errors.Is(err, syscall.ENXIO)
+}
