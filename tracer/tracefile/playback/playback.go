@@ -1,0 +1,202 @@
+// Package playback runs recordings through the journey assembler, the way a
+// live capture does, so replay, latency and export from a file show what the
+// live view would have shown.
+//
+// Names come from the snapshots in the recording: each hop is resolved
+// against the latest snapshot written before it, so a container that was
+// renamed or removed later keeps the name it had at the time. Nothing here
+// needs root, Docker or the recording host.
+package playback
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/hoptrace/hoptrace/resolver/topology"
+	"github.com/hoptrace/hoptrace/tracer/event"
+	"github.com/hoptrace/hoptrace/tracer/journey"
+	"github.com/hoptrace/hoptrace/tracer/tracefile"
+)
+
+// Namer resolves interfaces from the latest snapshot it was given.
+type Namer struct {
+	ix   *topology.Index
+	snap *topology.Snapshot
+}
+
+// Set makes s the snapshot lookups use from now on.
+func (n *Namer) Set(s *topology.Snapshot) {
+	n.snap, n.ix = s, topology.NewIndex(s)
+}
+
+// Snapshot is the current snapshot, nil before the first.
+func (n *Namer) Snapshot() *topology.Snapshot { return n.snap }
+
+// Lookup implements topology.Namer.
+func (n *Namer) Lookup(k topology.Key) (topology.Endpoint, bool) {
+	if n.ix == nil {
+		return topology.Endpoint{}, false
+	}
+	return n.ix.Lookup(k)
+}
+
+// Player feeds one or more recordings, in order, to one assembler and hands
+// each finished journey to Emit.
+type Player struct {
+	cfg   journey.Config
+	emit  func(*journey.Journey) error
+	namer Namer
+	asm   *journey.Assembler
+	loss  event.Loss
+	files int
+	first *tracefile.Header
+	notes []string
+}
+
+// New returns a player. cfg is the assembler's configuration, as for a live
+// trace; a zero HostNetnsIno is taken from the first snapshot.
+func New(cfg journey.Config, emit func(*journey.Journey) error) *Player {
+	return &Player{cfg: cfg, emit: emit}
+}
+
+func (p *Player) emitAll(js []*journey.Journey) error {
+	for _, j := range js {
+		if err := p.emit(j); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (p *Player) assembler() *journey.Assembler {
+	if p.asm == nil {
+		cfg := p.cfg
+		if cfg.HostNetnsIno == 0 && p.namer.snap != nil {
+			cfg.HostNetnsIno = p.namer.snap.HostNetnsIno
+		}
+		p.asm = journey.New(cfg, &p.namer)
+	}
+	return p.asm
+}
+
+// Play reads every record of one recording. Journeys still open at its end
+// stay open, so the next part of a rotated recording continues them; call
+// Finish after the last file. A truncated file is not an error: its note is
+// kept in Notes. Errors name the byte offset; the caller adds the file name.
+func (p *Player) Play(r *tracefile.Reader) error {
+	h := r.Header()
+	if p.first == nil {
+		p.first = &h
+	}
+	p.files++
+	for {
+		rec, err := r.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		switch rec.Kind {
+		case tracefile.KindSnapshot:
+			p.namer.Set(rec.Snapshot)
+		case tracefile.KindLoss:
+			p.loss = rec.Loss
+		case tracefile.KindHop:
+			if err := p.emitAll(p.assembler().AddHop(*rec.Hop)); err != nil {
+				return err
+			}
+		case tracefile.KindDrop:
+			if err := p.emitAll(p.assembler().AddDrop(*rec.Drop)); err != nil {
+				return err
+			}
+		}
+	}
+	if t := r.Truncated(); t != nil {
+		p.notes = append(p.notes, t.String())
+	}
+	return nil
+}
+
+// Finish ends the input: journeys still open are finished and emitted.
+func (p *Player) Finish() error {
+	if p.asm == nil {
+		return nil
+	}
+	return p.emitAll(p.asm.Flush())
+}
+
+// Stats are the assembler's counters.
+func (p *Player) Stats() journey.Stats {
+	if p.asm == nil {
+		return journey.New(p.cfg, nil).Stats()
+	}
+	return p.asm.Stats()
+}
+
+// Loss is the latest loss counters read: the capture's totals.
+func (p *Player) Loss() event.Loss { return p.loss }
+
+// Header is the header of the first recording played, nil before.
+func (p *Player) Header() *tracefile.Header { return p.first }
+
+// Notes are the truncation notes of the recordings played, in order.
+func (p *Player) Notes() []string { return p.notes }
+
+// Selection picks journeys by container and interface, as trace's
+// --container and --iface do. The zero Selection matches everything.
+type Selection struct {
+	// Containers are container names or ID prefixes (3 characters or more).
+	Containers []string
+	// Interfaces are interface names ("veth3c4d", "docker0") or labels ("web:eth0").
+	Interfaces []string
+}
+
+// Match reports whether a journey passes the selection: one of its hops (or
+// its drop) is at a selected container or interface.
+func (s Selection) Match(j *journey.Journey) bool {
+	if len(s.Containers) == 0 && len(s.Interfaces) == 0 {
+		return true
+	}
+	eps := make([]*topology.Endpoint, 0, len(j.Hops)+1)
+	for i := range j.Hops {
+		eps = append(eps, &j.Hops[i].Endpoint)
+	}
+	if j.Drop != nil && j.Drop.HasDev {
+		eps = append(eps, &j.Drop.Endpoint)
+	}
+	for _, e := range eps {
+		for _, want := range s.Interfaces {
+			if e.Name == want || e.Label() == want {
+				return true
+			}
+		}
+		if e.Container == nil {
+			continue
+		}
+		for _, want := range s.Containers {
+			want = strings.TrimPrefix(want, "/")
+			if e.Container.Name == want || (len(want) >= 3 && strings.HasPrefix(e.Container.ID, want)) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// String describes the selection for messages.
+func (s Selection) String() string {
+	var parts []string
+	if len(s.Containers) > 0 {
+		parts = append(parts, fmt.Sprintf("containers %s", strings.Join(s.Containers, ",")))
+	}
+	if len(s.Interfaces) > 0 {
+		parts = append(parts, fmt.Sprintf("interfaces %s", strings.Join(s.Interfaces, ",")))
+	}
+	if len(parts) == 0 {
+		return "everything"
+	}
+	return strings.Join(parts, " and ")
+}
