@@ -1,0 +1,173 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hoptrace/hoptrace/tracer/render"
+)
+
+// The end-to-end tests run the real, statically built binary.
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+	binDir    string
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+// hoptraceBinary builds ./cmd/hoptrace once per test run (CGO_ENABLED=0).
+func hoptraceBinary(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		binDir, buildErr = os.MkdirTemp("", "hoptrace-e2e-")
+		if buildErr != nil {
+			return
+		}
+		binPath = filepath.Join(binDir, "hoptrace")
+		cmd := exec.Command("go", "build", "-o", binPath, ".")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = err
+			binPath = string(out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatalf("build hoptrace: %v\n%s", buildErr, binPath)
+	}
+	return binPath
+}
+
+// proc is a running hoptrace.
+type proc struct {
+	cmd            *exec.Cmd
+	stdout, stderr *bytes.Buffer
+	done           chan struct{}
+	err            error
+}
+
+// startHoptrace runs the binary with args plus --ready-file and waits until
+// every hook is attached. The process is interrupted at test end if still running.
+func startHoptrace(t testing.TB, args ...string) *proc {
+	t.Helper()
+	ready := filepath.Join(t.TempDir(), "ready")
+	p := &proc{stdout: &bytes.Buffer{}, stderr: &bytes.Buffer{}, done: make(chan struct{})}
+	p.cmd = exec.Command(hoptraceBinary(t), append(args, "--ready-file", ready)...)
+	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.err = p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() { p.stop(t) })
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if _, err := os.Stat(ready); err == nil {
+			return p
+		}
+		select {
+		case <-p.done:
+			t.Fatalf("hoptrace %v exited before ready: %v\nstderr: %s", args, p.err, p.stderr)
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("hoptrace %v not ready after 20s\nstderr: %s", args, p.stderr)
+		}
+	}
+}
+
+// stop interrupts hoptrace (as Ctrl-C does) and waits for it to exit.
+func (p *proc) stop(t testing.TB) error {
+	select {
+	case <-p.done:
+		return p.err
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-p.done:
+	case <-time.After(15 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		t.Errorf("hoptrace did not exit within 15s of SIGINT\nstderr: %s", p.stderr)
+	}
+	return p.err
+}
+
+// jsonLines splits -o json output into journeys and the summary.
+func jsonLines(t testing.TB, out []byte) ([]render.JourneyJSON, *render.SummaryJSON) {
+	t.Helper()
+	var js []render.JourneyJSON
+	var sum *render.SummaryJSON
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	sc.Buffer(make([]byte, 1<<20), 1<<24)
+	for sc.Scan() {
+		line := sc.Bytes()
+		var typ struct {
+			Type string `json:"type"`
+		}
+		if err := json.Unmarshal(line, &typ); err != nil {
+			t.Fatalf("not JSON: %q: %v", line, err)
+		}
+		switch typ.Type {
+		case "journey":
+			var j render.JourneyJSON
+			if err := json.Unmarshal(line, &j); err != nil {
+				t.Fatal(err)
+			}
+			js = append(js, j)
+		case "summary":
+			sum = &render.SummaryJSON{}
+			if err := json.Unmarshal(line, sum); err != nil {
+				t.Fatal(err)
+			}
+		default:
+			t.Fatalf("unknown line type %q", typ.Type)
+		}
+	}
+	return js, sum
+}
+
+// labels is the hop labels of a journey, in order.
+func labels(j *render.JourneyJSON) []string {
+	var out []string
+	for _, h := range j.Hops {
+		out = append(out, h.Label)
+	}
+	return out
+}
+
+// hostVethOf finds a container's host-side veth name the way people do by
+// hand: eth0's iflink inside the container is the peer's ifindex in the host.
+func hostVethOf(t testing.TB, container string) string {
+	t.Helper()
+	out, err := exec.Command("docker", "exec", container, "cat", "/sys/class/net/eth0/iflink").CombinedOutput()
+	if err != nil {
+		t.Fatalf("read iflink in %s: %v %s", container, err, out)
+	}
+	want := strings.TrimSpace(string(out))
+	ents, _ := os.ReadDir("/sys/class/net")
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join("/sys/class/net", e.Name(), "ifindex"))
+		if err == nil && strings.TrimSpace(string(b)) == want {
+			return e.Name()
+		}
+	}
+	t.Fatalf("no host interface with ifindex %s (peer of %s:eth0)", want, container)
+	return ""
+}

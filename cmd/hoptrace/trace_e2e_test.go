@@ -1,0 +1,185 @@
+package main
+
+import (
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hoptrace/hoptrace/tracer/render"
+	"github.com/hoptrace/hoptrace/vmtests/testenv"
+)
+
+// webAndClient starts an HTTP server container and a client container on docker0.
+func webAndClient(t *testing.T) (web, client testenv.Container) {
+	t.Helper()
+	testenv.RequireDocker(t)
+	web = testenv.RunContainer(t, testenv.UniqueName("ht-web"), nil, "httpd", "-f", "-p", "8080", "-h", "/www")
+	client = testenv.RunContainer(t, testenv.UniqueName("ht-client"), nil, "sleep", "600")
+	return web, client
+}
+
+// wget fetches url from inside a container, giving up after 3s. (busybox
+// wget's own -T crashes in Debian's busybox-static, so busybox timeout it is.)
+func wget(client string, url string) error {
+	_, err := testenv.Exec(client, "busybox", "timeout", "3", "wget", "-q", "-O", "/dev/null", url)
+	return err
+}
+
+// findTCP returns the journeys of TCP packets with exactly these flags
+// between the two addresses (src -> dst).
+func findTCP(js []render.JourneyJSON, src, dst, flags string) []render.JourneyJSON {
+	var out []render.JourneyJSON
+	for _, j := range js {
+		p := j.Packet
+		if p != nil && p.Proto == "TCP" && p.Src == src && p.Dst == dst && p.TCPFlags == flags {
+			out = append(out, j)
+		}
+	}
+	return out
+}
+
+// TestTraceClientToWeb: wget from client to web; the JSON journeys of the
+// handshake name both containers and the veths between them, in order, with
+// non-negative deltas; a text trace running alongside shows the same path.
+func TestTraceClientToWeb(t *testing.T) {
+	web, client := webAndClient(t)
+	jsonRun := startHoptrace(t, "trace", "-o", "json", "-C", client.Name, "-C", web.Name)
+	textRun := startHoptrace(t, "trace", "--no-color", "-C", web.Name)
+	if err := wget(client.Name, "http://"+web.IP().String()+":8080/"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond) // let the journeys finish (grace + drain)
+	if err := jsonRun.stop(t); err != nil {
+		t.Fatalf("trace -o json: %v\n%s", err, jsonRun.stderr)
+	}
+	if err := textRun.stop(t); err != nil {
+		t.Fatalf("trace: %v\n%s", err, textRun.stderr)
+	}
+	js, sum := jsonLines(t, jsonRun.stdout.Bytes())
+	if sum == nil || sum.Lost != 0 {
+		t.Fatalf("summary %+v (want one, with nothing lost)", sum)
+	}
+	cveth, wveth := hostVethOf(t, client.Name), hostVethOf(t, web.Name)
+	forward := []string{client.Name + ":eth0", cveth, wveth, web.Name + ":eth0"}
+	backward := []string{web.Name + ":eth0", wveth, cveth, client.Name + ":eth0"}
+	cip, wip := client.IP().String(), web.IP().String()
+
+	syn := findTCP(js, cip, wip, "S")
+	synack := findTCP(js, wip, cip, "S.")
+	if len(syn) != 1 || len(synack) != 1 {
+		t.Fatalf("want 1 SYN and 1 SYN-ACK journey, got %d and %d in\n%s", len(syn), len(synack), jsonRun.stdout)
+	}
+	for _, c := range []struct {
+		j    render.JourneyJSON
+		path []string
+	}{{syn[0], forward}, {synack[0], backward}} {
+		if got := labels(&c.j); !slices.Equal(got, c.path) {
+			t.Errorf("%s: path %v, want %v", c.j.Summary, got, c.path)
+		}
+		if c.j.Verdict != "delivered" {
+			t.Errorf("%s: verdict %q, want delivered", c.j.Summary, c.j.Verdict)
+		}
+		for i, h := range c.j.Hops {
+			if h.DeltaNS < 0 || (i > 0 && h.TimeNS < c.j.Hops[i-1].TimeNS) {
+				t.Errorf("%s: hop %d (%s) delta %d: time goes backwards", c.j.Summary, i, h.Label, h.DeltaNS)
+			}
+		}
+		// The veth hops name the container behind them.
+		if h := c.j.Hops[1]; h.Container == "" || h.Role != "host-veth" || h.Bridge != "docker0" {
+			t.Errorf("%s: hop 1 %+v: want a docker0 host veth with its container", c.j.Summary, h)
+		}
+	}
+	if syn[0].Hops[1].Container != client.Name || syn[0].Hops[2].Container != web.Name {
+		t.Errorf("SYN veth hops name %q and %q, want %s and %s", syn[0].Hops[1].Container, syn[0].Hops[2].Container, client.Name, web.Name)
+	}
+
+	text := textRun.stdout.String()
+	wantPath := strings.Join(forward, " -> ")
+	found := false
+	for _, line := range strings.Split(text, "\n") {
+		if strings.Contains(line, "TCP "+cip) && strings.Contains(line, "[S]") && strings.Contains(line, wantPath) {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("text output has no SYN line with path %q:\n%s", wantPath, text)
+	}
+	if !strings.Contains(text, "journeys ") || !strings.Contains(text, "events lost 0") {
+		t.Errorf("text output lacks the summary:\n%s", text)
+	}
+}
+
+// TestTraceDockerUserDrop: a DOCKER-USER rule drops client -> web:8080; the
+// SYN journeys end as dropped at the client's veth with NETFILTER_DROP, and
+// the summary counts them.
+func TestTraceDockerUserDrop(t *testing.T) {
+	web, client := webAndClient(t)
+	testenv.RequireCommand(t, "iptables")
+	rule := []string{"DOCKER-USER", "-s", client.IP().String(), "-d", web.IP().String(), "-p", "tcp", "--dport", "8080", "-j", "DROP"}
+	testenv.Command(t, "iptables", append([]string{"-w", "-I"}, rule...)...)
+	t.Cleanup(func() { _ = exec.Command("iptables", append([]string{"-w", "-D"}, rule...)...).Run() })
+
+	run := startHoptrace(t, "trace", "-o", "json", "-C", client.Name)
+	if err := wget(client.Name, "http://"+web.IP().String()+":8080/"); err == nil {
+		t.Fatal("wget got through the DROP rule")
+	}
+	if err := run.stop(t); err != nil {
+		t.Fatalf("trace: %v\n%s", err, run.stderr)
+	}
+	js, sum := jsonLines(t, run.stdout.Bytes())
+	syns := findTCP(js, client.IP().String(), web.IP().String(), "S")
+	if len(syns) == 0 {
+		t.Fatalf("no SYN journeys in\n%s", run.stdout)
+	}
+	cveth := hostVethOf(t, client.Name)
+	for _, j := range syns {
+		if j.Verdict != "dropped" || j.Drop == nil {
+			t.Errorf("SYN %d: verdict %q drop %+v, want dropped", j.ID, j.Verdict, j.Drop)
+			continue
+		}
+		if j.Drop.Reason != "NETFILTER_DROP" || j.Drop.Where != cveth {
+			t.Errorf("SYN %d: dropped at %q for %q, want at %s for NETFILTER_DROP", j.ID, j.Drop.Where, j.Drop.Reason, cveth)
+		}
+		if got := labels(&j); !slices.Equal(got, []string{client.Name + ":eth0", cveth}) {
+			t.Errorf("SYN %d: path %v, want client:eth0 -> its veth, then the drop", j.ID, got)
+		}
+	}
+	if sum == nil || sum.DropsByReason["NETFILTER_DROP"] < uint64(len(syns)) || sum.Verdicts["dropped"] < uint64(len(syns)) {
+		t.Errorf("summary %+v: want at least %d NETFILTER_DROP drops and dropped journeys", sum, len(syns))
+	}
+}
+
+// TestTraceFollowsNewContainers: a container started after trace began is
+// traced without restarting hoptrace.
+func TestTraceFollowsNewContainers(t *testing.T) {
+	testenv.RequireDocker(t)
+	web := testenv.RunContainer(t, testenv.UniqueName("ht-web"), nil, "httpd", "-f", "-p", "8080", "-h", "/www")
+	run := startHoptrace(t, "trace", "-o", "json")
+	late := testenv.RunContainer(t, testenv.UniqueName("ht-late"), nil, "sleep", "600")
+	var js []render.JourneyJSON
+	// The new veth is attached within a moment; keep trying briefly.
+	deadline := time.Now().Add(10 * time.Second)
+	for attempt := 0; ; attempt++ {
+		if err := wget(late.Name, "http://"+web.IP().String()+":8080/"); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(400 * time.Millisecond)
+		js, _ = jsonLines(t, run.stdout.Bytes())
+		if len(findTCP(js, late.IP().String(), web.IP().String(), "S")) > 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err := run.stop(t); err != nil {
+		t.Fatalf("trace: %v\n%s", err, run.stderr)
+	}
+	js, _ = jsonLines(t, run.stdout.Bytes())
+	syns := findTCP(js, late.IP().String(), web.IP().String(), "S")
+	if len(syns) == 0 {
+		t.Fatalf("no journey from the late container %s:\n%s", late.Name, run.stdout)
+	}
+	if got := labels(&syns[len(syns)-1]); len(got) == 0 || got[0] != late.Name+":eth0" || got[len(got)-1] != web.Name+":eth0" {
+		t.Errorf("late container's SYN path %v, want %s:eth0 ... %s:eth0", got, late.Name, web.Name)
+	}
+}
