@@ -222,6 +222,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		fmt.Fprintf(stdout, "   %-6s %-34s %-5s %6d %6d %6d %7.0fs  %s\n", r.K.Short, r.K.Release, r.Accel, pass, fail, skip, r.Elapsed.Seconds(), res)
 	}
+	for _, r := range results {
+		fmt.Fprintf(stdout, "   %-6s %s\n", r.K.Short, r.featureSummary())
+	}
 	if len(buildFailed) > 0 {
 		fmt.Fprintf(stdout, "   FAILED to build the tests of %s (not run on any kernel)\n", strings.Join(buildFailed, " "))
 		failed = true

@@ -56,9 +56,6 @@ type kernelResult struct {
 var (
 	runRE    = regexp.MustCompile(`^\s*=== (RUN|CONT|NAME|PAUSE)\s+(\S+)`)
 	resultRE = regexp.MustCompile(`^\s*--- (PASS|FAIL|SKIP): (\S+) \(([0-9.]+s)\)`)
-	// Lines in which tests report which kernel path ran: tracer tests log
-	// e.g. "features: attach=tcx key=skb drop-reasons=yes".
-	featureRE = regexp.MustCompile(`(?i)\bfeatures?\b|\battach(ed)? (mode|via)\b|\bpacket key\b`)
 )
 
 // parser turns console lines into a kernelResult.
@@ -132,8 +129,8 @@ func (p *parser) line(l string) {
 		p.last, p.cur = name, ""
 		return
 	}
-	if featureRE.MatchString(l) && !p.seenFt[strings.TrimSpace(l)] {
-		p.seenFt[strings.TrimSpace(l)] = true
+	if m := featuresRE.FindStringSubmatch(l); m != nil && !p.seenFt[m[1]] {
+		p.seenFt[m[1]] = true
 		p.r.Features = append(p.r.Features, strings.TrimSpace(l))
 	}
 	if strings.HasPrefix(l, "    ") {
@@ -183,7 +180,7 @@ func (r *kernelResult) failures() []string {
 	if r.Booted && r.ExitRC == -1 && r.Err == nil {
 		why = append(why, "no exit line from the VM")
 	}
-	return why
+	return append(why, r.featureProblems()...)
 }
 
 func (r *kernelResult) counts() (pass, fail, skip int) {
@@ -218,11 +215,10 @@ func (r *kernelResult) report(w io.Writer) {
 			fmt.Fprintf(w, "   %s %s%s %s (%s)\n", t.Status, indent, t.Pkg, t.Name, t.Dur)
 		}
 	}
-	if len(r.Features) > 0 {
-		fmt.Fprintf(w, "   features logged by the tests:\n")
-		for _, f := range r.Features {
-			fmt.Fprintf(w, "     %s\n", f)
-		}
+	_, distinct := observedFeatures(r.Features)
+	fmt.Fprintf(w, "   kernel features: %s\n", r.featureSummary())
+	if len(distinct) > 1 {
+		fmt.Fprintf(w, "   tracer loads seen (tests force fallbacks): %s\n", strings.Join(distinct, " | "))
 	}
 	for _, t := range r.Tests {
 		if t.Status != "FAIL" || strings.Contains(t.Name, "/") && len(t.Output) == 0 {
