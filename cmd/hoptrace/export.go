@@ -3,10 +3,123 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/hoptrace/hoptrace/tracer/journey"
+	"github.com/hoptrace/hoptrace/tracer/pcapng"
+	"github.com/hoptrace/hoptrace/tracer/tracefile"
+	"github.com/hoptrace/hoptrace/tracer/tracefile/playback"
 )
 
-// runExport is not implemented yet.
-func runExport(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return errors.New("export: not implemented yet")
+const exportUsage = `Usage: hoptrace export --pcapng OUT [flags] FILE...
+
+Writes a recording as a pcapng file for Wireshark or tshark. Every hop is one
+packet, on an interface named after what it is: web:eth0 (eth0 inside container
+web), veth3c4d@docker0 (a bridge port), docker0 (the bridge). Each packet has
+its direction (inbound for a TC ingress hook, outbound for egress) and a comment
+with its journey ID, hop number, the containers along the way and the time since
+the previous hop, e.g.
+  hoptrace journey 12 hop 2/4 (+2.1us after hop 1): veth1a2b@docker0 ingress,
+  left client, entered docker0; client -> web; delivered
+In Wireshark: View > Packet Comments, or the filter frame.comment contains "journey 12".
+
+Packet bytes: a recording made with 'record --snaplen N' keeps the first N bytes
+of each packet, and those are exported. Without them (the default, snaplen 0)
+hoptrace writes the headers it decoded in the kernel: Ethernet (and VLAN tag),
+IPv4/IPv6, TCP/UDP/ICMP or ARP, with the real addresses, ports, flags, sequence
+numbers, IP ID and TTL, and the real packet length as the original length; but
+no payload, no IP or TCP options, TCP window 65535 and zero L4 checksums, so
+Wireshark shows them as cut short by the snaplen ("packet size limited").
+
+Several files are read in order as one recording (the parts of a rotated one).
+Needs neither root nor Docker.
+`
+
+// runExport converts recordings to pcapng.
+func runExport(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
+	fs, help := newFlagSet("export", exportUsage, stdout, stderr)
+	out := fs.StringP("pcapng", "w", "", "write pcapng to this file (\"-\" for standard output); required")
+	containers := fs.StringArrayP("container", "C", nil, "export only journeys of this container (name or ID); repeatable")
+	ifaces := fs.StringArrayP("iface", "i", nil, "export only journeys through this interface (veth3c4d, docker0 or web:eth0); repeatable")
+	timeout := fs.Duration("journey-timeout", journey.DefaultTimeout, "finish a journey that saw no hop for this long (as for trace)")
+	quiet := fs.BoolP("quiet", "q", false, "no notes on stderr")
+	if err := parseFlags(fs, help, args); err != nil {
+		return err
+	}
+	switch {
+	case *out == "":
+		return usagef("export: --pcapng OUT is required (see 'hoptrace export --help')")
+	case fs.NArg() == 0:
+		return usagef("export: no recording given (see 'hoptrace export --help')")
+	}
+
+	var w io.Writer = stdout
+	if *out != "-" {
+		// Write next to OUT and rename at the end, so a failed export does
+		// not leave a half-written file under the real name.
+		f, cerr := os.CreateTemp(filepath.Dir(*out), "."+filepath.Base(*out)+".*")
+		if cerr != nil {
+			return fmt.Errorf("export: %w", cerr)
+		}
+		defer func() {
+			if err != nil {
+				f.Close()
+				os.Remove(f.Name())
+			}
+		}()
+		w = f
+		defer func() {
+			if err != nil {
+				return
+			}
+			if err = f.Chmod(0o644); err == nil {
+				err = f.Close()
+			}
+			if err == nil {
+				err = os.Rename(f.Name(), *out)
+			}
+			if err != nil {
+				err = fmt.Errorf("export: write %s: %w", *out, err)
+				os.Remove(f.Name())
+			}
+		}()
+	}
+
+	ex := pcapng.New(w, pcapng.Options{
+		HoptraceVersion: version,
+		Journey:         journey.Config{Timeout: *timeout},
+		Selection:       playback.Selection{Containers: *containers, Interfaces: *ifaces},
+	})
+	if err := playFiles("export", fs.Args(), stderr, *quiet, func(r *tracefile.Reader) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		return ex.Add(r)
+	}); err != nil {
+		return err
+	}
+	st, err := ex.Close()
+	if errors.Is(err, pcapng.ErrNoPackets) {
+		return fmt.Errorf("export: no hops to export (nothing recorded, or nothing matched -C/-i)")
+	}
+	if err != nil {
+		return fmt.Errorf("export: %w", err)
+	}
+	if !*quiet {
+		fmt.Fprintf(stderr, "hoptrace: export: %d packets of %d journeys on %d interfaces", st.Packets, st.Journeys, st.Interfaces)
+		if st.Synthesized > 0 {
+			fmt.Fprintf(stderr, " (%d with headers rebuilt from decoded fields)", st.Synthesized)
+		}
+		if *out != "-" {
+			fmt.Fprintf(stderr, " to %s", *out)
+		}
+		fmt.Fprintln(stderr)
+		if l := st.Loss; l.Total() > 0 {
+			fmt.Fprintf(stderr, "hoptrace: export: the recording lost %d hops and %d drops (kernel ring buffer full)\n", l.Hops, l.Drops)
+		}
+	}
+	return nil
 }

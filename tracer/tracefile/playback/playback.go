@@ -145,8 +145,9 @@ func (p *Player) Header() *tracefile.Header { return p.first }
 // Notes are the truncation notes of the recordings played, in order.
 func (p *Player) Notes() []string { return p.notes }
 
-// Selection picks journeys by container and interface, as trace's
-// --container and --iface do. The zero Selection matches everything.
+// Selection picks journeys by container (as trace's --container shows only
+// the journeys of those containers) and by interface. The zero Selection
+// matches everything.
 type Selection struct {
 	// Containers are container names or ID prefixes (3 characters or more).
 	Containers []string
@@ -178,7 +179,7 @@ func (s Selection) Match(j *journey.Journey) bool {
 		}
 		for _, want := range s.Containers {
 			want = strings.TrimPrefix(want, "/")
-			if e.Container.Name == want || (len(want) >= 3 && strings.HasPrefix(e.Container.ID, want)) {
+			if e.Container.Name == want || e.Container.ID == want || (len(want) >= 3 && strings.HasPrefix(e.Container.ID, want)) {
 				return true
 			}
 		}
