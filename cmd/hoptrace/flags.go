@@ -1,12 +1,15 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -64,6 +67,7 @@ type captureFlags struct {
 	readyFile       string
 	timeout         time.Duration
 	quiet           bool
+	snaplen         uint32 // record only
 }
 
 func (c *captureFlags) register(fs *pflag.FlagSet) {
@@ -99,7 +103,7 @@ func (c *captureFlags) config(log *slog.Logger) capture.Config {
 		Containers:      c.containers,
 		Ifaces:          c.ifaces,
 		NoContainerSide: c.noContainerSide,
-		Tracer:          tracer.Options{ForceLegacy: c.legacy, RingBufferBytes: c.ringBytes},
+		Tracer:          tracer.Options{ForceLegacy: c.legacy, RingBufferBytes: c.ringBytes, Snaplen: c.snaplen},
 		Resolver:        resolver.Options{DockerHost: c.dockerHost},
 		Logger:          log,
 	}
@@ -113,20 +117,52 @@ func (c *captureFlags) journeyConfig(hostNetns uint32) journey.Config {
 	return journey.Config{Timeout: c.timeout, HostNetnsIno: hostNetns}
 }
 
-// logger writes warnings (and notes unless quiet) to stderr as plain lines.
+// logger writes warnings (and notes unless quiet) to stderr as one plain
+// line each: "hoptrace: <message> key=value ...".
 func logger(stderr io.Writer, quiet bool) *slog.Logger {
 	level := slog.LevelInfo
 	if quiet {
 		level = slog.LevelWarn
 	}
-	return slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level,
-		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
-			if a.Key == slog.TimeKey && len(groups) == 0 {
-				return slog.Attr{}
-			}
-			return a
-		}}))
+	return slog.New(&lineHandler{w: stderr, level: level})
 }
+
+type lineHandler struct {
+	mu    sync.Mutex
+	w     io.Writer
+	level slog.Level
+	attrs []slog.Attr
+}
+
+func (h *lineHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= h.level }
+
+func (h *lineHandler) Handle(_ context.Context, r slog.Record) error {
+	var b strings.Builder
+	b.WriteString("hoptrace: ")
+	if r.Level >= slog.LevelWarn {
+		b.WriteString(strings.ToLower(r.Level.String()) + ": ")
+	}
+	b.WriteString(r.Message)
+	add := func(a slog.Attr) bool {
+		fmt.Fprintf(&b, " %s=%v", a.Key, a.Value)
+		return true
+	}
+	for _, a := range h.attrs {
+		add(a)
+	}
+	r.Attrs(add)
+	b.WriteByte('\n')
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	_, err := io.WriteString(h.w, b.String())
+	return err
+}
+
+func (h *lineHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return &lineHandler{w: h.w, level: h.level, attrs: append(slices.Clip(h.attrs), as...)}
+}
+
+func (h *lineHandler) WithGroup(string) slog.Handler { return h }
 
 // writeReady creates the --ready-file.
 func writeReady(path string) error {

@@ -2,11 +2,180 @@ package main
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"io"
+	"os"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/hoptrace/hoptrace/tracer/capture"
+	"github.com/hoptrace/hoptrace/tracer/event"
+	"github.com/hoptrace/hoptrace/tracer/journey"
+	"github.com/hoptrace/hoptrace/tracer/render"
+	"github.com/hoptrace/hoptrace/tracer/tracefile"
 )
 
-// runRecord is not implemented yet.
+const recordUsage = `Usage: hoptrace record -w FILE [flags]
+
+Captures what 'hoptrace trace' would show into a recording file, for analysis
+later and elsewhere: 'hoptrace replay FILE', 'hoptrace latency FILE' and
+'hoptrace export --pcapng OUT FILE' need neither root nor Docker. The file
+keeps every hop and drop, the container names and topology as they were at
+record time, and the kernel's loss counters. It is written as a stream and
+flushed every second: a recording cut short (SIGKILL, full disk) still reads
+back up to its last complete record.
+
+With --snaplen N the first N bytes of each packet are kept too (for pcapng
+export); without, hops carry decoded headers only (tens of bytes per hop).
+Long captures can be split into parts (trace.0001.hop, trace.0002.hop, ...)
+by size or age, in the spirit of tcpdump's -C, -G and -W.
+
+Examples:
+  hoptrace record -w incident.hop                   until Ctrl-C
+  hoptrace record -w web.hop -C web --duration 1m --print
+  hoptrace record -w big.hop --rotate-size 100MB --rotate-files 10
+`
+
 func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return errors.New("record: not implemented yet")
+	fs, help := newFlagSet("record", recordUsage, stdout, stderr)
+	path := fs.StringP("write", "w", "", "write the recording to this file (required)")
+	var cf captureFlags
+	cf.register(fs)
+	snaplen := fs.Uint32P("snaplen", "s", 0, "keep the first N bytes of each packet (0: decoded headers only)")
+	print := fs.Bool("print", false, "also print journeys live, as 'hoptrace trace' does")
+	output := fs.StringP("output", "o", "text", "with --print: text or json")
+	verbose := fs.BoolP("verbose", "v", false, "with --print: one line per hop")
+	noColor := fs.Bool("no-color", false, "with --print: no colours")
+	rotSize := fs.String("rotate-size", "", "start a new part once a file reaches this size, e.g. 100MB (tcpdump -C)")
+	rotAge := fs.Duration("rotate-time", 0, "start a new part after this long, e.g. 10m (tcpdump -G)")
+	rotFiles := fs.Int("rotate-files", 0, "keep only the newest N parts (tcpdump -W); 0 keeps all")
+	if err := parseFlags(fs, help, args); err != nil {
+		return err
+	}
+	if err := cf.validate(fs); err != nil {
+		return err
+	}
+	if *path == "" {
+		return usagef("record: -w FILE is required (see 'hoptrace record --help')")
+	}
+	if *output != "text" && *output != "json" {
+		return usagef("record: -o must be text or json, not %q", *output)
+	}
+	if *snaplen > tracefile.MaxSnaplen {
+		return usagef("record: --snaplen %d is more than the %d supported", *snaplen, tracefile.MaxSnaplen)
+	}
+	cf.snaplen = *snaplen
+	maxBytes, err := parseSize(*rotSize)
+	if err != nil {
+		return usagef("record: --rotate-size: %v", err)
+	}
+	if *rotFiles < 0 {
+		return usagef("record: --rotate-files must not be negative")
+	}
+	rotating := maxBytes > 0 || *rotAge > 0
+	if *rotFiles > 0 && !rotating {
+		return usagef("record: --rotate-files needs --rotate-size or --rotate-time")
+	}
+
+	var rec *capture.Recorder
+	var files func() []string
+	hooks := liveHooks{
+		next: func(s *capture.Session, stop context.CancelFunc) (capture.Handler, error) {
+			hdr := recordingHeader(s, &cf)
+			var sink tracefile.Sink
+			if rotating {
+				r, err := tracefile.CreateRotating(tracefile.RotateConfig{Path: *path, MaxBytes: maxBytes, MaxAge: *rotAge, MaxFiles: *rotFiles}, hdr)
+				if err != nil {
+					return nil, err
+				}
+				sink, files = r, r.Files
+			} else {
+				w, err := tracefile.CreateFile(*path, hdr)
+				if err != nil {
+					return nil, err
+				}
+				sink, files = w, func() []string { return []string{*path} }
+			}
+			rec = &capture.Recorder{Sink: sink, Loss: s.Loss, OnError: func(error) { stop() }}
+			// The topology at the start: names must be in the file before any hop.
+			rec.Topology(s.Snapshot())
+			return rec, nil
+		},
+		finish: func(s *capture.Session, loss event.Loss) error {
+			if err := rec.Close(loss); err != nil {
+				return fmt.Errorf("write %s: %w (the recording is readable up to the last complete record)", *path, err)
+			}
+			fmt.Fprintf(stderr, "recorded to %s\n", strings.Join(files(), ", "))
+			return nil
+		},
+	}
+	printer := func(opt render.Options) render.Printer {
+		if !*print {
+			return summaryOnly{render.NewText(stderr, opt)}
+		}
+		if *output == "json" {
+			return render.NewJSON(stdout, opt)
+		}
+		opt.Color = useColor(stdout, *noColor)
+		opt.Verbose = *verbose
+		return render.NewText(stdout, opt)
+	}
+	return liveJourneys(ctx, "record", &cf, stderr, printer, hooks)
+}
+
+// summaryOnly prints no journeys, only the summary (record without --print).
+type summaryOnly struct{ render.Printer }
+
+func (summaryOnly) Journey(*journey.Journey) error { return nil }
+
+func recordingHeader(s *capture.Session, cf *captureFlags) tracefile.Header {
+	var uts unix.Utsname
+	_ = unix.Uname(&uts)
+	host, _ := os.Hostname()
+	f := s.Features()
+	var feats []string
+	for _, x := range []struct {
+		on   bool
+		name string
+	}{{f.TCX, "tcx"}, {!f.TCX, "clsact"}, {f.SkbKey, "skb-key"}, {f.Drops, "drop-reasons"}} {
+		if x.on {
+			feats = append(feats, x.name)
+		}
+	}
+	return tracefile.Header{
+		HoptraceVersion: version,
+		Kernel:          unix.ByteSliceToString(uts.Release[:]),
+		Hostname:        host,
+		Start:           time.Now(),
+		MonoOffsetNS:    s.Clock().Offset(),
+		Snaplen:         cf.snaplen,
+		Containers:      cf.containers,
+		Interfaces:      cf.ifaces,
+		Features:        feats,
+	}
+}
+
+// parseSize reads sizes like 500000, 64KB, 100MB, 2GB (powers of 1000; KiB, MiB, GiB for 1024).
+func parseSize(s string) (int64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"K", 1e3}, {"M", 1e6}, {"G", 1e9}, {"B", 1}}
+	num, mult := s, int64(1)
+	for _, u := range units {
+		if strings.HasSuffix(strings.ToUpper(s), strings.ToUpper(u.suffix)) && len(s) > len(u.suffix) {
+			num, mult = s[:len(s)-len(u.suffix)], u.mult
+			break
+		}
+	}
+	var n int64
+	if _, err := fmt.Sscanf(num, "%d", &n); err != nil || n <= 0 || fmt.Sprint(n) != strings.TrimSpace(num) {
+		return 0, fmt.Errorf("%q is not a size like 100MB", s)
+	}
+	return n * mult, nil
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hoptrace/hoptrace/tracer/capture"
+	"github.com/hoptrace/hoptrace/tracer/event"
 	"github.com/hoptrace/hoptrace/tracer/journey"
 	"github.com/hoptrace/hoptrace/tracer/render"
 )
@@ -54,14 +55,23 @@ func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		opt.Color = useColor(stdout, *noColor)
 		opt.Verbose = *verbose
 		return render.NewText(stdout, opt)
-	}, nil)
+	}, liveHooks{})
+}
+
+// liveHooks let record add its file writer to the live pipeline.
+type liveHooks struct {
+	// next is called once the capture is open; the handler it returns gets
+	// every event before the assembler. stop ends the capture (e.g. disk full).
+	next func(s *capture.Session, stop context.CancelFunc) (capture.Handler, error)
+	// finish runs after the capture stopped, before the summary.
+	finish func(s *capture.Session, loss event.Loss) error
 }
 
 // liveJourneys runs a capture, assembles journeys and prints them until the
 // context ends, -c journeys were printed or --duration passed; then prints the
-// summary. next, if set, also gets every event (record --print).
+// summary. hooks.next, if set, also gets every event (record).
 func liveJourneys(ctx context.Context, name string, cf *captureFlags, stderr io.Writer,
-	printer func(render.Options) render.Printer, next capture.Handler) (err error) {
+	printer func(render.Options) render.Printer, hooks liveHooks) (err error) {
 	log := logger(stderr, cf.quiet)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -75,8 +85,14 @@ func liveJourneys(ctx context.Context, name string, cf *captureFlags, stderr io.
 		return fmt.Errorf("%s: %w", name, err)
 	}
 	defer func() { err = errors.Join(err, closeSession(name, sess)) }()
-	log.Info("tracing", "kernel", sess.Features().String(), "hooked", len(sess.Attached()))
+	log.Info(fmt.Sprintf("tracing: %d interfaces hooked (%s); Ctrl-C to stop", len(sess.Attached()), sess.Features()))
 
+	var next capture.Handler
+	if hooks.next != nil {
+		if next, err = hooks.next(sess, cancel); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+	}
 	pr := printer(render.Options{WallOffsetNS: sess.Clock().Offset()})
 	asm := journey.New(cf.journeyConfig(sess.Snapshot().HostNetnsIno), sess.Namer())
 	printed := 0
@@ -101,11 +117,15 @@ func liveJourneys(ctx context.Context, name string, cf *captureFlags, stderr io.
 	runErr := sess.Run(ctx, h)
 	h.Flush()
 	loss, lossErr := sess.Loss()
+	var finishErr error
+	if hooks.finish != nil {
+		finishErr = hooks.finish(sess, loss)
+	}
 	sum := render.Summary{Stats: asm.Stats(), Loss: loss, Duration: time.Since(start)}
 	if printErr != nil {
-		return errors.Join(runErr, fmt.Errorf("%s: write output: %w", name, printErr))
+		return errors.Join(runErr, finishErr, fmt.Errorf("%s: write output: %w", name, printErr))
 	}
-	return errors.Join(runErr, lossErr, pr.Summary(sum))
+	return errors.Join(runErr, lossErr, finishErr, pr.Summary(sum))
 }
 
 func closeSession(name string, s *capture.Session) error {
