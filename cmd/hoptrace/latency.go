@@ -2,11 +2,83 @@ package main
 
 import (
 	"context"
-	"errors"
 	"io"
+
+	"github.com/hoptrace/hoptrace/tracer/journey"
+	"github.com/hoptrace/hoptrace/tracer/latency"
+	"github.com/hoptrace/hoptrace/tracer/render"
+	"github.com/hoptrace/hoptrace/tracer/tracefile"
+	"github.com/hoptrace/hoptrace/tracer/tracefile/playback"
 )
 
-// runLatency is not implemented yet.
+const latencyUsage = `Usage: hoptrace latency [flags] [FILE...]
+
+Per-path and per-hop latency percentiles (count, min, p50, p90, p99, max): for
+each path (client:eth0 -> web:eth0, ...) the time between consecutive hops and
+end to end, to tell the bridge apart from the application.
+
+With FILE (recordings from 'hoptrace record'; '-' reads stdin) it reports on
+the recording and needs neither root nor Docker. Without, it traces live like
+'hoptrace trace' and prints the report when stopped (Ctrl-C, -c, --duration).
+
+Examples:
+  hoptrace latency incident.hop
+  hoptrace latency -C web --duration 30s
+  hoptrace latency -o json trace.0001.hop trace.0002.hop
+`
+
 func runLatency(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return errors.New("latency: not implemented yet")
+	fs, help := newFlagSet("latency", latencyUsage, stdout, stderr)
+	var cf captureFlags
+	cf.register(fs)
+	output := fs.StringP("output", "o", "text", "output format: text or json")
+	if err := parseFlags(fs, help, args); err != nil {
+		return err
+	}
+	if *output != "text" && *output != "json" {
+		return usagef("latency: -o must be text or json, not %q", *output)
+	}
+	write := func(r latency.Report) error {
+		if *output == "json" {
+			return latency.WriteJSON(stdout, r)
+		}
+		return latency.WriteText(stdout, r)
+	}
+	agg := latency.New(latency.Config{})
+
+	if fs.NArg() > 0 {
+		sel := playback.Selection{Containers: cf.containers, Interfaces: cf.ifaces}
+		n := 0
+		p := playback.New(journey.Config{Timeout: cf.timeout}, func(j *journey.Journey) error {
+			if sel.Match(j) && (cf.count == 0 || n < cf.count) {
+				agg.Add(j)
+				n++
+			}
+			return nil
+		})
+		if err := playFiles("latency", fs.Args(), stderr, cf.quiet, func(r *tracefile.Reader) error { return p.Play(r) }); err != nil {
+			return err
+		}
+		if err := p.Finish(); err != nil {
+			return err
+		}
+		return write(agg.Report())
+	}
+
+	if err := cf.validate(fs); err != nil {
+		return err
+	}
+	return liveJourneys(ctx, "latency", &cf, stderr, func(render.Options) render.Printer {
+		return &latencyPrinter{agg: agg, write: write}
+	}, liveHooks{})
 }
+
+// latencyPrinter aggregates journeys instead of printing them, and prints
+// the report at the end.
+type latencyPrinter struct {
+	agg   *latency.Aggregator
+	write func(latency.Report) error
+}
+
+func (p *latencyPrinter) Journey(j *journey.Journey) error { p.agg.Add(j); return nil }
+func (p *latencyPrinter) Summary(render.Summary) error     { return p.write(p.agg.Report()) }
