@@ -42,8 +42,9 @@ vmtest: ## run the privileged suite in VMs on Debian kernels 6.1 and 6.12 (KERNE
 	vmtests/testbed.sh --vm
 	$(GO) run ./cmd/vmtest $(if $(KERNEL),-kernel $(KERNEL))
 
-bench: ## run the Go benchmarks, then the whole-system overhead script
+bench: build ## run the Go benchmarks, then the whole-system overhead script (root, Docker)
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+	vmtests/overhead.sh ./hoptrace
 
 lint: ## gofmt and go vet
 	@test -z "$$(gofmt -l .)" || { gofmt -l .; exit 1; }

@@ -14,7 +14,7 @@ web=ht-demo-web client=ht-demo-client api=ht-demo-api
 pids=""
 
 cleanup() {
-	for p in $pids; do kill "$p" 2>/dev/null || true; done
+	for p in $pids; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
 	docker rm -f $web $client $api >/dev/null 2>&1 || true
 	docker network rm $net >/dev/null 2>&1 || true
 }
@@ -46,7 +46,7 @@ echo
 		i=$((i + 1))
 		sleep 0.3
 	done
-) &
+) 2>/dev/null &
 pids="$pids $!"
 
 echo "demo: hoptrace trace --duration $duration (client -> web over docker0, client -> api over $net)"
