@@ -243,6 +243,7 @@ func (f *fakeDocker) Container(_ context.Context, id string) (topology.Container
 	}
 	return c, f.running[id], nil
 }
+func (f *fakeDocker) Ping(context.Context) error                  { return nil }
 func (f *fakeDocker) Networks(context.Context) ([]Network, error) { return f.nets, nil }
 func (f *fakeDocker) Containers(context.Context) ([]topology.Container, error) {
 	var out []topology.Container

@@ -21,6 +21,9 @@ var ErrNoDocker = errors.New("docker disabled")
 // Docker is the resolver's view of a Docker daemon. NoDocker is the null
 // object; NewDocker talks to a real daemon.
 type Docker interface {
+	// Ping checks that the daemon answers and negotiates the API version
+	// (again: a restarted daemon may be another version).
+	Ping(ctx context.Context) error
 	// Events subscribes to container and network events. The subscription
 	// is in place when it returns, so a list made afterwards misses
 	// nothing. The error channel delivers one error when the stream ends.
@@ -54,6 +57,7 @@ func (NoDocker) Events(ctx context.Context) (<-chan DockerEvent, <-chan error) {
 	errc <- ErrNoDocker
 	return nil, errc
 }
+func (NoDocker) Ping(context.Context) error                               { return ErrNoDocker }
 func (NoDocker) Containers(context.Context) ([]topology.Container, error) { return nil, ErrNoDocker }
 func (NoDocker) Container(context.Context, string) (topology.Container, bool, error) {
 	return topology.Container{}, false, ErrNoDocker
@@ -89,6 +93,13 @@ func NewDocker(host string) (Docker, error) {
 }
 
 func (d *mobyDocker) Host() string { return d.host }
+
+func (d *mobyDocker) Ping(ctx context.Context) error {
+	if _, err := d.c.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true, ForceNegotiate: true}); err != nil {
+		return fmt.Errorf("ping docker: %w", err)
+	}
+	return nil
+}
 func (d *mobyDocker) Close() error { return d.c.Close() }
 
 func (d *mobyDocker) Events(ctx context.Context) (<-chan DockerEvent, <-chan error) {

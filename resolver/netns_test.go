@@ -2,6 +2,8 @@ package resolver
 
 import (
 	"context"
+	"net"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -123,4 +125,23 @@ func TestNetnsTopologyLive(t *testing.T) {
 func resolved(r *Resolver, k topology.Key, h *testenv.NSHost) bool {
 	in, ok := r.Peer(k)
 	return ok && in.Label() == h.Name+":eth0" && hasAddr(in, h.IP.String())
+}
+
+// A daemon socket that accepts but never answers does not hang Start.
+func TestDockerHung(t *testing.T) {
+	testenv.RequireRoot(t)
+	sock := filepath.Join(t.TempDir(), "docker.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	start := time.Now()
+	r := startResolver(t, Options{DockerHost: "unix://" + sock})
+	if took := time.Since(start); took > 2*dockerConnectTimeout {
+		t.Errorf("Start took %v with a hung daemon", took)
+	}
+	if s := r.Snapshot(); s.DockerAvailable || s.DockerError == "" {
+		t.Errorf("hung daemon: available %v, error %q", s.DockerAvailable, s.DockerError)
+	}
 }

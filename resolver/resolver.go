@@ -330,6 +330,13 @@ type dockerSub struct {
 // dockerConnect subscribes to events, then lists networks and containers
 // into the resolver's Docker state.
 func (r *Resolver) dockerConnect(ctx context.Context, timeout time.Duration) (*dockerSub, error) {
+	// A socket nobody answers on would hang the subscription: ping first.
+	pctx, pcancel := context.WithTimeout(ctx, timeout)
+	err := r.docker.Ping(pctx)
+	pcancel()
+	if err != nil {
+		return nil, err
+	}
 	sctx, stop := context.WithCancel(ctx)
 	evs, errc := r.docker.Events(sctx)
 	// A stream that fails at once (no socket) reports it right away.
