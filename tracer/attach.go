@@ -276,7 +276,7 @@ func (a *attachment) attachLegacy(nl *netlink.Handle, lnk netlink.Link, p hopPro
 		if d.parent == netlink.HANDLE_MIN_EGRESS {
 			prog = p.egLegacy
 		}
-		name := fmt.Sprintf("%s%d-%s", FilterPrefix, os.Getpid(), d.name)
+		name := fmt.Sprintf("%s%s-%s", FilterPrefix, selfTag, d.name)
 		if a.ownQdisc {
 			name += "-q"
 		}
@@ -520,6 +520,13 @@ func SweepStale() (removed int, err error) {
 		if err != nil {
 			continue // a netns that vanished meanwhile
 		}
+		// Docker leaves plain files behind in its netns directory once a
+		// sandbox is gone: only a file on nsfs is a namespace.
+		var fs unix.Statfs_t
+		if unix.Fstatfs(int(ns), &fs) != nil || fs.Type != unix.NSFS_MAGIC {
+			ns.Close()
+			continue
+		}
 		ino, err := handleInode(ns)
 		if err != nil || seen[ino] {
 			ns.Close()
@@ -542,17 +549,23 @@ func sweepNetns(ns netns.NsHandle) (int, error) {
 		return 0, fmt.Errorf("open netlink: %w", err)
 	}
 	defer nl.Close()
-	links, err := nl.LinkList()
-	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
-		return 0, fmt.Errorf("list links: %w", err)
+	var links []netlink.Link
+	for try := 0; ; try++ {
+		links, err = nl.LinkList()
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, netlink.ErrDumpInterrupted) || try == 4 {
+			return 0, fmt.Errorf("list links: %w", err)
+		}
 	}
 	var errs []error
 	removed := 0
 	for _, lnk := range links {
 		ownQdisc := false
 		stale := func(name string) bool {
-			pid, q, ok := parseFilterName(name)
-			if !ok || processAlive(pid) {
+			pid, start, q, ok := parseFilterName(name)
+			if !ok || processAlive(pid, start) {
 				return false
 			}
 			ownQdisc = ownQdisc || q
@@ -574,24 +587,69 @@ func sweepNetns(ns netns.NsHandle) (int, error) {
 	return removed, errors.Join(errs...)
 }
 
-// parseFilterName splits "hoptrace-<pid>-<dir>[-q]".
-func parseFilterName(name string) (pid int, ownQdisc, ok bool) {
+// selfTag identifies this process in filter names: its pid and its start
+// time (clock ticks since boot), so a recycled pid is not taken for us.
+var selfTag = func() string {
+	pid := os.Getpid()
+	if st := processStart(pid); st != 0 {
+		return fmt.Sprintf("%d.%d", pid, st)
+	}
+	return strconv.Itoa(pid)
+}()
+
+// parseFilterName splits "hoptrace-<pid>[.<start>]-<dir>[-q]".
+func parseFilterName(name string) (pid int, start uint64, ownQdisc, ok bool) {
 	rest, ok := strings.CutPrefix(name, FilterPrefix)
 	if !ok {
-		return 0, false, false
+		return 0, 0, false, false
 	}
 	parts := strings.Split(rest, "-")
 	if len(parts) < 2 {
-		return 0, false, false
+		return 0, 0, false, false
 	}
-	pid, err := strconv.Atoi(parts[0])
+	pidStr, startStr, hasStart := strings.Cut(parts[0], ".")
+	pid, err := strconv.Atoi(pidStr)
 	if err != nil || pid <= 0 {
-		return 0, false, false
+		return 0, 0, false, false
 	}
-	return pid, len(parts) > 2 && parts[2] == "q", true
+	if hasStart {
+		if start, err = strconv.ParseUint(startStr, 10, 64); err != nil {
+			return 0, 0, false, false
+		}
+	}
+	return pid, start, len(parts) > 2 && parts[2] == "q", true
 }
 
-func processAlive(pid int) bool {
+// processAlive reports whether the process that made a filter still runs:
+// the pid exists and, when the name carries one, with the same start time.
+func processAlive(pid int, start uint64) bool {
 	err := unix.Kill(pid, 0)
-	return err == nil || errors.Is(err, unix.EPERM)
+	if err != nil && !errors.Is(err, unix.EPERM) {
+		return false
+	}
+	if start == 0 {
+		return true
+	}
+	st := processStart(pid)
+	return st == 0 || st == start
+}
+
+// processStart is field 22 of /proc/<pid>/stat, 0 when unreadable.
+func processStart(pid int) uint64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The command name (field 2) may hold spaces and parentheses: count
+	// fields after its closing parenthesis, which is followed by field 3.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 20 {
+		return 0
+	}
+	v, _ := strconv.ParseUint(f[19], 10, 64)
+	return v
 }

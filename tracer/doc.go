@@ -23,7 +23,7 @@
 // direct-action cls_bpf filters on a clsact qdisc at the lowest free
 // priority, returning TC_ACT_UNSPEC. Either way every program or filter
 // after ours sees the packet unchanged and decides its fate. Legacy filters
-// are named "hoptrace-<pid>-<dir>" (FilterPrefix), plus "-q" when hoptrace
+// are named "hoptrace-<pid>.<start>-<dir>" (FilterPrefix; start is the process start time, so a recycled pid is not mistaken for a live hoptrace), plus "-q" when hoptrace
 // created the qdisc; Detach removes only those, and the qdisc only if it
 // was ours and is empty. SweepStale removes the filters of hoptrace
 // processes that died without detaching. TCX links die with the process.
