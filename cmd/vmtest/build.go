@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 )
 
@@ -19,12 +20,18 @@ type testPkg struct {
 	Binary string // the static test binary, once built
 }
 
+// privilegedRE finds the calls that make a test privileged and kernel
+// dependent: a netns topology, a root gate, entering a namespace.
+var privilegedRE = regexp.MustCompile(`\btestenv\.(NewTopology|RequireRoot|Do)\(`)
+
 // discoverPackages lists the packages with privileged tests: testenv itself
-// and every package whose tests import it. Docker-only tests among them skip
-// in the VM (HOPTRACE_NO_DOCKER=1).
+// and every package whose tests build a netns topology or require root
+// through testenv. Packages that use testenv only for host tools (tshark)
+// or Docker are not kernel tests and stay on the host. Docker tests inside
+// the chosen packages skip in the VM (HOPTRACE_NO_DOCKER=1).
 func discoverPackages(ctx context.Context, root string) ([]testPkg, error) {
 	cmd := exec.CommandContext(ctx, "go", "list", "-f",
-		`{{.ImportPath}}|{{.Dir}}|{{.Module.Path}}|{{len .TestGoFiles}}|{{len .XTestGoFiles}}|{{join .TestImports " "}} {{join .XTestImports " "}}`, "./...")
+		`{{.ImportPath}}|{{.Dir}}|{{.Module.Path}}|{{join .TestGoFiles " "}} {{join .XTestGoFiles " "}}`, "./...")
 	cmd.Dir = root
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -34,18 +41,22 @@ func discoverPackages(ctx context.Context, root string) ([]testPkg, error) {
 	}
 	var pkgs []testPkg
 	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		f := strings.SplitN(l, "|", 6)
-		if len(f) != 6 {
+		f := strings.SplitN(l, "|", 4)
+		if len(f) != 4 {
 			continue
 		}
-		imp, dir, mod := f[0], f[1], f[2]
-		if f[3] == "0" && f[4] == "0" {
+		imp, dir, mod, files := f[0], f[1], f[2], strings.Fields(f[3])
+		if len(files) == 0 {
 			continue
 		}
 		rel := strings.TrimPrefix(strings.TrimPrefix(imp, mod), "/")
 		privileged := rel == testenvPkg
-		for _, ti := range strings.Fields(f[5]) {
-			if ti == mod+"/"+testenvPkg {
+		for _, tf := range files {
+			b, err := os.ReadFile(filepath.Join(dir, tf))
+			if err != nil {
+				return nil, err
+			}
+			if privilegedRE.Match(b) {
 				privileged = true
 			}
 		}

@@ -34,6 +34,7 @@ type options struct {
 	kernels     []string
 	pkgs        string
 	run         string
+	skip        string
 	accel       string
 	timeout     time.Duration
 	testTimeout time.Duration
@@ -46,10 +47,14 @@ type options struct {
 }
 
 func (o *options) testArgs() string {
-	if o.run == "" {
-		return ""
+	var a []string
+	if o.run != "" {
+		a = append(a, "-test.run "+shellQuote(o.run))
 	}
-	return "-test.run " + shellQuote(o.run)
+	if o.skip != "" {
+		a = append(a, "-test.skip "+shellQuote(o.skip))
+	}
+	return strings.Join(a, " ")
 }
 
 type listFlag struct{ l *[]string }
@@ -94,8 +99,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("vmtest", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Var(listFlag{&o.kernels}, "kernel", "kernel `series` (6.1, 6.12) or a linux-image package name; repeatable or comma-separated (default 6.1,6.12)")
-	fs.StringVar(&o.pkgs, "pkgs", "", "comma-separated `packages` to test (default: vmtests/testenv and every package whose tests import it)")
+	fs.StringVar(&o.pkgs, "pkgs", "", "comma-separated `packages` to test (default: every package with netns or root-gated tests through vmtests/testenv)")
 	fs.StringVar(&o.run, "run", "", "only tests matching `regexp` (go test -run)")
+	fs.StringVar(&o.skip, "skip", "", "leave out tests matching `regexp` (go test -skip)")
 	fs.StringVar(&o.accel, "accel", "auto", "qemu accelerator: auto (KVM if a probe boots, else TCG), kvm or tcg")
 	fs.DurationVar(&o.timeout, "timeout", 8*time.Minute, "kill a VM that has not finished after this long")
 	fs.IntVar(&o.memMiB, "mem", 2048, "VM memory in MiB")

@@ -130,3 +130,28 @@ func TestResolveNames(t *testing.T) {
 		t.Errorf("version %v", v)
 	}
 }
+
+// TestDiscoverPackages runs go list on this module: the VM's own check and
+// testenv are always chosen.
+func TestDiscoverPackages(t *testing.T) {
+	root, err := moduleRoot(t.Context())
+	if err != nil {
+		t.Skip(err)
+	}
+	pkgs, err := discoverPackages(t.Context(), root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, p := range pkgs {
+		got[p.Rel] = true
+	}
+	for _, want := range []string{"vmtests/testenv", "vmtests/vmcheck"} {
+		if !got[want] {
+			t.Errorf("%s not discovered: %v", want, got)
+		}
+	}
+	if got["cmd/vmtest"] {
+		t.Error("cmd/vmtest has no privileged tests but was chosen")
+	}
+}
