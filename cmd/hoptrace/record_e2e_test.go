@@ -9,7 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hoptrace/hoptrace/tracer/render")
+	"github.com/hoptrace/hoptrace/tracer/render"
+)
 
 // journeyKey is what must agree between a live view and a replay: the
 // packet, the path with names, and the fate.
