@@ -27,7 +27,8 @@ testbed: ## install and start what tests and the demo need (Debian packages, doc
 
 test: testbed build ## set up the test bed, then run every test (unit, netns, Docker, VM kernels); needs root
 	$(ROOT_CHECK)
-	CI=$${CI:-true} $(GO) test -count=1 -timeout 30m ./...
+	@# -p 1: Docker tests of different packages must not overlap (one restarts dockerd).
+	CI=$${CI:-true} $(GO) test -p 1 -count=1 -timeout 30m ./...
 	$(MAKE) vmtest
 
 unit: ## run the unprivileged tests only
