@@ -31,7 +31,7 @@ func qemuArgs(accel string, k *kernel, initrd string, o *options) []string {
 		"-m", strconv.Itoa(o.memMiB), "-smp", strconv.Itoa(o.cpus),
 		"-serial", "stdio",
 		"-kernel", k.Vmlinuz,
-		"-append", "console=ttyS0 panic=-1 quiet loglevel=4 mitigations=off rdinit=/init",
+		"-append", "console=ttyS0 panic=-1 mitigations=off rdinit=/init",
 	}
 	if initrd != "" {
 		args = append(args, "-initrd", initrd)
