@@ -95,10 +95,16 @@ func liveJourneys(ctx context.Context, name string, cf *captureFlags, stderr io.
 	}
 	pr := printer(render.Options{WallOffsetNS: sess.Clock().Offset()})
 	asm := journey.New(cf.journeyConfig(sess.Snapshot().HostNetnsIno), sess.Namer())
+	// Journeys of other containers on the same bridges are assembled (so the
+	// counts are right) but not shown.
+	sel := journey.Selection{Containers: cf.containers}
+	if len(cf.containers) > 0 {
+		sel.Interfaces = cf.ifaces
+	}
 	printed := 0
 	var printErr error
 	h := &capture.Journeys{Asm: asm, Next: next, Emit: func(j *journey.Journey) {
-		if printErr != nil || (cf.count > 0 && printed >= cf.count) || !capture.Touches(j, cf.containers) {
+		if printErr != nil || (cf.count > 0 && printed >= cf.count) || !sel.Match(j) {
 			return
 		}
 		if printErr = pr.Journey(j); printErr != nil {

@@ -1,8 +1,6 @@
 package capture
 
 import (
-	"strings"
-
 	"github.com/hoptrace/hoptrace/resolver/topology"
 	"github.com/hoptrace/hoptrace/tracer/event"
 	"github.com/hoptrace/hoptrace/tracer/journey"
@@ -68,30 +66,3 @@ func (h *Journeys) Tick(now uint64) {
 
 // Flush finishes every open journey (end of capture).
 func (h *Journeys) Flush() { h.emit(h.Asm.Flush()) }
-
-// Touches reports whether a journey passed an interface of one of the named
-// containers (name, full ID or ID prefix of at least 3 characters), or was
-// dropped at one. An empty list matches every journey.
-func Touches(j *journey.Journey, containers []string) bool {
-	if len(containers) == 0 {
-		return true
-	}
-	match := func(c *topology.Container) bool {
-		if c == nil {
-			return false
-		}
-		for _, want := range containers {
-			want = strings.TrimPrefix(want, "/")
-			if c.Name == want || c.ID == want || len(want) >= 3 && strings.HasPrefix(c.ID, want) {
-				return true
-			}
-		}
-		return false
-	}
-	for i := range j.Hops {
-		if match(j.Hops[i].Endpoint.Container) {
-			return true
-		}
-	}
-	return j.Drop != nil && j.Drop.HasDev && match(j.Drop.Endpoint.Container)
-}

@@ -1,0 +1,65 @@
+package journey
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/hoptrace/hoptrace/resolver/topology"
+)
+
+// Selection picks journeys by container (as trace's --container shows only
+// the journeys of those containers) and by interface. The zero Selection
+// matches everything.
+type Selection struct {
+	// Containers are container names or ID prefixes (3 characters or more).
+	Containers []string
+	// Interfaces are interface names ("veth3c4d", "docker0") or labels ("web:eth0").
+	Interfaces []string
+}
+
+// Match reports whether a journey passes the selection: one of its hops (or
+// its drop) is at a selected container or interface.
+func (s Selection) Match(j *Journey) bool {
+	if len(s.Containers) == 0 && len(s.Interfaces) == 0 {
+		return true
+	}
+	eps := make([]*topology.Endpoint, 0, len(j.Hops)+1)
+	for i := range j.Hops {
+		eps = append(eps, &j.Hops[i].Endpoint)
+	}
+	if j.Drop != nil && j.Drop.HasDev {
+		eps = append(eps, &j.Drop.Endpoint)
+	}
+	for _, e := range eps {
+		for _, want := range s.Interfaces {
+			if e.Name == want || e.Label() == want {
+				return true
+			}
+		}
+		if e.Container == nil {
+			continue
+		}
+		for _, want := range s.Containers {
+			want = strings.TrimPrefix(want, "/")
+			if e.Container.Name == want || e.Container.ID == want || (len(want) >= 3 && strings.HasPrefix(e.Container.ID, want)) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// String describes the selection for messages.
+func (s Selection) String() string {
+	var parts []string
+	if len(s.Containers) > 0 {
+		parts = append(parts, fmt.Sprintf("containers %s", strings.Join(s.Containers, ",")))
+	}
+	if len(s.Interfaces) > 0 {
+		parts = append(parts, fmt.Sprintf("interfaces %s", strings.Join(s.Interfaces, ",")))
+	}
+	if len(parts) == 0 {
+		return "everything"
+	}
+	return strings.Join(parts, " and ")
+}
