@@ -246,6 +246,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 func runKernel(ctx context.Context, k *kernel, accel string, pkgs []testPkg, cache, outDir string, o *options, stdout io.Writer) *kernelResult {
 	r := &kernelResult{K: k, Accel: accel, ExitRC: -1}
+	for _, p := range pkgs {
+		if p.Rel == "tracer" && o.run == "" && o.skip == "" {
+			r.WantFeatures = true
+		}
+	}
 	start := time.Now()
 	defer func() {
 		r.Elapsed = time.Since(start)

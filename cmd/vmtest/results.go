@@ -46,6 +46,9 @@ type kernelResult struct {
 	Tests     []testResult
 	Pkgs      []*pkgResult
 	Features  []string
+	// WantFeatures: the whole tracer suite ran, so its features lines must
+	// be there (else the kernel path checks would pass vacuously).
+	WantFeatures bool
 	ModFailed []string
 	Dmesg     []string
 	Elapsed   time.Duration
@@ -179,6 +182,9 @@ func (r *kernelResult) failures() []string {
 	}
 	if r.Booted && r.ExitRC == -1 && r.Err == nil {
 		why = append(why, "no exit line from the VM")
+	}
+	if best, _ := observedFeatures(r.Features); r.WantFeatures && len(best) == 0 && r.Booted {
+		why = append(why, "the tracer tests ran but logged no 'features:' line: cannot tell which kernel path ran")
 	}
 	return append(why, r.featureProblems()...)
 }
