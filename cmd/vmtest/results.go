@@ -49,11 +49,11 @@ type kernelResult struct {
 	// WantFeatures: the whole tracer suite ran, so its features lines must
 	// be there (else the kernel path checks would pass vacuously).
 	WantFeatures bool
-	ModFailed []string
-	Dmesg     []string
-	Elapsed   time.Duration
-	Err       error
-	Log       string
+	ModFailed    []string
+	Dmesg        []string
+	Elapsed      time.Duration
+	Err          error
+	Log          string
 }
 
 var (
