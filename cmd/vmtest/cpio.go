@@ -18,17 +18,19 @@ const (
 	modeDir     = 0o040000
 	modeFile    = 0o100000
 	modeSymlink = 0o120000
+	modeCharDev = 0o020000
 )
 
 // cpioEntry is one file of the archive: a directory, a regular file copied
 // from the host (src) or given inline (data), or a symlink (target).
 type cpioEntry struct {
-	name   string // path inside the archive, without leading slash
-	mode   uint32 // permission bits
-	kind   uint32 // modeDir, modeFile or modeSymlink
-	src    string // host file to copy, for files
-	data   []byte // inline content, for files without src
-	target string // for symlinks
+	name   string    // path inside the archive, without leading slash
+	mode   uint32    // permission bits
+	kind   uint32    // modeDir, modeFile or modeSymlink
+	src    string    // host file to copy, for files
+	data   []byte    // inline content, for files without src
+	target string    // for symlinks
+	rdev   [2]uint32 // major, minor, for device nodes
 }
 
 // initramfs collects entries and writes them as one newc archive, parents
@@ -69,6 +71,13 @@ func (fs *initramfs) addSymlink(name, target string) {
 	name = clean(name)
 	fs.mkdirAll(path.Dir(name))
 	fs.entries[name] = cpioEntry{name: name, mode: 0o777, kind: modeSymlink, target: target}
+}
+
+// addCharDev adds a character device node, e.g. dev/console (5, 1).
+func (fs *initramfs) addCharDev(name string, major, minor uint32) {
+	name = clean(name)
+	fs.mkdirAll(path.Dir(name))
+	fs.entries[name] = cpioEntry{name: name, mode: 0o600, kind: modeCharDev, rdev: [2]uint32{major, minor}}
 }
 
 func (fs *initramfs) has(name string) bool {
@@ -129,10 +138,14 @@ func (cw *cpioWriter) pad() error {
 	return nil
 }
 
-func (cw *cpioWriter) header(name string, mode uint32, nlink uint32, size int64) error {
+func (cw *cpioWriter) header(name string, mode uint32, nlink uint32, size int64, rdev ...uint32) error {
 	cw.ino++
+	var rmaj, rmin uint32
+	if len(rdev) == 2 {
+		rmaj, rmin = rdev[0], rdev[1]
+	}
 	hdr := fmt.Sprintf("070701%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X",
-		cw.ino, mode, 0, 0, nlink, 0, uint32(size), 0, 0, 0, 0, len(name)+1, 0)
+		cw.ino, mode, 0, 0, nlink, 0, uint32(size), 0, 0, rmaj, rmin, len(name)+1, 0)
 	if err := cw.raw([]byte(hdr)); err != nil {
 		return err
 	}
@@ -146,6 +159,8 @@ func (cw *cpioWriter) entry(e cpioEntry) error {
 	switch e.kind {
 	case modeDir:
 		return cw.header(e.name, modeDir|e.mode, 2, 0)
+	case modeCharDev:
+		return cw.header(e.name, modeCharDev|e.mode, 1, 0, e.rdev[0], e.rdev[1])
 	case modeSymlink:
 		if err := cw.header(e.name, modeSymlink|e.mode, 1, int64(len(e.target))); err != nil {
 			return err

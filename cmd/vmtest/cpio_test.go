@@ -46,6 +46,7 @@ func TestInitramfs(t *testing.T) {
 	fs.addFile("/usr/bin/hello", src, 0o755)
 	fs.addData("init", []byte("#!/bin/sh\n"), 0o755)
 	fs.addSymlink("bin/sh", "busybox")
+	fs.addCharDev("dev/console", 5, 1)
 	var buf bytes.Buffer
 	if err := fs.write(&buf); err != nil {
 		t.Fatal(err)
@@ -58,6 +59,8 @@ func TestInitramfs(t *testing.T) {
 		"init":          {"100755", "#!/bin/sh\n"},
 		"bin":           {"40755", ""},
 		"bin/sh":        {"120777", "busybox"},
+		"dev":           {"40755", ""},
+		"dev/console":   {"20600", ""},
 	}
 	for n, w := range want {
 		if got[n] != w {

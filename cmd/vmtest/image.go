@@ -47,6 +47,9 @@ func buildImage(out string, k *kernel, mods []module, modCache string, pkgs []te
 		fs.mkdirAll(d)
 	}
 	fs.addSymlink("var/run", "/run")
+	// The kernel opens /dev/console for /init's stdio before anything is
+	// mounted; Debian's kernels carry a built-in one, others may not.
+	fs.addCharDev("dev/console", 5, 1)
 	bb, err := exec.LookPath("busybox")
 	if err != nil {
 		return fmt.Errorf("busybox not found: install busybox-static (vmtests/testbed.sh)")
