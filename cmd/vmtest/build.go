@@ -115,3 +115,29 @@ func buildTests(ctx context.Context, root, outDir string, pkgs []testPkg, logf f
 	}
 	return built, failed, nil
 }
+
+// hoptraceInVM is where the VM has the static hoptrace binary; HOPTRACE_BIN
+// names it for end-to-end tests that run the binary (there is no go in the VM).
+const hoptraceInVM = "/usr/local/bin/hoptrace"
+
+// buildHoptrace builds the static binary the end-to-end tests run, when
+// ./cmd/hoptrace is among the tested packages.
+func buildHoptrace(ctx context.Context, root, outDir string, pkgs []testPkg) (string, error) {
+	want := false
+	for _, p := range pkgs {
+		if p.Rel == "cmd/hoptrace" {
+			want = true
+		}
+	}
+	if !want {
+		return "", nil
+	}
+	bin := filepath.Join(outDir, "hoptrace")
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", bin, "./cmd/hoptrace")
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build ./cmd/hoptrace: %w\n%s", err, out)
+	}
+	return bin, nil
+}

@@ -28,7 +28,9 @@ var hostEtc = []string{"/etc/protocols", "/etc/services", "/etc/ethertypes"}
 //   - HOPTRACE_NO_DOCKER=1: except Docker tests, which skip with that reason
 //     (testenv.RequireDocker); the VM has no Docker and no network.
 //   - HOPTRACE_VM: the kernel, for tests that want to say where they ran.
-func vmEnv(k *kernel, extra []string) []string {
+//   - HOPTRACE_BIN: the static hoptrace binary, for end-to-end tests (the VM
+//     has no go to build one).
+func vmEnv(k *kernel, o *options) []string {
 	env := []string{
 		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 		"HOME=/root",
@@ -37,7 +39,10 @@ func vmEnv(k *kernel, extra []string) []string {
 		"HOPTRACE_NO_DOCKER=1",
 		"HOPTRACE_VM=" + k.Release,
 	}
-	return append(env, extra...)
+	if o.hoptrace != "" {
+		env = append(env, "HOPTRACE_BIN="+hoptraceInVM)
+	}
+	return append(env, o.vmEnv...)
 }
 
 // buildImage writes the initramfs for one kernel.
@@ -61,6 +66,9 @@ func buildImage(out string, k *kernel, mods []module, modCache string, pkgs []te
 
 	if err := addHostTools(fs, o.logf); err != nil {
 		return err
+	}
+	if o.hoptrace != "" {
+		fs.addFile(hoptraceInVM, o.hoptrace, 0o755)
 	}
 	fs.addData("etc/passwd", []byte("root:x:0:0:root:/root:/bin/sh\n"), 0o644)
 	fs.addData("etc/group", []byte("root:x:0:\n"), 0o644)
@@ -301,7 +309,7 @@ ip link set lo up
 	for _, m := range insmods {
 		fmt.Fprintf(&b, "insmod %s || echo %s %s\n", m, markModFail, m)
 	}
-	for _, e := range vmEnv(k, o.vmEnv) {
+	for _, e := range vmEnv(k, o) {
 		fmt.Fprintf(&b, "export %s\n", shellQuote(e))
 	}
 	fmt.Fprintf(&b, "echo %s $(uname -r) cpus=$(nproc) btf=$(test -e /sys/kernel/btf/vmlinux && echo yes || echo no)\n", markBoot)

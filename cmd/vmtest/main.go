@@ -43,6 +43,7 @@ type options struct {
 	verbose     bool
 	vmEnv       []string
 	root        string
+	hoptrace    string // static hoptrace binary for the VM, if built
 	logf        func(string, ...any)
 }
 
@@ -194,6 +195,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if len(pkgs) == 0 {
 		return fmt.Errorf("no test binaries to run (failed to build: %s)", strings.Join(buildFailed, " "))
+	}
+	if o.hoptrace, err = buildHoptrace(ctx, root, filepath.Join(cache, "tests"), pkgs); err != nil {
+		return err
 	}
 
 	var results []*kernelResult
