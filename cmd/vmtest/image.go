@@ -13,9 +13,10 @@ import (
 )
 
 // Host tools copied into the VM with the shared libraries ldd names: busybox
-// has no iptables or nft, and its ip/tc lack what tests ask of iproute2.
+// has no iptables or nft, its ip/tc lack what tests ask of iproute2, and its
+// setpriv cannot change uid (tests that drop root use util-linux setpriv).
 // Dynamically linked tools keep their host paths so their loader finds them.
-var hostTools = []string{"iptables", "ip6tables", "nft", "ip", "tc"}
+var hostTools = []string{"iptables", "ip6tables", "nft", "ip", "tc", "setpriv"}
 
 // Directories of plugins that tools dlopen (ldd cannot see them).
 var hostPluginDirs = []string{"/usr/lib/x86_64-linux-gnu/xtables"}
