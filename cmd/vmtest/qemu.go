@@ -98,9 +98,18 @@ func probeKVM(ctx context.Context, k *kernel, o *options) (bool, string) {
 			args[i] = "console=ttyS0 panic=-1 loglevel=4"
 		}
 	}
-	timedOut, err := runQEMU(ctx, args, 30*time.Second, &buf, func(string) {})
+	// On "KVM internal error" qemu stops the guest but stays up: end it then.
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	timedOut, err := runQEMU(pctx, args, 20*time.Second, &buf, func(l string) {
+		if strings.Contains(l, "KVM internal error") {
+			cancel()
+		}
+	})
 	out := buf.String()
 	switch {
+	case ctx.Err() != nil:
+		return false, "interrupted"
 	case timedOut:
 		return false, "KVM probe hung"
 	case strings.Contains(out, "KVM internal error"):
