@@ -76,7 +76,7 @@ func newScanner() (*scanner, error) {
 	if err != nil {
 		return nil, err
 	}
-	h, err := netlink.NewHandleAt(ns)
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil, fmt.Errorf("open netlink: %w", permErr(err))
 	}
@@ -318,7 +318,7 @@ func (s *scanner) scanNetns(ino uint32, r nsRef) (nsInfo, error) {
 	if err != nil {
 		nsid = -1
 	}
-	h, err := netlink.NewHandleAt(ns)
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
 	if err != nil {
 		return nsInfo{}, fmt.Errorf("open netlink in %s: %w", r.Path, permErr(err))
 	}

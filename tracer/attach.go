@@ -84,7 +84,7 @@ func (t *Tracer) Attach(i Iface) (err error) {
 	if err != nil {
 		return err
 	}
-	nl, err := netlink.NewHandleAt(ns)
+	nl, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
 	if err != nil {
 		return fmt.Errorf("open netlink in %s: %w", i, err)
 	}
@@ -355,7 +355,7 @@ func (a *attachment) detach() error {
 }
 
 func (a *attachment) detachLegacy() error {
-	nl, err := netlink.NewHandleAt(a.ns)
+	nl, err := netlink.NewHandleAt(a.ns, unix.NETLINK_ROUTE)
 	if err != nil {
 		return fmt.Errorf("open netlink: %w", err)
 	}
@@ -544,7 +544,7 @@ func SweepStale() (removed int, err error) {
 }
 
 func sweepNetns(ns netns.NsHandle) (int, error) {
-	nl, err := netlink.NewHandleAt(ns)
+	nl, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
 	if err != nil {
 		return 0, fmt.Errorf("open netlink: %w", err)
 	}

@@ -32,9 +32,13 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// hoptraceBinary builds ./cmd/hoptrace once per test run (CGO_ENABLED=0).
+// hoptraceBinary builds ./cmd/hoptrace once per test run (CGO_ENABLED=0),
+// or returns $HOPTRACE_BIN (the VM tests bring a prebuilt one: no Go there).
 func hoptraceBinary(t testing.TB) string {
 	t.Helper()
+	if b := os.Getenv("HOPTRACE_BIN"); b != "" {
+		return b
+	}
 	buildOnce.Do(func() {
 		binDir, buildErr = os.MkdirTemp("", "hoptrace-e2e-")
 		if buildErr != nil {

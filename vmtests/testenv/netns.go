@@ -160,7 +160,7 @@ func (topo *Topology) addHost(t testing.TB, id string, i int) *NSHost {
 	if err := netlink.LinkSetNsFd(peer, int(nsh)); err != nil {
 		t.Fatalf("move %s into %s: %v", peerName, h.Name, err)
 	}
-	nl, err := netlink.NewHandleAt(nsh)
+	nl, err := netlink.NewHandleAt(nsh, unix.NETLINK_ROUTE)
 	if err != nil {
 		t.Fatal(err)
 	}
