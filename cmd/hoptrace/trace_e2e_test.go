@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"os/exec"
 	"slices"
 	"strings"
@@ -181,5 +182,41 @@ func TestTraceFollowsNewContainers(t *testing.T) {
 	}
 	if got := labels(&syns[len(syns)-1]); len(got) == 0 || got[0] != late.Name+":eth0" || got[len(got)-1] != web.Name+":eth0" {
 		t.Errorf("late container's SYN path %v, want %s:eth0 ... %s:eth0", got, late.Name, web.Name)
+	}
+}
+
+// TestTraceSurvivesDockerRestart: a running trace keeps working when the
+// Docker daemon restarts (it takes the containers with it): containers
+// started afterwards are traced and named.
+func TestTraceSurvivesDockerRestart(t *testing.T) {
+	testenv.RequireDocker(t)
+	if os.Getenv("HOPTRACE_SKIP_DOCKERD_RESTART") != "" {
+		t.Skip("HOPTRACE_SKIP_DOCKERD_RESTART is set")
+	}
+	run := startHoptrace(t, "trace", "-o", "json")
+	restartDockerd(t)
+	web, client := webAndClient(t)
+	var syns []render.JourneyJSON
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if err := wget(client.Name, "http://"+web.IP().String()+":8080/"); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(400 * time.Millisecond)
+		js, _ := jsonLines(t, run.stdout.Bytes())
+		syns = findTCP(js, client.IP().String(), web.IP().String(), "S")
+		if len(syns) > 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err := run.stop(t); err != nil {
+		t.Fatalf("trace across a dockerd restart: %v\n%s", err, run.stderr)
+	}
+	if len(syns) == 0 {
+		t.Fatalf("no journey after the restart:\n%s\nstderr:\n%s", run.stdout, run.stderr)
+	}
+	j := syns[len(syns)-1]
+	if got := labels(&j); len(got) != 4 || got[0] != client.Name+":eth0" || got[3] != web.Name+":eth0" || j.Hops[1].Container != client.Name {
+		t.Errorf("SYN after restart: path %v (hop 1 container %q), want named %s ... %s", got, j.Hops[1].Container, client.Name, web.Name)
 	}
 }
