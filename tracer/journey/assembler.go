@@ -535,6 +535,11 @@ func (a *Assembler) summarize(j *Journey) {
 		}
 	}
 
+	if d := j.Drop; d != nil && d.After >= 0 && d.After < len(j.Hops) {
+		h := &j.Hops[d.After]
+		d.AfterDelivery = h.Dir == event.Ingress &&
+			(h.Endpoint.Role == topology.RoleContainer || h.Endpoint.Role == topology.RoleNetns)
+	}
 	best := VerdictIncomplete
 	leaves := 0
 	for i := range j.Hops {
@@ -542,7 +547,7 @@ func (a *Assembler) summarize(j *Journey) {
 			continue
 		}
 		leaves++
-		if j.Drop != nil && j.Drop.After == i {
+		if j.Drop != nil && j.Drop.After == i && !j.Drop.AfterDelivery {
 			continue // this branch ended in the drop
 		}
 		if k := a.kind(&j.Hops[i]); rank(k) > rank(best) {

@@ -599,3 +599,21 @@ func TestPacketIDIgnoredWithoutSkbKey(t *testing.T) {
 		t.Fatalf("got %d journeys", len(js))
 	}
 }
+
+// A packet that arrived in a container and was then freed by that
+// container's stack (no socket: a SYN to a closed port, a ping reply a raw
+// socket took a copy of) was delivered; the drop says what the receiver did.
+func TestDropAfterDeliveryIsDelivered(t *testing.T) {
+	p := jt.TCP(jt.ClientIP, 41234, jt.WebIP, 9999, event.TCPSyn, 1000)
+	in := hops(jt.Walk(jt.ClientToWeb, t0, 10*us, 0xf2, 78, p))
+	in = append(in, feed{drop: &event.Drop{TimeNS: t0 + 35*us, SkbKey: 0xf2, Fingerprint: 78, Reason: 2,
+		ReasonName: "NO_SOCKET", Ifindex: jt.WebEth0.Ifindex, NetnsIno: jt.WebEth0.NetnsIno, Pkt: p}})
+	js, st := run(t, journey.Config{}, in)
+	j := one(t, js)
+	if j.Verdict != journey.VerdictContainer || j.Drop == nil || !j.Drop.AfterDelivery || j.Drop.Where(j) != "web:eth0" {
+		t.Fatalf("verdict %v drop %+v, want delivered with the drop after delivery at web:eth0", j.Verdict, j.Drop)
+	}
+	if st.DropsByReason["NO_SOCKET"] != 1 || st.ByVerdict[journey.VerdictContainer] != 1 || st.ByVerdict[journey.VerdictDropped] != 0 {
+		t.Errorf("stats %+v: the drop is counted, the journey as delivered", st)
+	}
+}

@@ -182,11 +182,17 @@ type Drop struct {
 	Resolved bool
 	HasDev   bool
 	// After is the index of the hop the packet was last seen at, -1 if none.
-	After      int
-	TimeNS     uint64
-	Reason     uint32
-	ReasonName string
-	Location   uint64
+	After int
+	// AfterDelivery is true when that hop was the packet arriving in a
+	// container or namespace: it got there, and that host's own stack freed
+	// it (no socket listening, an unread queue purged at close, a ping reply
+	// a raw socket took a copy of). The journey's verdict is then the
+	// delivery; the drop says what the receiver did with it.
+	AfterDelivery bool
+	TimeNS        uint64
+	Reason        uint32
+	ReasonName    string
+	Location      uint64
 }
 
 // Where is the label of the place the packet was dropped: the last hop it

@@ -110,10 +110,13 @@ type DropJSON struct {
 	Reason     string `json:"reason"`
 	ReasonCode uint32 `json:"reason_code"`
 	AfterHop   int    `json:"after_hop"`
-	TimeNS     uint64 `json:"time_ns"`
-	Ifindex    uint32 `json:"ifindex,omitempty"`
-	NetnsIno   uint32 `json:"netns_ino,omitempty"`
-	Location   string `json:"location,omitempty"` // kernel address, hex
+	// AfterDelivery: the packet had arrived in a container or namespace and
+	// that stack freed it; the journey's verdict is then "delivered".
+	AfterDelivery bool   `json:"after_delivery,omitempty"`
+	TimeNS        uint64 `json:"time_ns"`
+	Ifindex       uint32 `json:"ifindex,omitempty"`
+	NetnsIno      uint32 `json:"netns_ino,omitempty"`
+	Location      string `json:"location,omitempty"` // kernel address, hex
 }
 
 // SummaryJSON is the "summary" object.
@@ -182,7 +185,7 @@ func (p *JSON) JourneyObject(j *journey.Journey) *JourneyJSON {
 		o.Rewrites = append(o.Rewrites, RewriteJSON{Hop: rw.Hop, Kind: rw.Kind.String(), From: rw.From.String(), To: rw.To.String()})
 	}
 	if d := j.Drop; d != nil {
-		dj := &DropJSON{Where: d.Where(j), Reason: d.Name(), ReasonCode: d.Reason, AfterHop: d.After, TimeNS: d.TimeNS}
+		dj := &DropJSON{Where: d.Where(j), Reason: d.Name(), ReasonCode: d.Reason, AfterHop: d.After, AfterDelivery: d.AfterDelivery, TimeNS: d.TimeNS}
 		if d.HasDev {
 			dj.Dev = d.Dev()
 			dj.Ifindex, dj.NetnsIno = d.Endpoint.Ifindex, d.Endpoint.NetnsIno

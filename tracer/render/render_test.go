@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hoptrace/hoptrace/resolver/topology"
 	"github.com/hoptrace/hoptrace/tracer/event"
 	"github.com/hoptrace/hoptrace/tracer/journey"
 	jt "github.com/hoptrace/hoptrace/tracer/journey/journeytest"
@@ -129,5 +130,27 @@ func TestFormatDuration(t *testing.T) {
 		if got := render.FormatDuration(d); got != want {
 			t.Errorf("FormatDuration(%d) = %q, want %q", d, got, want)
 		}
+	}
+}
+
+// A packet freed by the receiving container's stack is shown as delivered,
+// with what the receiver did, not as dropped on the way.
+func TestTextDropAfterDelivery(t *testing.T) {
+	j := &journey.Journey{
+		ID: 1, Verdict: journey.VerdictContainer, Start: jt.Base + 10_000_000, End: jt.Base + 10_030_000, Transit: 30 * time.Microsecond, Fanout: 1,
+		Hops: []journey.Hop{
+			{Endpoint: topology.Endpoint{Name: "eth0", Role: topology.RoleContainer, Container: &topology.Container{Name: "client"}}, Dir: event.Egress, Parent: -1,
+				Pkt: jt.TCP(jt.ClientIP, 41234, jt.WebIP, 9999, event.TCPSyn, 1)},
+			{Endpoint: topology.Endpoint{Name: "eth0", Role: topology.RoleContainer, Container: &topology.Container{Name: "web"}}, Dir: event.Ingress, Parent: 0},
+		},
+		Drop: &journey.Drop{After: 1, AfterDelivery: true, ReasonName: "NO_SOCKET"},
+	}
+	var b bytes.Buffer
+	if err := render.NewText(&b, render.Options{WallOffsetNS: offset, Location: time.UTC}).Journey(j); err != nil {
+		t.Fatal(err)
+	}
+	want := "12:00:00.010000 TCP 172.17.0.2:41234 > 172.17.0.3:9999 [S] client:eth0 -> web:eth0  30us  then freed by web:eth0's stack: NO_SOCKET\n"
+	if b.String() != want {
+		t.Errorf("got  %q\nwant %q", b.String(), want)
 	}
 }

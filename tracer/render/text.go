@@ -106,7 +106,9 @@ func (t *Text) path(j *journey.Journey, i int) {
 // verdict is the text after the transit time; empty for a plain delivery.
 func (t *Text) verdict(j *journey.Journey) string {
 	var parts []string
-	if d := j.Drop; d != nil {
+	if d := j.Drop; d != nil && d.AfterDelivery {
+		parts = append(parts, t.paint(cYellow, "then freed by "+d.Where(j)+"'s stack: "+d.Name()))
+	} else if d != nil {
 		s := "DROPPED at " + d.Where(j) + ": " + d.Name()
 		if dev := d.Dev(); dev != "" && dev != d.Where(j) {
 			s += " (dev " + dev + ")"
