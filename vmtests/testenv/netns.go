@@ -192,36 +192,36 @@ func (topo *Topology) addHost(t testing.TB, id string, i int) *NSHost {
 // newNamedNetns creates /run/netns/<name> without changing the namespace of
 // any thread other than a throwaway locked one.
 func newNamedNetns(name string) error {
-	errc := make(chan error, 1)
-	go func() {
-		// This goroutine's thread is never unlocked: if restoring the
-		// namespace failed it must die with the goroutine, not be reused.
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
+	return onLockedThread(func() error {
+		ns, err := netns.NewNamed(name) // creates it and moves this thread in
+		if err == nil {
+			ns.Close()
 		}
-		defer orig.Close()
-		ns, err := netns.NewNamed(name)
-		if err != nil {
-			errc <- err
-			return
-		}
-		ns.Close()
-		if err := netns.Set(orig); err != nil {
-			errc <- fmt.Errorf("restore netns: %w", err)
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- nil
-	}()
-	return <-errc
+		return err
+	}, nil)
 }
 
 // Do runs fn with the calling goroutine's thread in the namespace of path.
 // Sockets opened inside fn stay in that namespace after fn returns.
 func Do(path string, fn func() error) error {
+	return onLockedThread(func() error {
+		target, err := netns.GetFromPath(path)
+		if err != nil {
+			return err
+		}
+		defer target.Close()
+		if err := netns.Set(target); err != nil {
+			return fmt.Errorf("enter netns %s: %w", path, err)
+		}
+		return nil
+	}, fn)
+}
+
+// onLockedThread runs enter and then fn (if enter succeeded) on a locked
+// thread of a new goroutine, then moves the thread back to its original
+// namespace. If that fails the thread stays locked, so the runtime discards
+// it with the goroutine instead of reusing a thread in the wrong namespace.
+func onLockedThread(enter, fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
@@ -231,19 +231,11 @@ func Do(path string, fn func() error) error {
 			return
 		}
 		defer orig.Close()
-		target, err := netns.GetFromPath(path)
-		if err != nil {
-			errc <- err
-			return
+		ferr := enter()
+		if ferr == nil && fn != nil {
+			ferr = fn()
 		}
-		defer target.Close()
-		if err := netns.Set(target); err != nil {
-			errc <- fmt.Errorf("enter netns %s: %w", path, err)
-			return
-		}
-		ferr := fn()
 		if err := netns.Set(orig); err != nil {
-			// Leave the thread locked: the runtime discards it.
 			errc <- errors.Join(ferr, fmt.Errorf("restore netns: %w", err))
 			return
 		}
