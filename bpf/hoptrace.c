@@ -41,6 +41,8 @@ const volatile __u64 join_window_ns = 1000000000ULL; /* hops further apart are d
 
 #define MAX_SNAPLEN 1536
 #define MAX_HOOKS 8
+#define FILTER_MAX_CLAUSES 16 /* filter.MaxClauses */
+#define FILTER_MAX_PREDS 8    /* filter.MaxPreds */
 
 enum event_kind {
 	EVENT_HOP = 1,
@@ -122,12 +124,49 @@ struct drop_event {
 	struct pkt pkt;
 };
 
+/* What a filter predicate looks at; equal to filter.Field in Go. */
+enum filter_field {
+	F_SRC_ADDR = 1,
+	F_DST_ADDR = 2,
+	F_ANY_ADDR = 3,
+	F_SRC_PORT = 4,
+	F_DST_PORT = 5,
+	F_ANY_PORT = 6,
+	F_PROTO = 7,
+	F_ETHERTYPE = 8,
+};
+
+/* One comparison of a compiled filter (tracer/filter): it holds when the
+ * packet has one of the layers (0: any) and the field is in [lo, hi], or for
+ * addresses (addr & mask) == val, compared as 32-bit words in memory order;
+ * negate inverts the result. */
+struct filter_pred {
+	__u8 field;
+	__u8 negate;
+	__u16 layers;
+	__u16 lo;
+	__u16 hi;
+	__u32 val[4];
+	__u32 mask[4];
+};
+
+/* The filter, in disjunctive normal form: the packet matches when all
+ * predicates of any of the first filter_nclauses clauses hold. Unused
+ * clauses and predicates are dead code to the verifier. */
+const volatile bool filter_on = false;
+const volatile __u32 filter_nclauses = 0;
+const volatile __u8 filter_clause_len[FILTER_MAX_CLAUSES] = {};
+const volatile struct filter_pred filter_preds[FILTER_MAX_CLAUSES][FILTER_MAX_PREDS] = {};
+
+#define SEEN_MATCHED 1 /* the filter matched at the packet's first hook */
+
 /* Where a packet has been: the LRU entry joining a packet's hops and drop. */
 struct seen {
 	__u64 id;
 	__u64 fp;
 	__u64 ts;
 	__u32 nhooks;
+	__u32 flags; /* SEEN_* */
 	__u32 hooks[MAX_HOOKS];
 };
 
@@ -173,6 +212,8 @@ const struct hop_event *unused_hop __attribute__((unused));
 const struct drop_event *unused_drop __attribute__((unused));
 const enum event_kind *unused_kind __attribute__((unused));
 const enum layer *unused_layer __attribute__((unused));
+const enum filter_field *unused_field __attribute__((unused));
+const struct filter_pred *unused_pred __attribute__((unused));
 
 extern void *bpf_cast_to_kern_ctx(void *obj) __ksym __weak;
 
@@ -434,10 +475,86 @@ static __always_inline __u64 new_id(void)
 	return ((__u64)(bpf_get_smp_processor_id() + 1) << 48) | (*c & 0xffffffffffffULL);
 }
 
+static __always_inline bool addr_match(const volatile struct filter_pred *f, const __u8 *a)
+{
+	bool ok = true;
+#pragma unroll
+	for (int i = 0; i < 4; i++) {
+		__u32 w;
+		__builtin_memcpy(&w, a + 4 * i, 4);
+		if ((w & f->mask[i]) != f->val[i])
+			ok = false;
+	}
+	return ok;
+}
+
+static __always_inline bool pred_match(const volatile struct filter_pred *f, const struct pkt *p)
+{
+	bool r = false;
+	__u16 layers = f->layers;
+	__u16 lo = f->lo, hi = f->hi;
+	if (!layers || (p->layers & layers)) {
+		switch (f->field) {
+		case F_SRC_ADDR:
+			r = addr_match(f, p->src);
+			break;
+		case F_DST_ADDR:
+			r = addr_match(f, p->dst);
+			break;
+		case F_ANY_ADDR:
+			r = addr_match(f, p->src) || addr_match(f, p->dst);
+			break;
+		case F_SRC_PORT:
+			r = p->sport >= lo && p->sport <= hi;
+			break;
+		case F_DST_PORT:
+			r = p->dport >= lo && p->dport <= hi;
+			break;
+		case F_ANY_PORT:
+			r = (p->sport >= lo && p->sport <= hi) || (p->dport >= lo && p->dport <= hi);
+			break;
+		case F_PROTO:
+			r = p->proto >= lo && p->proto <= hi;
+			break;
+		case F_ETHERTYPE:
+			r = p->ethertype >= lo && p->ethertype <= hi;
+			break;
+		}
+	}
+	return r != (bool)f->negate;
+}
+
+/* filter_match evaluates the filter on a decoded packet: bounded loops over
+ * the clauses and predicates user space filled in, stopping at the first
+ * clause that matches. One subprogram shared by the hooks. */
+static __noinline bool filter_match(const struct pkt *p)
+{
+	__u32 nc = filter_nclauses;
+#pragma clang loop unroll(disable)
+	for (__u32 c = 0; c < FILTER_MAX_CLAUSES; c++) {
+		if (c >= nc)
+			break;
+		__u32 n = filter_clause_len[c];
+		__u32 i;
+#pragma clang loop unroll(disable)
+		for (i = 0; i < FILTER_MAX_PREDS; i++) {
+			if (i >= n || !pred_match(&filter_preds[c][i], p))
+				break;
+		}
+		if (i >= n)
+			return true;
+	}
+	return false;
+}
+
 /* packet_id joins hops of one packet: the same key (skb or fingerprint) with
  * the same fingerprint, seen recently at a hook it has not passed yet. A
- * second visit to a hook means a new packet in a reused skb. */
-static __always_inline __u64 packet_id(__u64 key, __u64 fp, __u64 now, __u32 hook)
+ * second visit to a hook means a new packet in a reused skb. The filter is
+ * evaluated at a packet's first hook only and its decision kept in the
+ * entry (*matched), so NAT rewriting addresses between hops does not cut
+ * a journey short. */
+static __always_inline __u64 packet_id(__u64 key, __u64 fp, __u64 now, __u32 hook,
+				       const struct pkt *p, bool *matched)
 {
 	struct seen *s = bpf_map_lookup_elem(&seen_pkts, &key);
 	if (s && s->fp == fp && now - s->ts < join_window_ns) {
@@ -454,14 +571,17 @@ static __always_inline __u64 packet_id(__u64 key, __u64 fp, __u64 now, __u32 hoo
 				s->nhooks = n + 1;
 			}
 			s->ts = now;
+			*matched = s->flags & SEEN_MATCHED;
 			return s->id;
 		}
 	}
+	*matched = !filter_on || filter_match(p);
 	struct seen fresh = {
-		.id = new_id(),
+		.id = *matched ? new_id() : 0,
 		.fp = fp,
 		.ts = now,
 		.nhooks = 1,
+		.flags = *matched ? SEEN_MATCHED : 0,
 	};
 	fresh.hooks[0] = hook;
 	bpf_map_update_elem(&seen_pkts, &key, &fresh, BPF_ANY);
@@ -473,6 +593,33 @@ static __always_inline void hop(struct __sk_buff *ctx, __u8 dir)
 	if (count_hook_calls)
 		count(&hook_calls, 0);
 
+	/* Decode first: the filter decides whether there is an event at all,
+	 * and a packet it rejects costs only the decode and one map update. */
+	struct pkt p;
+	__builtin_memset(&p, 0, sizeof(p));
+	struct src s = { .skb = ctx };
+	parse_l2(&s, 0, &p);
+	if (ctx->vlan_present && !(p.layers & L_VLAN)) {
+		/* The tag was taken off the frame into skb metadata. */
+		p.layers |= L_VLAN;
+		p.vlan = ctx->vlan_tci & 0xfff;
+	}
+	__u64 fp = fingerprint(&p);
+	__u64 now = bpf_ktime_get_ns();
+	__u64 skb = 0;
+	__u32 netns_ino = attach_netns_ino;
+	if (have_kern_ctx) {
+		struct sk_buff *kskb = bpf_cast_to_kern_ctx(ctx);
+		skb = (__u64)kskb;
+		netns_ino = kskb->dev->nd_net.net->ns.inum;
+	}
+	__u32 ifindex = ctx->ifindex;
+	__u32 hook = (ifindex << 1 | dir) ^ (netns_ino * 2654435761U);
+	bool matched = true;
+	__u64 id = packet_id(have_kern_ctx ? skb : fp, fp, now, hook, &p, &matched);
+	if (!matched)
+		return;
+
 	__u32 cap = snaplen;
 	if (cap > MAX_SNAPLEN)
 		cap = MAX_SNAPLEN;
@@ -481,45 +628,34 @@ static __always_inline void hop(struct __sk_buff *ctx, __u8 dir)
 		count(&lost, 0);
 		return;
 	}
-
-	__u64 now = bpf_ktime_get_ns();
 	ev->kind = EVENT_HOP;
 	ev->dir = dir;
-	ev->ifindex = ctx->ifindex;
+	ev->ifindex = ifindex;
 	ev->len = ctx->len;
 	ev->gso_segs = ctx->gso_segs;
 	ev->gso_size = ctx->gso_size;
 	ev->ts = now;
-	ev->skb = 0;
-	ev->netns_ino = attach_netns_ino;
-	if (have_kern_ctx) {
-		struct sk_buff *kskb = bpf_cast_to_kern_ctx(ctx);
-		ev->skb = (__u64)kskb;
-		ev->netns_ino = kskb->dev->nd_net.net->ns.inum;
-	}
-
-	__builtin_memset(&ev->pkt, 0, sizeof(ev->pkt));
-	struct src s = { .skb = ctx };
-	parse_l2(&s, 0, &ev->pkt);
-	if (ctx->vlan_present && !(ev->pkt.layers & L_VLAN)) {
-		/* The tag was taken off the frame into skb metadata. */
-		ev->pkt.layers |= L_VLAN;
-		ev->pkt.vlan = ctx->vlan_tci & 0xfff;
-	}
-	ev->fp = fingerprint(&ev->pkt);
-
-	__u32 hook = (ev->ifindex << 1 | dir) ^ (ev->netns_ino * 2654435761U);
-	ev->id = packet_id(have_kern_ctx ? ev->skb : ev->fp, ev->fp, now, hook);
+	ev->skb = skb;
+	ev->netns_ino = netns_ino;
+	ev->fp = fp;
+	ev->id = id;
+	__builtin_memcpy(&ev->pkt, &p, sizeof(p));
 
 	ev->cap_len = 0;
 	if (cap) {
-		__u32 n = ctx->len;
-		if (n > cap)
-			n = cap;
-		if (n > MAX_SNAPLEN)
-			n = MAX_SNAPLEN;
-		if (n > 0 && bpf_skb_load_bytes(ctx, 0, (void *)(ev + 1), n) == 0)
-			ev->cap_len = n;
+		__u64 n = ctx->len;
+		/* n - 1 clamped below cap, plus one: a size in [1, cap] that
+		 * 6.1's verifier can see (it learns nothing from n != 0). 64
+		 * bits, so the clamp and the size are one register. */
+		if (n > 0) {
+			__u64 m = n - 1;
+			asm volatile("" : "+r"(m)); /* keep clang from folding m + 1 back into n */
+			if (m >= cap)
+				m = cap - 1;
+			asm volatile("" : "+r"(m)); /* and to use the clamped register */
+			if (bpf_skb_load_bytes(ctx, 0, (void *)(ev + 1), m + 1) == 0)
+				ev->cap_len = m + 1;
+		}
 	}
 	bpf_ringbuf_submit(ev, BPF_RB_NO_WAKEUP);
 }
@@ -593,7 +729,10 @@ int BPF_PROG(drop, struct sk_buff *skb, void *location, unsigned int reason)
 	if (!s || s->fp != fp)
 		return 0;
 	__u64 id = s->id;
+	bool matched = s->flags & SEEN_MATCHED;
 	bpf_map_delete_elem(&seen_pkts, &key);
+	if (!matched) /* the filter rejected it: it made no hops */
+		return 0;
 
 	struct drop_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
 	if (!ev) {

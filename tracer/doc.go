@@ -52,6 +52,23 @@
 // kernels) and carries the same PacketID; ReasonName is the kernel's enum
 // skb_drop_reason name from its BTF without the SKB_DROP_REASON_ prefix.
 //
+// # Filtering
+//
+// Options.Filter (a tracer/filter program: tcpdump-style host, net, port,
+// portrange, src/dst, tcp/udp/icmp/icmp6/arp/ip/ip6, and/or/not) is set
+// before load as constants in .rodata: up to 16 clauses ORed, of up to 8
+// predicates ANDed, evaluated with bounded loops on the packet as decoded at
+// the hook. The filter is evaluated once per packet, at its first hook, and
+// the decision is kept in the packet's LRU entry (the one that gives it its
+// PacketID); later hooks of a known packet follow that decision without
+// evaluating again. So a matching packet is followed through NAT even when
+// its rewritten addresses no longer match, and a packet rejected at its
+// first hook makes no hop further on even when they would. A rejected
+// packet costs the decode and one map update: no ring buffer event. Drops
+// are reported only for packets that matched. Without an skb key (kernels
+// before 6.3) the entry is keyed by content, so the decision follows the
+// fingerprint, with the same limits as the PacketID.
+//
 // # Delivery
 //
 // The kernel submits to the ring buffer without waking the reader, which

@@ -35,6 +35,30 @@ const (
 	hoptraceEventKindEVENT_DROP hoptraceEventKind = 2
 )
 
+type hoptraceFilterField uint32
+
+const (
+	hoptraceFilterFieldF_SRC_ADDR  hoptraceFilterField = 1
+	hoptraceFilterFieldF_DST_ADDR  hoptraceFilterField = 2
+	hoptraceFilterFieldF_ANY_ADDR  hoptraceFilterField = 3
+	hoptraceFilterFieldF_SRC_PORT  hoptraceFilterField = 4
+	hoptraceFilterFieldF_DST_PORT  hoptraceFilterField = 5
+	hoptraceFilterFieldF_ANY_PORT  hoptraceFilterField = 6
+	hoptraceFilterFieldF_PROTO     hoptraceFilterField = 7
+	hoptraceFilterFieldF_ETHERTYPE hoptraceFilterField = 8
+)
+
+type hoptraceFilterPred struct {
+	_      structs.HostLayout
+	Field  uint8
+	Negate uint8
+	Layers uint16
+	Lo     uint16
+	Hi     uint16
+	Val    [4]uint32
+	Mask   [4]uint32
+}
+
 type hoptraceHopEvent struct {
 	_        structs.HostLayout
 	Kind     uint8
@@ -104,8 +128,8 @@ type hoptraceSeen struct {
 	Fp     uint64
 	Ts     uint64
 	Nhooks uint32
+	Flags  uint32
 	Hooks  [8]uint32
-	_      [4]byte
 }
 
 // Names of all BPF objects in the ELF.
@@ -124,13 +148,19 @@ const (
 	hoptraceProgHopIngressTcx    = "hop_ingress_tcx"
 	hoptraceVarAttachNetnsIno    = "attach_netns_ino"
 	hoptraceVarCountHookCalls    = "count_hook_calls"
+	hoptraceVarFilterClauseLen   = "filter_clause_len"
+	hoptraceVarFilterNclauses    = "filter_nclauses"
+	hoptraceVarFilterOn          = "filter_on"
+	hoptraceVarFilterPreds       = "filter_preds"
 	hoptraceVarHaveKernCtx       = "have_kern_ctx"
 	hoptraceVarJoinWindowNs      = "join_window_ns"
 	hoptraceVarSnaplen           = "snaplen"
 	hoptraceVarUnusedDrop        = "unused_drop"
+	hoptraceVarUnusedField       = "unused_field"
 	hoptraceVarUnusedHop         = "unused_hop"
 	hoptraceVarUnusedKind        = "unused_kind"
 	hoptraceVarUnusedLayer       = "unused_layer"
+	hoptraceVarUnusedPred        = "unused_pred"
 )
 
 // loadHoptrace returns the embedded CollectionSpec for hoptrace.
@@ -197,15 +227,21 @@ type hoptraceMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type hoptraceVariableSpecs struct {
-	AttachNetnsIno *ebpf.VariableSpec `ebpf:"attach_netns_ino"`
-	CountHookCalls *ebpf.VariableSpec `ebpf:"count_hook_calls"`
-	HaveKernCtx    *ebpf.VariableSpec `ebpf:"have_kern_ctx"`
-	JoinWindowNs   *ebpf.VariableSpec `ebpf:"join_window_ns"`
-	Snaplen        *ebpf.VariableSpec `ebpf:"snaplen"`
-	UnusedDrop     *ebpf.VariableSpec `ebpf:"unused_drop"`
-	UnusedHop      *ebpf.VariableSpec `ebpf:"unused_hop"`
-	UnusedKind     *ebpf.VariableSpec `ebpf:"unused_kind"`
-	UnusedLayer    *ebpf.VariableSpec `ebpf:"unused_layer"`
+	AttachNetnsIno  *ebpf.VariableSpec `ebpf:"attach_netns_ino"`
+	CountHookCalls  *ebpf.VariableSpec `ebpf:"count_hook_calls"`
+	FilterClauseLen *ebpf.VariableSpec `ebpf:"filter_clause_len"`
+	FilterNclauses  *ebpf.VariableSpec `ebpf:"filter_nclauses"`
+	FilterOn        *ebpf.VariableSpec `ebpf:"filter_on"`
+	FilterPreds     *ebpf.VariableSpec `ebpf:"filter_preds"`
+	HaveKernCtx     *ebpf.VariableSpec `ebpf:"have_kern_ctx"`
+	JoinWindowNs    *ebpf.VariableSpec `ebpf:"join_window_ns"`
+	Snaplen         *ebpf.VariableSpec `ebpf:"snaplen"`
+	UnusedDrop      *ebpf.VariableSpec `ebpf:"unused_drop"`
+	UnusedField     *ebpf.VariableSpec `ebpf:"unused_field"`
+	UnusedHop       *ebpf.VariableSpec `ebpf:"unused_hop"`
+	UnusedKind      *ebpf.VariableSpec `ebpf:"unused_kind"`
+	UnusedLayer     *ebpf.VariableSpec `ebpf:"unused_layer"`
+	UnusedPred      *ebpf.VariableSpec `ebpf:"unused_pred"`
 }
 
 // hoptraceObjects contains all objects after they have been loaded into the kernel.
@@ -249,15 +285,21 @@ func (m *hoptraceMaps) Close() error {
 //
 // It can be passed to loadHoptraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type hoptraceVariables struct {
-	AttachNetnsIno *ebpf.Variable `ebpf:"attach_netns_ino"`
-	CountHookCalls *ebpf.Variable `ebpf:"count_hook_calls"`
-	HaveKernCtx    *ebpf.Variable `ebpf:"have_kern_ctx"`
-	JoinWindowNs   *ebpf.Variable `ebpf:"join_window_ns"`
-	Snaplen        *ebpf.Variable `ebpf:"snaplen"`
-	UnusedDrop     *ebpf.Variable `ebpf:"unused_drop"`
-	UnusedHop      *ebpf.Variable `ebpf:"unused_hop"`
-	UnusedKind     *ebpf.Variable `ebpf:"unused_kind"`
-	UnusedLayer    *ebpf.Variable `ebpf:"unused_layer"`
+	AttachNetnsIno  *ebpf.Variable `ebpf:"attach_netns_ino"`
+	CountHookCalls  *ebpf.Variable `ebpf:"count_hook_calls"`
+	FilterClauseLen *ebpf.Variable `ebpf:"filter_clause_len"`
+	FilterNclauses  *ebpf.Variable `ebpf:"filter_nclauses"`
+	FilterOn        *ebpf.Variable `ebpf:"filter_on"`
+	FilterPreds     *ebpf.Variable `ebpf:"filter_preds"`
+	HaveKernCtx     *ebpf.Variable `ebpf:"have_kern_ctx"`
+	JoinWindowNs    *ebpf.Variable `ebpf:"join_window_ns"`
+	Snaplen         *ebpf.Variable `ebpf:"snaplen"`
+	UnusedDrop      *ebpf.Variable `ebpf:"unused_drop"`
+	UnusedField     *ebpf.Variable `ebpf:"unused_field"`
+	UnusedHop       *ebpf.Variable `ebpf:"unused_hop"`
+	UnusedKind      *ebpf.Variable `ebpf:"unused_kind"`
+	UnusedLayer     *ebpf.Variable `ebpf:"unused_layer"`
+	UnusedPred      *ebpf.Variable `ebpf:"unused_pred"`
 }
 
 // hoptracePrograms contains all programs after they have been loaded into the kernel.

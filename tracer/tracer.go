@@ -1,6 +1,7 @@
 package tracer
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/bits"
@@ -14,6 +15,8 @@ import (
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
+
+	"github.com/hoptrace/hoptrace/tracer/filter"
 )
 
 // Errors Load can return, for errors.Is.
@@ -45,6 +48,10 @@ type Options struct {
 	// DrainInterval is how often the reader looks at the ring buffer when
 	// it is idle: the kernel submits without wakeups (0: 10ms).
 	DrainInterval time.Duration
+	// Filter, compiled by filter.Compile, is evaluated in the kernel at a
+	// packet's first hook; packets it rejects make no hops and no drops
+	// (nil: every packet).
+	Filter *filter.Program
 
 	// countHookCalls makes the hooks count every invocation (tests).
 	countHookCalls bool
@@ -134,6 +141,9 @@ func Load(opts Options) (t *Tracer, err error) {
 			return nil, fmt.Errorf("set %s: %w", name, err)
 		}
 	}
+	if err := setFilter(spec, opts.Filter); err != nil {
+		return nil, err
+	}
 	if !feat.Drops {
 		delete(spec.Programs, "drop")
 	}
@@ -172,6 +182,47 @@ func Load(opts Options) (t *Tracer, err error) {
 	}
 	t.rd.SetDeadline(time.Now().Add(t.drain))
 	return t, nil
+}
+
+// setFilter writes a compiled filter into the programs' load-time constants.
+func setFilter(spec *ebpf.CollectionSpec, f *filter.Program) error {
+	if f == nil {
+		return nil
+	}
+	if len(f.Clauses) > filter.MaxClauses {
+		return fmt.Errorf("filter %q: %w: %d clauses, at most %d", f.Expr, filter.ErrTooComplex, len(f.Clauses), filter.MaxClauses)
+	}
+	var lens [filter.MaxClauses]uint8
+	var preds [filter.MaxClauses][filter.MaxPreds]hoptraceFilterPred
+	for c, clause := range f.Clauses {
+		if len(clause) > filter.MaxPreds {
+			return fmt.Errorf("filter %q: %w: %d conditions in a clause, at most %d", f.Expr, filter.ErrTooComplex, len(clause), filter.MaxPreds)
+		}
+		lens[c] = uint8(len(clause))
+		for i, p := range clause {
+			k := &preds[c][i]
+			k.Field, k.Layers, k.Lo, k.Hi = uint8(p.Field), uint16(p.Layers), p.Lo, p.Hi
+			if p.Not {
+				k.Negate = 1
+			}
+			for w := range 4 {
+				// Words in memory order, as the kernel loads them.
+				k.Val[w] = binary.NativeEndian.Uint32(p.Addr[4*w:])
+				k.Mask[w] = binary.NativeEndian.Uint32(p.Mask[4*w:])
+			}
+		}
+	}
+	for name, v := range map[string]any{
+		"filter_on":         true,
+		"filter_nclauses":   uint32(len(f.Clauses)),
+		"filter_clause_len": lens,
+		"filter_preds":      preds,
+	} {
+		if err := spec.Variables[name].Set(v); err != nil {
+			return fmt.Errorf("set %s: %w", name, err)
+		}
+	}
+	return nil
 }
 
 // newCollection loads spec and explains the usual failures.

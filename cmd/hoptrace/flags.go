@@ -18,6 +18,7 @@ import (
 	"github.com/hoptrace/hoptrace/resolver"
 	"github.com/hoptrace/hoptrace/tracer"
 	"github.com/hoptrace/hoptrace/tracer/capture"
+	"github.com/hoptrace/hoptrace/tracer/filter"
 	"github.com/hoptrace/hoptrace/tracer/journey"
 )
 
@@ -68,6 +69,7 @@ type captureFlags struct {
 	timeout         time.Duration
 	quiet           bool
 	snaplen         uint32 // record only
+	filter          *filter.Program
 }
 
 func (c *captureFlags) register(fs *pflag.FlagSet) {
@@ -92,9 +94,12 @@ func (c *captureFlags) validate(fs *pflag.FlagSet) error {
 	if c.duration < 0 {
 		return usagef("%s: --duration must not be negative", fs.Name())
 	}
-	if fs.NArg() > 0 {
-		return usagef("%s: filter expressions are not supported yet (got %q); select with -C and -i", fs.Name(), strings.Join(fs.Args(), " "))
+	// Trailing arguments are a filter expression, as in tcpdump.
+	f, err := filter.Compile(strings.Join(fs.Args(), " "))
+	if err != nil {
+		return usagef("%s: %v (see 'hoptrace %s --help')", fs.Name(), err, fs.Name())
 	}
+	c.filter = f
 	return nil
 }
 
@@ -103,7 +108,7 @@ func (c *captureFlags) config(log *slog.Logger) capture.Config {
 		Containers:      c.containers,
 		Ifaces:          c.ifaces,
 		NoContainerSide: c.noContainerSide,
-		Tracer:          tracer.Options{ForceLegacy: c.legacy, RingBufferBytes: c.ringBytes, Snaplen: c.snaplen},
+		Tracer:          tracer.Options{ForceLegacy: c.legacy, RingBufferBytes: c.ringBytes, Snaplen: c.snaplen, Filter: c.filter},
 		Resolver:        resolver.Options{DockerHost: c.dockerHost},
 		Logger:          log,
 	}

@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"io"
+	"os"
 
+	"github.com/hoptrace/hoptrace/tracer/filter"
 	"github.com/hoptrace/hoptrace/tracer/journey"
 	"github.com/hoptrace/hoptrace/tracer/latency"
 	"github.com/hoptrace/hoptrace/tracer/render"
@@ -11,7 +13,7 @@ import (
 	"github.com/hoptrace/hoptrace/tracer/tracefile/playback"
 )
 
-const latencyUsage = `Usage: hoptrace latency [flags] [FILE...]
+const latencyUsage = `Usage: hoptrace latency [flags] [FILE... | EXPRESSION]
 
 Per-path and per-hop latency percentiles (count, min, p50, p90, p99, max): for
 each path (client:eth0 -> web:eth0, ...) the time between consecutive hops and
@@ -19,11 +21,14 @@ end to end, to tell the bridge apart from the application.
 
 With FILE (recordings from 'hoptrace record'; '-' reads stdin) it reports on
 the recording and needs neither root nor Docker. Without, it traces live like
-'hoptrace trace' and prints the report when stopped (Ctrl-C, -c, --duration).
+'hoptrace trace' and prints the report when stopped (Ctrl-C, -c, --duration);
+then trailing words that start with a filter keyword (tcp, host, port, not,
+'(' ...) and name no file are a filter expression, as in 'hoptrace trace'.
 
 Examples:
   hoptrace latency incident.hop
   hoptrace latency -C web --duration 30s
+  hoptrace latency -C web --duration 30s tcp port 8080
   hoptrace latency -o json trace.0001.hop trace.0002.hop
 `
 
@@ -46,7 +51,7 @@ func runLatency(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	agg := latency.New(latency.Config{})
 
-	if fs.NArg() > 0 {
+	if fs.NArg() > 0 && !isFilterArg(fs.Arg(0)) {
 		sel := playback.Selection{Containers: cf.containers, Interfaces: cf.ifaces}
 		n := 0
 		p := playback.New(journey.Config{Timeout: cf.timeout}, func(j *journey.Journey) error {
@@ -82,3 +87,13 @@ type latencyPrinter struct {
 
 func (p *latencyPrinter) Journey(j *journey.Journey) error { p.agg.Add(j); return nil }
 func (p *latencyPrinter) Summary(render.Summary) error     { return p.write(p.agg.Report()) }
+
+// isFilterArg tells a live filter expression from recording files: its first
+// word starts an expression and is not a file.
+func isFilterArg(arg string) bool {
+	if !filter.StartsExpression(arg) {
+		return false
+	}
+	_, err := os.Stat(arg)
+	return err != nil
+}

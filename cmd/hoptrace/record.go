@@ -17,7 +17,7 @@ import (
 	"github.com/hoptrace/hoptrace/tracer/tracefile"
 )
 
-const recordUsage = `Usage: hoptrace record -w FILE [flags]
+const recordUsage = `Usage: hoptrace record -w FILE [flags] [EXPRESSION]
 
 Captures what 'hoptrace trace' would show into a recording file, for analysis
 later and elsewhere: 'hoptrace replay FILE', 'hoptrace latency FILE' and
@@ -30,12 +30,14 @@ back up to its last complete record.
 With --snaplen N the first N bytes of each packet are kept too (for pcapng
 export); without, hops carry decoded headers only (tens of bytes per hop).
 Long captures can be split into parts (trace.0001.hop, trace.0002.hop, ...)
-by size or age, in the spirit of tcpdump's -C, -G and -W.
+by size or age, in the spirit of tcpdump's -C, -G and -W. A filter
+EXPRESSION records only matching packets, as in 'hoptrace trace'.
 
 Examples:
   hoptrace record -w incident.hop                   until Ctrl-C
   hoptrace record -w web.hop -C web --duration 1m --print
   hoptrace record -w big.hop --rotate-size 100MB --rotate-files 10
+  hoptrace record -w dns.hop udp port 53
 `
 
 func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -154,6 +156,7 @@ func recordingHeader(s *capture.Session, cf *captureFlags) tracefile.Header {
 		Containers:      cf.containers,
 		Interfaces:      cf.ifaces,
 		Features:        feats,
+		Filter:          cf.filter.String(),
 	}
 }
 

@@ -13,7 +13,7 @@ import (
 	"github.com/hoptrace/hoptrace/tracer/render"
 )
 
-const traceUsage = `Usage: hoptrace trace [flags]
+const traceUsage = `Usage: hoptrace trace [flags] [EXPRESSION]
 
 Traces every packet crossing Docker's bridges live and prints one journey per
 packet: the interfaces it passed, with container names, the time it took, and
@@ -25,10 +25,18 @@ containers as they come and go. It needs root. Ctrl-C (or -c, --duration)
 stops it, detaches every hook and prints a summary: journeys, drops by reason,
 and events lost if the kernel's ring buffer ever overflowed.
 
+EXPRESSION is a tcpdump-style filter evaluated in the kernel: host ADDR,
+net CIDR, port N, portrange N-M (each optionally after src or dst), tcp,
+udp, icmp, icmp6, arp, ip, ip6, joined with and/&&, or/||, not/! and
+parentheses. It decides at the packet's first hook; later hops of a
+matching packet are shown even after NAT rewrote its addresses.
+
 Examples:
   hoptrace trace                      every journey on every Docker bridge
   hoptrace trace -C web -v            journeys of container web, one line per hop
   hoptrace trace -o json -c 100       100 journeys as JSON lines (docs/journey-json.md)
+  hoptrace trace -C web tcp port 8080 TCP to or from port 8080 only
+  hoptrace trace 'host 172.17.0.2 and not (arp or icmp)'
 `
 
 // runTrace prints journeys live.
