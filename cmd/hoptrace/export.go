@@ -46,7 +46,12 @@ func runExport(ctx context.Context, args []string, stdout, stderr io.Writer) (er
 	ifaces := fs.StringArrayP("iface", "i", nil, "export only journeys through this interface (veth3c4d, docker0 or web:eth0); repeatable")
 	timeout := fs.Duration("journey-timeout", journey.DefaultTimeout, "finish a journey that saw no hop for this long (as for trace)")
 	quiet := fs.BoolP("quiet", "q", false, "no notes on stderr")
+	expr := fs.StringP("filter", "f", "", "export only journeys whose packet matches this filter expression, e.g. 'tcp port 8080'")
 	if err := parseFlags(fs, help, args); err != nil {
+		return err
+	}
+	pf, err := packetFilter("export", *expr)
+	if err != nil {
 		return err
 	}
 	switch {
@@ -91,7 +96,7 @@ func runExport(ctx context.Context, args []string, stdout, stderr io.Writer) (er
 	ex := pcapng.New(w, pcapng.Options{
 		HoptraceVersion: version,
 		Journey:         journey.Config{Timeout: *timeout},
-		Selection:       playback.Selection{Containers: *containers, Interfaces: *ifaces},
+		Selection:       playback.Selection{Containers: *containers, Interfaces: *ifaces, Packet: pf},
 	})
 	if err := playFiles("export", fs.Args(), stderr, *quiet, func(r *tracefile.Reader) error {
 		if err := ctx.Err(); err != nil {

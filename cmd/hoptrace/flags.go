@@ -192,3 +192,17 @@ func useColor(w io.Writer, noColor bool) bool {
 	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
 	return err == nil
 }
+
+// packetFilter compiles a --filter expression for offline use (replay,
+// export, latency of a recording): a journey is kept when its packet, as
+// first seen, matches, just as the kernel decides live. Empty: nil.
+func packetFilter(cmd, expr string) (journey.PacketMatcher, error) {
+	if strings.TrimSpace(expr) == "" {
+		return nil, nil
+	}
+	p, err := filter.Compile(expr)
+	if err != nil {
+		return nil, usagef("%s: %v", cmd, err)
+	}
+	return p, nil
+}

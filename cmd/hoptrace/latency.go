@@ -37,7 +37,12 @@ func runLatency(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	var cf captureFlags
 	cf.register(fs)
 	output := fs.StringP("output", "o", "text", "output format: text or json")
+	expr := fs.StringP("filter", "f", "", "only packets matching this filter expression, e.g. 'tcp port 8080' (live or from recordings)")
 	if err := parseFlags(fs, help, args); err != nil {
+		return err
+	}
+	pf, err := packetFilter("latency", *expr)
+	if err != nil {
 		return err
 	}
 	if *output != "text" && *output != "json" {
@@ -52,7 +57,7 @@ func runLatency(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	agg := latency.New(latency.Config{})
 
 	if fs.NArg() > 0 && !isFilterArg(fs.Arg(0)) {
-		sel := playback.Selection{Containers: cf.containers, Interfaces: cf.ifaces}
+		sel := playback.Selection{Containers: cf.containers, Interfaces: cf.ifaces, Packet: pf}
 		n := 0
 		p := playback.New(journey.Config{Timeout: cf.timeout}, func(j *journey.Journey) error {
 			if sel.Match(j) && (cf.count == 0 || n < cf.count) {
@@ -70,8 +75,14 @@ func runLatency(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return write(agg.Report())
 	}
 
+	if pf != nil && fs.NArg() > 0 {
+		return usagef("latency: give the filter either with -f or as trailing words, not both")
+	}
 	if err := cf.validate(fs); err != nil {
 		return err
+	}
+	if pf != nil {
+		cf.filter = pf.(*filter.Program) // evaluated in the kernel, as trailing words are
 	}
 	return liveJourneys(ctx, "latency", &cf, stderr, func(render.Options) render.Printer {
 		return &latencyPrinter{agg: agg, write: write}

@@ -29,6 +29,7 @@ Examples:
   hoptrace replay x.hop                journeys as text
   hoptrace replay -C web -v x.hop      journeys of container web, one line per hop
   hoptrace replay -o json x.hop        JSON lines (docs/journey-json.md)
+  hoptrace replay -f 'tcp port 80' x.hop   only journeys of packets matching a filter
 `
 
 // runReplay prints the journeys of recordings.
@@ -42,7 +43,12 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	timeout := fs.Duration("journey-timeout", journey.DefaultTimeout, "finish a journey that saw no hop for this long (as for trace)")
 	noColor := fs.Bool("no-color", false, "no colours (also NO_COLOR=1; colour is only used on a terminal)")
 	quiet := fs.BoolP("quiet", "q", false, "no notes on stderr (truncated files)")
+	expr := fs.StringP("filter", "f", "", "show only journeys whose packet matches this filter expression, e.g. 'tcp port 8080' (as trace's)")
 	if err := parseFlags(fs, help, args); err != nil {
+		return err
+	}
+	pf, err := packetFilter("replay", *expr)
+	if err != nil {
 		return err
 	}
 	switch {
@@ -53,7 +59,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	case *count < 0:
 		return usagef("replay: -c must not be negative")
 	}
-	sel := playback.Selection{Containers: *containers, Interfaces: *ifaces}
+	sel := playback.Selection{Containers: *containers, Interfaces: *ifaces, Packet: pf}
 
 	var pr render.Printer
 	printed := 0
@@ -74,7 +80,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 		return nil
 	})
-	err := playFiles("replay", fs.Args(), stderr, *quiet, func(r *tracefile.Reader) error {
+	err = playFiles("replay", fs.Args(), stderr, *quiet, func(r *tracefile.Reader) error {
 		if pr == nil {
 			// The first file's clock offset converts every part's times.
 			opt := render.Options{WallOffsetNS: r.Header().MonoOffsetNS}

@@ -168,10 +168,25 @@ func TestReplaySelection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Requests go client:40000 -> web:80, replies come back from port 80.
+	toWeb, _, err := runCmd(t, "replay", "-o", "json", "-f", "tcp and dst port 80", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	none, _, err := runCmd(t, "replay", "-o", "json", "--filter", "udp or icmp", path)
+	if err != nil {
+		t.Fatal(err)
+	}
 	n := func(s string) int { return strings.Count(s, `"type":"journey"`) }
-	if n(all) != 20 || n(client) != 20 || n(byIface) != 10 || n(byLabel) != 20 || n(count) != 3 {
-		t.Fatalf("journeys: all %d, -C client %d, -i client:eth0 %d, -i web:eth0 %d, -c 3 %d; want 20, 20, 10, 20, 3",
-			n(all), n(client), n(byIface), n(byLabel), n(count))
+	if n(all) != 20 || n(client) != 20 || n(byIface) != 10 || n(byLabel) != 20 || n(count) != 3 || n(toWeb) != 10 || n(none) != 0 {
+		t.Fatalf("journeys: all %d, -C client %d, -i client:eth0 %d, -i web:eth0 %d, -c 3 %d, -f dst port 80 %d, -f udp or icmp %d; want 20, 20, 10, 20, 3, 10, 0",
+			n(all), n(client), n(byIface), n(byLabel), n(count), n(toWeb), n(none))
+	}
+	if strings.Contains(toWeb, `"src_port":80,`) {
+		t.Errorf("-f 'dst port 80' kept a reply from port 80")
+	}
+	if _, _, err := runCmd(t, "replay", "-f", "port", path); err == nil {
+		t.Errorf("replay -f with a bad expression: no error")
 	}
 }
 

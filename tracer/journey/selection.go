@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/hoptrace/hoptrace/resolver/topology"
+	"github.com/hoptrace/hoptrace/tracer/event"
 )
 
 // Selection picks journeys by container (as trace's --container shows only
@@ -15,11 +16,26 @@ type Selection struct {
 	Containers []string
 	// Interfaces are interface names ("veth3c4d", "docker0") or labels ("web:eth0").
 	Interfaces []string
+	// Packet, if set, must accept the packet as first seen (before any NAT):
+	// the filter expression of a replay, decided where the kernel decides it
+	// live.
+	Packet PacketMatcher
 }
 
-// Match reports whether a journey passes the selection: one of its hops (or
-// its drop) is at a selected container or interface.
+// PacketMatcher decides on a packet's decoded headers (a compiled filter).
+type PacketMatcher interface {
+	Match(p *event.Packet) bool
+}
+
+// Match reports whether a journey passes the selection: its first packet
+// passes Packet, and one of its hops (or its drop) is at a selected
+// container or interface.
 func (s Selection) Match(j *Journey) bool {
+	if s.Packet != nil {
+		if p := j.Packet(); p == nil || !s.Packet.Match(p) {
+			return false
+		}
+	}
 	if len(s.Containers) == 0 && len(s.Interfaces) == 0 {
 		return true
 	}
