@@ -79,8 +79,15 @@ func testFrame() []byte {
 // packet id, ring buffer), measured with BPF_PROG_TEST_RUN while a reader
 // drains the ring.
 func BenchmarkHookCost(b *testing.B) {
+	loss := hookCost(b, Options{RingBufferBytes: 16 << 20})
+	b.ReportMetric(float64(loss.Hops)/float64(b.N), "lost/op")
+}
+
+// hookCost runs the ingress hop program b.N times on testFrame with a
+// tracer loaded with opts, reports kernel-ns/event and returns the loss.
+func hookCost(b *testing.B, opts Options) event.Loss {
 	testenv.RequireRoot(b)
-	tr, err := Load(Options{RingBufferBytes: 16 << 20})
+	tr, err := Load(opts)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -115,12 +122,11 @@ func BenchmarkHookCost(b *testing.B) {
 		}
 	}
 	b.StopTimer()
-	d := total / time.Duration(b.N)
 	cancel()
 	<-done
+	b.ReportMetric(float64((total / time.Duration(b.N)).Nanoseconds()), "kernel-ns/event")
 	loss, _ := tr.Loss()
-	b.ReportMetric(float64(d.Nanoseconds()), "kernel-ns/event")
-	b.ReportMetric(float64(loss.Hops)/float64(b.N), "lost/op")
+	return loss
 }
 
 // BenchmarkReadRate is the end-to-end rate through the reader: the kernel

@@ -1,7 +1,6 @@
 package tracer
 
 import (
-	"context"
 	"encoding/binary"
 	"net/netip"
 	"testing"
@@ -165,47 +164,11 @@ func BenchmarkHookCostFilter(b *testing.B) {
 		{"none", ""}, {"nomatch", "udp and dst port 5001"}, {"match", "tcp and dst port 80"},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			testenv.RequireRoot(b)
 			var f *filter.Program
 			if bc.expr != "" {
 				f = mustCompile(b, bc.expr)
 			}
-			tr, err := Load(Options{RingBufferBytes: 16 << 20, Filter: f})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer tr.Close()
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				var r Record
-				for tr.ReadInto(ctx, &r) == nil {
-				}
-			}()
-			prog := tr.coll.Programs["hop_ingress_tcx"]
-			if prog == nil {
-				prog = tr.coll.Programs["hop_ingress_legacy"]
-			}
-			frame := testFrame()
-			var total time.Duration
-			b.ResetTimer()
-			for done := 0; done < b.N; {
-				n := min(8192, b.N-done)
-				_, d, err := prog.Benchmark(frame, n, nil)
-				if err != nil {
-					b.Fatal(err)
-				}
-				total += d * time.Duration(n)
-				done += n
-				for tr.rd.AvailableBytes() > 0 {
-					time.Sleep(time.Millisecond)
-				}
-			}
-			b.StopTimer()
-			cancel()
-			<-done
-			b.ReportMetric(float64((total / time.Duration(b.N)).Nanoseconds()), "kernel-ns/event")
+			hookCost(b, Options{RingBufferBytes: 16 << 20, Filter: f})
 		})
 	}
 }
