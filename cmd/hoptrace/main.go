@@ -15,6 +15,9 @@ import (
 var version = "dev"
 
 func main() {
+	// A closed stdout (hoptrace trace | head) must end the capture through
+	// the normal path, detaching every hook, not kill the process.
+	signal.Ignore(syscall.SIGPIPE)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()

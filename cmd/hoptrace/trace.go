@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"syscall"
 	"time"
 
 	"github.com/hoptrace/hoptrace/tracer/capture"
@@ -136,6 +137,9 @@ func liveJourneys(ctx context.Context, name string, cf *captureFlags, stderr io.
 		finishErr = hooks.finish(sess, loss)
 	}
 	sum := render.Summary{Stats: asm.Stats(), Loss: loss, Duration: time.Since(start)}
+	if errors.Is(printErr, syscall.EPIPE) {
+		return errors.Join(runErr, finishErr) // the reader went away: a normal end
+	}
 	if printErr != nil {
 		return errors.Join(runErr, finishErr, fmt.Errorf("%s: write output: %w", name, printErr))
 	}
