@@ -30,7 +30,10 @@ type Config struct {
 	// Grace is how long a journey that reached a terminal hop (a container,
 	// the host, an outside interface, a drop) waits for more hops: the other
 	// clones of a flooded packet, the container side after a host veth, the
-	// route on after a bridge passed it up. Default 5ms.
+	// route on after a bridge passed it up. Default 25ms: on real hardware
+	// the next hop follows within microseconds, but a loaded or emulated
+	// host was seen to take 6ms between a veth and its peer, and a journey
+	// finished too early is split in two.
 	Grace time.Duration
 	// MaxInFlight caps open journeys; past it the one closest to its deadline
 	// is finished early and counted in Stats.Evictions. Default 65536.
@@ -48,7 +51,7 @@ type Config struct {
 // Defaults for zero Config fields.
 const (
 	DefaultTimeout     = 200 * time.Millisecond
-	DefaultGrace       = 5 * time.Millisecond
+	DefaultGrace       = 25 * time.Millisecond
 	DefaultMaxInFlight = 65536
 )
 
