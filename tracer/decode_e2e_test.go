@@ -13,7 +13,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"slices"
 	"testing"
 	"time"
@@ -139,32 +138,6 @@ func addIPv6(t *testing.T, h *testenv.NSHost, addr netip.Addr) {
 	}
 }
 
-// allowIPv6Forwarding lets bridged IPv6 on the test bridge pass ip6tables'
-// FORWARD chain where br_netfilter sends it there (testenv does so for
-// IPv4 only).
-func allowIPv6Forwarding(t *testing.T, topo *testenv.Topology) {
-	t.Helper()
-	if _, err := os.Stat("/proc/sys/net/bridge/bridge-nf-call-ip6tables"); err != nil {
-		return
-	}
-	ipt, err := exec.LookPath("ip6tables")
-	if err != nil {
-		return
-	}
-	for _, rule := range [][]string{
-		{"FORWARD", "-i", topo.Bridge, "-j", "ACCEPT"},
-		{"FORWARD", "-o", topo.Bridge, "-j", "ACCEPT"},
-	} {
-		args := append([]string{"-w", "-I"}, rule...)
-		if out, err := exec.Command(ipt, args...).CombinedOutput(); err != nil {
-			t.Logf("ip6tables %v: %v: %s (continuing)", args, err, out)
-			continue
-		}
-		r := rule
-		t.Cleanup(func() { _ = exec.Command(ipt, append([]string{"-w", "-D"}, r...)...).Run() })
-	}
-}
-
 // ula returns a random fd00::/8 /64 prefix's addresses ::1 and ::2.
 func ula() (netip.Addr, netip.Addr) {
 	var b [16]byte
@@ -234,7 +207,6 @@ func TestDecodeIPv6(t *testing.T) {
 	}
 	modes(t, func(t *testing.T, legacy bool) {
 		topo := testenv.NewTopology(t, 2)
-		allowIPv6Forwarding(t, topo)
 		a, b := topo.Hosts[0], topo.Hosts[1]
 		a6, b6 := ula()
 		addIPv6(t, a, a6)
