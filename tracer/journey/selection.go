@@ -39,27 +39,29 @@ func (s Selection) Match(j *Journey) bool {
 	if len(s.Containers) == 0 && len(s.Interfaces) == 0 {
 		return true
 	}
-	eps := make([]*topology.Endpoint, 0, len(j.Hops)+1)
 	for i := range j.Hops {
-		eps = append(eps, &j.Hops[i].Endpoint)
-	}
-	if j.Drop != nil && j.Drop.HasDev {
-		eps = append(eps, &j.Drop.Endpoint)
-	}
-	for _, e := range eps {
-		for _, want := range s.Interfaces {
-			if e.Name == want || e.Label() == want {
-				return true
-			}
+		if s.matchEndpoint(&j.Hops[i].Endpoint) {
+			return true
 		}
-		if e.Container == nil {
-			continue
+	}
+	return j.Drop != nil && j.Drop.HasDev && s.matchEndpoint(&j.Drop.Endpoint)
+}
+
+// matchEndpoint reports whether an interface is selected, by its name or
+// label or by the container it belongs to.
+func (s Selection) matchEndpoint(e *topology.Endpoint) bool {
+	for _, want := range s.Interfaces {
+		if e.Name == want || e.Label() == want {
+			return true
 		}
-		for _, want := range s.Containers {
-			want = strings.TrimPrefix(want, "/")
-			if e.Container.Name == want || e.Container.ID == want || (len(want) >= 3 && strings.HasPrefix(e.Container.ID, want)) {
-				return true
-			}
+	}
+	if e.Container == nil {
+		return false
+	}
+	for _, want := range s.Containers {
+		want = strings.TrimPrefix(want, "/")
+		if e.Container.Name == want || e.Container.ID == want || (len(want) >= 3 && strings.HasPrefix(e.Container.ID, want)) {
+			return true
 		}
 	}
 	return false
