@@ -63,6 +63,12 @@ func Create(w io.Writer, hdr Header) (*Writer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create recording: %w", err)
 	}
+	return create(w, hdr, js)
+}
+
+// create writes a header with the JSON js (hdr marshalled) and returns the
+// Writer for the records.
+func create(w io.Writer, hdr Header, js []byte) (*Writer, error) {
 	wr := &Writer{
 		bw:      bufio.NewWriterSize(w, 64<<10),
 		hdr:     hdr,
