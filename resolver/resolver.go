@@ -2,9 +2,9 @@ package resolver
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"reflect"
 	"sync"
 	"sync/atomic"
@@ -30,6 +30,11 @@ type Options struct {
 	// Rescan is the period of the safety-net rescan (namespaces can appear
 	// without any link event in the host); 0 means 5s.
 	Rescan time.Duration
+	// IgnoreEvents drops Docker's container and network events, so names
+	// of new containers come only from the refresh a name miss asks for.
+	// It is for tests of that path; $HOPTRACE_TEST_IGNORE_DOCKER_EVENTS=1
+	// sets it in a built binary.
+	IgnoreEvents bool
 }
 
 // Resolver keeps a current model of the host's container networking and
@@ -40,13 +45,24 @@ type Resolver struct {
 	log    *slog.Logger
 	sc     *scanner
 
-	cur atomic.Pointer[state]
+	cur    atomic.Pointer[state]
+	scanMu sync.Mutex // one rescan at a time: the newest scan is published last
 
 	dmu sync.Mutex // guards dstate and containers
 	ds  dockerState
 	cs  map[string]topology.Container
 
 	kick chan struct{} // asks for a rescan (buffered 1)
+
+	// Refreshes asked for by a name miss (see Refresh).
+	refreshAsked atomic.Uint64
+	refreshDone  atomic.Uint64
+	refreshc     chan struct{} // buffered 1
+	// wakeDocker makes a Docker loop waiting to reconnect try at once.
+	wakeDocker chan struct{} // buffered 1
+	// attempt is closed (and replaced) after each try to reach Docker.
+	amu     sync.Mutex
+	attempt chan struct{}
 
 	smu  sync.Mutex
 	subs map[chan *topology.Snapshot]struct{}
@@ -71,6 +87,9 @@ func New(opts Options) (*Resolver, error) {
 	if opts.Rescan == 0 {
 		opts.Rescan = 5 * time.Second
 	}
+	if os.Getenv("HOPTRACE_TEST_IGNORE_DOCKER_EVENTS") == "1" {
+		opts.IgnoreEvents = true
+	}
 	d := opts.Docker
 	if d == nil {
 		var err error
@@ -89,8 +108,12 @@ func New(opts Options) (*Resolver, error) {
 		sc:     sc,
 		cs:     map[string]topology.Container{},
 		kick:   make(chan struct{}, 1),
-		subs:   map[chan *topology.Snapshot]struct{}{},
-		done:   make(chan struct{}),
+
+		refreshc:   make(chan struct{}, 1),
+		wakeDocker: make(chan struct{}, 1),
+		attempt:    make(chan struct{}),
+		subs:       map[chan *topology.Snapshot]struct{}{},
+		done:       make(chan struct{}),
 	}
 	empty := &topology.Snapshot{HostNetnsIno: sc.hostIno}
 	r.cur.Store(&state{snap: empty, ix: topology.NewIndex(empty)})
@@ -131,8 +154,9 @@ func (r *Resolver) Start(ctx context.Context) error {
 		}
 		return fmt.Errorf("read network namespaces: %w", res.Denied)
 	}
-	r.wg.Add(3)
+	r.wg.Add(4)
 	go func() { defer r.wg.Done(); r.dockerLoop(ctx, sub) }()
+	go func() { defer r.wg.Done(); r.refreshLoop(ctx) }()
 	go func() { defer r.wg.Done(); r.scanLoop(ctx) }()
 	go func() { defer r.wg.Done(); r.linkLoop(ctx, linkc) }()
 	return nil
@@ -219,6 +243,8 @@ func (r *Resolver) requestRescan() {
 
 // rescan scans and publishes if anything changed.
 func (r *Resolver) rescan() (scanResult, error) {
+	r.scanMu.Lock()
+	defer r.scanMu.Unlock()
 	r.dmu.Lock()
 	ds := r.ds
 	ds.Containers = make([]topology.Container, 0, len(r.cs))
@@ -318,174 +344,4 @@ func (r *Resolver) linkLoop(ctx context.Context, ch <-chan netlink.LinkUpdate) {
 			r.requestRescan()
 		}
 	}
-}
-
-// dockerSub is a live event subscription.
-type dockerSub struct {
-	events <-chan DockerEvent
-	errc   <-chan error
-	stop   context.CancelFunc
-}
-
-// dockerConnect subscribes to events, then lists networks and containers
-// into the resolver's Docker state.
-func (r *Resolver) dockerConnect(ctx context.Context, timeout time.Duration) (*dockerSub, error) {
-	// A socket nobody answers on would hang the subscription: ping first.
-	pctx, pcancel := context.WithTimeout(ctx, timeout)
-	err := r.docker.Ping(pctx)
-	pcancel()
-	if err != nil {
-		return nil, err
-	}
-	sctx, stop := context.WithCancel(ctx)
-	evs, errc := r.docker.Events(sctx)
-	// A stream that fails at once (no socket) reports it right away.
-	select {
-	case err := <-errc:
-		stop()
-		return nil, err
-	default:
-	}
-	lctx, lcancel := context.WithTimeout(ctx, timeout)
-	defer lcancel()
-	nets, err := r.docker.Networks(lctx)
-	if err != nil {
-		stop()
-		return nil, err
-	}
-	cs, err := r.docker.Containers(lctx)
-	if err != nil {
-		stop()
-		return nil, err
-	}
-	r.dmu.Lock()
-	wasDown := !r.ds.Available && r.ds.Err != ""
-	r.ds = dockerState{Available: true, Networks: nets}
-	r.cs = make(map[string]topology.Container, len(cs))
-	for _, c := range cs {
-		r.cs[c.ID] = c
-	}
-	r.dmu.Unlock()
-	if wasDown {
-		r.log.Info("docker is reachable again", "host", r.docker.Host())
-	}
-	return &dockerSub{events: evs, errc: errc, stop: stop}, nil
-}
-
-// setDockerDown records that Docker is unreachable, logging it once per
-// outage. What Docker last said is kept: containers whose namespaces are
-// gone drop out at the next scan.
-func (r *Resolver) setDockerDown(err error) {
-	msg := err.Error()
-	if errors.Is(err, ErrNoDocker) {
-		msg = "docker disabled"
-	}
-	r.dmu.Lock()
-	first := r.ds.Available || r.ds.Err == ""
-	r.ds.Available, r.ds.Err = false, msg
-	r.dmu.Unlock()
-	if first && !errors.Is(err, ErrNoDocker) {
-		r.log.Warn("docker is not reachable; naming namespaces only", "host", r.docker.Host(), "err", err)
-	}
-	r.requestRescan()
-}
-
-// Backoff between attempts to reach a daemon that went away.
-const (
-	minBackoff = 100 * time.Millisecond
-	maxBackoff = 2 * time.Second
-)
-
-func (r *Resolver) dockerLoop(ctx context.Context, sub *dockerSub) {
-	if _, off := r.docker.(NoDocker); off {
-		return
-	}
-	backoff := minBackoff
-	for ctx.Err() == nil {
-		if sub == nil {
-			var err error
-			if sub, err = r.dockerConnect(ctx, 10*time.Second); err != nil {
-				if ctx.Err() != nil {
-					return
-				}
-				r.setDockerDown(err)
-				select {
-				case <-time.After(backoff):
-				case <-ctx.Done():
-					return
-				}
-				backoff = min(2*backoff, maxBackoff)
-				continue
-			}
-			r.requestRescan()
-		}
-		backoff = minBackoff
-		err := r.consume(ctx, sub)
-		sub.stop()
-		sub = nil
-		if ctx.Err() != nil {
-			return
-		}
-		r.setDockerDown(err)
-	}
-}
-
-// consume applies events until the stream ends.
-func (r *Resolver) consume(ctx context.Context, sub *dockerSub) error {
-	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case err := <-sub.errc:
-			return err
-		case ev, ok := <-sub.events:
-			if !ok {
-				return <-sub.errc
-			}
-			if err := r.apply(ctx, ev); err != nil {
-				r.log.Debug("apply docker event", "action", ev.Action, "err", err)
-			}
-		}
-	}
-}
-
-// apply updates the Docker state for one event and asks for a rescan.
-func (r *Resolver) apply(ctx context.Context, ev DockerEvent) error {
-	defer r.requestRescan()
-	switch ev.Type + " " + ev.Action {
-	case "network create", "network destroy", "network remove":
-		nets, err := r.docker.Networks(ctx)
-		if err != nil {
-			return err
-		}
-		r.dmu.Lock()
-		r.ds.Networks = nets
-		r.dmu.Unlock()
-		return nil
-	case "container die", "container destroy":
-		r.dmu.Lock()
-		delete(r.cs, ev.ContainerID)
-		r.dmu.Unlock()
-		return nil
-	case "container start", "container restart", "container unpause", "container rename",
-		"network connect", "network disconnect":
-		// Read the container again below.
-	default:
-		return nil
-	}
-	if ev.ContainerID == "" {
-		return nil
-	}
-	c, running, err := r.docker.Container(ctx, ev.ContainerID)
-	if err != nil && !isGone(err) {
-		return err
-	}
-	r.dmu.Lock()
-	if err == nil && running {
-		r.cs[c.ID] = c
-	} else {
-		delete(r.cs, ev.ContainerID)
-	}
-	r.dmu.Unlock()
-	return nil
 }

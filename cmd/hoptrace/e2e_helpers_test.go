@@ -70,10 +70,19 @@ type proc struct {
 // every hook is attached. The process is interrupted at test end if still running.
 func startHoptrace(t testing.TB, args ...string) *proc {
 	t.Helper()
+	return startHoptraceEnv(t, nil, args...)
+}
+
+// startHoptraceEnv is startHoptrace with extra environment variables.
+func startHoptraceEnv(t testing.TB, env []string, args ...string) *proc {
+	t.Helper()
 	ready := filepath.Join(t.TempDir(), "ready")
 	p := &proc{stdout: &bytes.Buffer{}, stderr: &bytes.Buffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(hoptraceBinary(t), append(args, "--ready-file", ready)...)
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
+	if env != nil {
+		p.cmd.Env = append(os.Environ(), env...)
+	}
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

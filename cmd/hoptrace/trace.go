@@ -112,7 +112,7 @@ func liveJourneys(ctx context.Context, name string, cf *captureFlags, stderr io.
 	}
 	printed := 0
 	var printErr error
-	h := &capture.Journeys{Asm: asm, Next: next, Emit: func(j *journey.Journey) {
+	h := &capture.Journeys{Asm: asm, Next: next, Names: sess.Namer(), Emit: func(j *journey.Journey) {
 		if printErr != nil || (cf.count > 0 && printed >= cf.count) || !sel.Match(j) {
 			return
 		}
@@ -136,7 +136,7 @@ func liveJourneys(ctx context.Context, name string, cf *captureFlags, stderr io.
 	if hooks.finish != nil {
 		finishErr = hooks.finish(sess, loss)
 	}
-	sum := render.Summary{Stats: asm.Stats(), Loss: loss, Duration: time.Since(start)}
+	sum := render.Summary{Stats: asm.Stats(), Loss: loss, Duration: time.Since(start), Names: h.NameStats()}
 	if errors.Is(printErr, syscall.EPIPE) {
 		return errors.Join(runErr, finishErr) // the reader went away: a normal end
 	}

@@ -186,37 +186,97 @@ func TestTraceFollowsNewContainers(t *testing.T) {
 }
 
 // TestTraceSurvivesDockerRestart: a running trace keeps working when the
-// Docker daemon restarts (it takes the containers with it): containers
-// started afterwards are traced and named.
+// Docker daemon restarts (it takes the containers with it), and containers
+// started right after it are named in the very first journeys printed: a
+// hop from a namespace Docker has not told about yet makes the resolver ask
+// Docker again, and the journey waits for the answer.
 func TestTraceSurvivesDockerRestart(t *testing.T) {
 	testenv.RequireDocker(t)
 	if os.Getenv("HOPTRACE_SKIP_DOCKERD_RESTART") != "" {
-		t.Skip("HOPTRACE_SKIP_DOCKERD_RESTART is set")
+		testenv.SkipOrFail(t, "HOPTRACE_SKIP_DOCKERD_RESTART is set")
 	}
-	run := startHoptrace(t, "trace", "-o", "json")
+	// Docker's events are ignored: names of the containers started below
+	// come from listing, after the reconnect or on a name miss.
+	run := startHoptraceEnv(t, []string{"HOPTRACE_TEST_IGNORE_DOCKER_EVENTS=1"}, "trace", "-o", "json")
 	restartDockerd(t)
 	web, client := webAndClient(t)
-	var syns []render.JourneyJSON
+	cip, wip := client.IP().String(), web.IP().String()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if err := wget(client.Name, "http://"+web.IP().String()+":8080/"); err != nil {
+		if err := wget(client.Name, "http://"+wip+":8080/"); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(400 * time.Millisecond)
 		js, _ := jsonLines(t, run.stdout.Bytes())
-		syns = findTCP(js, client.IP().String(), web.IP().String(), "S")
-		if len(syns) > 0 || time.Now().After(deadline) {
+		if len(findTCP(js, cip, wip, "S")) > 0 || time.Now().After(deadline) {
 			break
 		}
+		time.Sleep(200 * time.Millisecond)
 	}
 	if err := run.stop(t); err != nil {
 		t.Fatalf("trace across a dockerd restart: %v\n%s", err, run.stderr)
 	}
+	assertNamedFromFirst(t, run, client, web)
+}
+
+// TestTraceNamesOnMiss: with Docker's events ignored, containers started
+// after the trace began can only be named by the refresh that a hop from
+// an unknown namespace asks for; their first journeys wait for it.
+func TestTraceNamesOnMiss(t *testing.T) {
+	testenv.RequireDocker(t)
+	run := startHoptraceEnv(t, []string{"HOPTRACE_TEST_IGNORE_DOCKER_EVENTS=1"}, "trace", "-o", "json")
+	web, client := webAndClient(t)
+	cip, wip := client.IP().String(), web.IP().String()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if err := wget(client.Name, "http://"+wip+":8080/"); err != nil {
+			t.Fatal(err)
+		}
+		js, _ := jsonLines(t, run.stdout.Bytes())
+		if len(findTCP(js, cip, wip, "S")) > 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if err := run.stop(t); err != nil {
+		t.Fatalf("trace: %v\n%s", err, run.stderr)
+	}
+	sum := assertNamedFromFirst(t, run, client, web)
+	if sum != nil && sum.NamesWaited == 0 {
+		t.Errorf("summary %+v: no journey waited for names, yet Docker's events were ignored", sum)
+	}
+}
+
+// assertNamedFromFirst checks that every journey of the two containers
+// names them, the first SYN included, and that none went out unnamed.
+func assertNamedFromFirst(t *testing.T, run *proc, client, web testenv.Container) *render.SummaryJSON {
+	t.Helper()
+	cip, wip := client.IP().String(), web.IP().String()
+	js, sum := jsonLines(t, run.stdout.Bytes())
+	syns := findTCP(js, cip, wip, "S")
 	if len(syns) == 0 {
 		t.Fatalf("no journey after the restart:\n%s\nstderr:\n%s", run.stdout, run.stderr)
 	}
-	j := syns[len(syns)-1]
+	j := syns[0]
 	if got := labels(&j); len(got) != 4 || got[0] != client.Name+":eth0" || got[3] != web.Name+":eth0" || j.Hops[1].Container != client.Name {
-		t.Errorf("SYN after restart: path %v (hop 1 container %q), want named %s ... %s", got, j.Hops[1].Container, client.Name, web.Name)
+		t.Errorf("first SYN: path %v (hop 1 container %q), want named %s ... %s", got, j.Hops[1].Container, client.Name, web.Name)
 	}
+	// Every journey of the two containers names them, from the first on.
+	named := map[string]string{cip: client.Name, wip: web.Name}
+	for _, j := range js {
+		if j.Packet == nil || (named[j.Packet.Src] == "" && named[j.Packet.Dst] == "") {
+			continue
+		}
+		for _, h := range j.Hops {
+			if (h.Role == "host-veth" && h.Container == "") || h.Role == "netns" || h.Role == "unknown" {
+				t.Errorf("journey %d (%s): hop %s (%s) is not named after its container", j.ID, j.Summary, h.Label, h.Role)
+			}
+		}
+	}
+	if sum != nil {
+		t.Logf("%d journeys waited for names, %d printed without", sum.NamesWaited, sum.NamesGaveUp)
+	}
+	if sum == nil || sum.NamesGaveUp != 0 {
+		t.Errorf("summary %+v: want one, with no journey printed before its names came", sum)
+	}
+	return sum
 }

@@ -189,16 +189,85 @@ type Namer interface {
 type Index struct {
 	byKey map[Key]*Endpoint
 	host  uint32
+	ns    map[uint32]Netns
 }
 
 // NewIndex builds a lookup index over a snapshot's endpoints.
 func NewIndex(s *Snapshot) *Index {
-	ix := &Index{byKey: make(map[Key]*Endpoint, len(s.Endpoints)), host: s.HostNetnsIno}
+	ix := &Index{
+		byKey: make(map[Key]*Endpoint, len(s.Endpoints)),
+		host:  s.HostNetnsIno,
+		ns:    make(map[uint32]Netns, len(s.Namespaces)),
+	}
 	for i := range s.Endpoints {
 		e := &s.Endpoints[i]
 		ix.byKey[e.Key()] = e
 	}
+	for _, n := range s.Namespaces {
+		ix.ns[n.Ino] = n
+	}
 	return ix
+}
+
+// Naming says how final an interface's name is.
+type Naming uint8
+
+const (
+	// NameFinal: named after its container, or a namespace Docker does
+	// not own (the host, /run/netns), or Docker is not involved.
+	NameFinal Naming = iota
+	// NameProvisional: unknown, or in (for a host veth: facing) a namespace
+	// found only through a process; Docker may still name it, or never.
+	NameProvisional
+	// NamePending: in (or facing) a Docker sandbox of a container Docker
+	// has not listed yet (it is starting, or hoptrace is reconnecting to
+	// a restarted daemon): Docker will name it.
+	NamePending
+)
+
+// Naming tells how final the name of interface k is in this snapshot.
+func (ix *Index) Naming(k Key) Naming {
+	e, ok := ix.byKey[k]
+	if !ok {
+		return NameProvisional
+	}
+	if e.Container != nil {
+		return NameFinal
+	}
+	ns := e.NetnsIno
+	if e.Role == RoleHostVeth {
+		if e.PeerNetnsIno == 0 {
+			return NameProvisional // a new port whose other end is not placed yet
+		}
+		ns = e.PeerNetnsIno
+	}
+	if ns == ix.host {
+		return NameFinal
+	}
+	n, ok := ix.ns[ns]
+	switch {
+	case !ok || n.Source == NetnsProcess:
+		return NameProvisional
+	case n.Source == NetnsSandbox && isContainerSandbox(n.Path):
+		return NamePending
+	}
+	return NameFinal
+}
+
+// isContainerSandbox reports whether a Docker netns file is a container's
+// sandbox: Docker names those by 12 hex digits of the sandbox ID, and its
+// own (overlay "1-<id>", "ingress_sbox", "lb_<id>") otherwise.
+func isContainerSandbox(path string) bool {
+	base := path[strings.LastIndexByte(path, '/')+1:]
+	if len(base) != 12 {
+		return false
+	}
+	for _, c := range base {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // Lookup implements Namer.

@@ -24,6 +24,7 @@ import (
 	"github.com/hoptrace/hoptrace/resolver/topology"
 	"github.com/hoptrace/hoptrace/tracer"
 	"github.com/hoptrace/hoptrace/tracer/event"
+	"github.com/hoptrace/hoptrace/tracer/journey"
 )
 
 // Config selects what to trace.
@@ -60,6 +61,11 @@ type Handler interface {
 // ErrUnknownContainer is returned when a selected container does not exist.
 var ErrUnknownContainer = errors.New("no such container")
 
+// DefaultLag is how far behind the clock the watermark stays once the ring
+// buffer is drained: events may sit in the ring for one drain interval
+// (10ms) and one may be in the reader's hands.
+const DefaultLag = 100_000_000 // 100ms in ns
+
 // Session is a running capture.
 type Session struct {
 	cfg Config
@@ -67,7 +73,10 @@ type Session struct {
 	res *resolver.Resolver
 	tr  *tracer.Tracer
 
-	mu       sync.Mutex // serialises Handler calls
+	mu     sync.Mutex // serialises Handler calls
+	newest uint64     // the newest event time delivered (under mu)
+
+	amu      sync.Mutex // guards the attachments
 	attached map[string]tracer.Iface
 	warned   map[string]bool
 	noBridge bool
@@ -131,8 +140,9 @@ func (s *Session) Features() tracer.Features { return s.tr.Features() }
 // Clock converts kernel monotonic time to wall time.
 func (s *Session) Clock() tracer.Clock { return s.tr.Clock() }
 
-// Namer resolves hook interfaces to endpoints, always with the current topology.
-func (s *Session) Namer() topology.Namer { return s.res }
+// Namer resolves hook interfaces to endpoints, always with the current
+// topology, and reads the names again on demand (journey.Names).
+func (s *Session) Namer() journey.Names { return s.res }
 
 // Snapshot is the current topology.
 func (s *Session) Snapshot() *topology.Snapshot { return s.res.Snapshot() }
@@ -142,8 +152,8 @@ func (s *Session) Loss() (event.Loss, error) { return s.tr.Loss() }
 
 // Attached lists the interfaces hooked now, sorted by name.
 func (s *Session) Attached() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.amu.Lock()
+	defer s.amu.Unlock()
 	out := make([]string, 0, len(s.attached))
 	for k := range s.attached {
 		out = append(out, k)
@@ -156,15 +166,19 @@ func (s *Session) Attached() []string {
 // the attachments in step with the topology while it runs.
 func (s *Session) Run(ctx context.Context, h Handler) error {
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	var wg sync.WaitGroup
-	defer wg.Wait()
+	defer func() {
+		cancel() // first: the goroutines below end with ctx
+		wg.Wait()
+	}()
 
 	snaps := s.res.Subscribe(ctx)
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		for snap := range snaps {
+			// Attaching (netlink, program attach) happens outside the
+			// handler lock, so events keep flowing meanwhile.
 			_ = s.reconcile(snap, false)
 			s.mu.Lock()
 			h.Topology(snap)
@@ -180,9 +194,8 @@ func (s *Session) Run(ctx context.Context, h Handler) error {
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				now := MonoNow()
 				s.mu.Lock()
-				h.Tick(now)
+				h.Tick(s.watermark())
 				s.mu.Unlock()
 			}
 		}
@@ -200,16 +213,34 @@ func (s *Session) Run(ctx context.Context, h Handler) error {
 		s.mu.Lock()
 		switch rec.Kind {
 		case tracer.KindHop:
+			s.newest = max(s.newest, rec.Hop.TimeNS)
 			h.Hop(&rec.Hop)
 		case tracer.KindDrop:
+			s.newest = max(s.newest, rec.Drop.TimeNS)
 			h.Drop(&rec.Drop)
 		}
 		s.mu.Unlock()
 	}
 }
 
+// watermark is the kernel time up to which every event has been delivered,
+// so journeys whose deadline is before it can finish. While the ring buffer
+// holds unread events it is the newest event time read (a reader that lags
+// behind must not split journeys whose later hops are still in the ring);
+// once it is drained, the clock less DefaultLag (an event read but not yet
+// handed over, or committed a moment after its time stamp). Called with s.mu.
+func (s *Session) watermark() uint64 {
+	now := MonoNow()
+	if s.tr.Unread() > 0 {
+		return min(s.newest, now-DefaultLag)
+	}
+	return max(s.newest, now-DefaultLag)
+}
+
 // Close detaches every hook and stops the resolver.
 func (s *Session) Close() error {
+	s.amu.Lock()
+	defer s.amu.Unlock()
 	var errs []error
 	if s.tr != nil {
 		if err := s.tr.Close(); err != nil {
@@ -296,8 +327,8 @@ func hostIface(snap *topology.Snapshot, name string) (resolver.Interface, bool) 
 // (containers come and go): they are skipped without noise.
 func (s *Session) reconcile(snap *topology.Snapshot, initial bool) error {
 	want := Want(&s.cfg, snap)
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.amu.Lock()
+	defer s.amu.Unlock()
 	if s.tr == nil {
 		return nil
 	}

@@ -6,10 +6,6 @@ import (
 	"github.com/hoptrace/hoptrace/tracer/journey"
 )
 
-// DefaultLag is how far behind the clock journeys are expired: events may sit
-// in the ring buffer for one drain interval (10ms) before they are read.
-const DefaultLag = 100_000_000 // 100ms in ns
-
 // Journeys is a Handler that assembles journeys and passes each finished one
 // to Emit (which may be nil). Live tracing, recording with --print and live
 // latency all use it, with the assembler replay uses too.
@@ -18,8 +14,12 @@ type Journeys struct {
 	Emit func(j *journey.Journey)
 	// Next, if set, also receives every event (e.g. a recorder).
 	Next Handler
-	// LagNS delays expiry behind the clock; 0 means DefaultLag.
-	LagNS uint64
+	// Names, if set, holds journeys that passed an interface the resolver
+	// could not name yet until it read the names again (journey.NameWait).
+	Names journey.Names
+
+	wait *journey.NameWait
+	now  uint64 // the latest watermark or event time
 }
 
 func (h *Journeys) emit(js []*journey.Journey) {
@@ -27,7 +27,14 @@ func (h *Journeys) emit(js []*journey.Journey) {
 		return
 	}
 	for _, j := range js {
-		h.Emit(j)
+		if h.Names == nil {
+			h.Emit(j)
+			continue
+		}
+		if h.wait == nil {
+			h.wait = journey.NewNameWait(h.Names, 0, h.Emit)
+		}
+		h.wait.Add(j, h.now)
 	}
 }
 
@@ -35,6 +42,7 @@ func (h *Journeys) Hop(e *event.Hop) {
 	if h.Next != nil {
 		h.Next.Hop(e)
 	}
+	h.now = max(h.now, e.TimeNS)
 	h.emit(h.Asm.AddHop(*e))
 }
 
@@ -42,6 +50,7 @@ func (h *Journeys) Drop(e *event.Drop) {
 	if h.Next != nil {
 		h.Next.Drop(e)
 	}
+	h.now = max(h.now, e.TimeNS)
 	h.emit(h.Asm.AddDrop(*e))
 }
 
@@ -51,18 +60,30 @@ func (h *Journeys) Topology(s *topology.Snapshot) {
 	}
 }
 
-func (h *Journeys) Tick(now uint64) {
+// Tick expires the journeys whose deadline is before the watermark.
+func (h *Journeys) Tick(watermark uint64) {
 	if h.Next != nil {
-		h.Next.Tick(now)
+		h.Next.Tick(watermark)
 	}
-	lag := h.LagNS
-	if lag == 0 {
-		lag = DefaultLag
-	}
-	if now > lag {
-		h.emit(h.Asm.Expire(now - lag))
+	h.now = max(h.now, watermark)
+	h.emit(h.Asm.Expire(watermark))
+	if h.wait != nil {
+		h.wait.Tick(h.now)
 	}
 }
 
 // Flush finishes every open journey (end of capture).
-func (h *Journeys) Flush() { h.emit(h.Asm.Flush()) }
+func (h *Journeys) Flush() {
+	h.emit(h.Asm.Flush())
+	if h.wait != nil {
+		h.wait.Flush()
+	}
+}
+
+// NameStats are the name wait's counters (zero without Names).
+func (h *Journeys) NameStats() journey.NameStats {
+	if h.wait == nil {
+		return journey.NameStats{}
+	}
+	return h.wait.Stats()
+}

@@ -135,6 +135,10 @@ type SummaryJSON struct {
 	LostDrops      uint64            `json:"lost_drops"`
 	Lost           uint64            `json:"lost"`
 	DurationNS     int64             `json:"duration_ns,omitempty"`
+	// NamesWaited journeys were held until the resolver read names again;
+	// NamesGaveUp of them went out with a provisional name after the bound.
+	NamesWaited uint64 `json:"names_waited,omitempty"`
+	NamesGaveUp uint64 `json:"names_gave_up,omitempty"`
 }
 
 // Journey writes one journey object.
@@ -238,7 +242,8 @@ func SummaryObject(s Summary) *SummaryJSON {
 		Verdicts: map[string]uint64{}, Evictions: st.Evictions, TimedOut: st.TimedOut,
 		PeakInFlight: st.MaxInFlight,
 		LostHops:     s.Loss.Hops, LostDrops: s.Loss.Drops, Lost: s.Loss.Total(),
-		DurationNS: int64(s.Duration),
+		DurationNS:  int64(s.Duration),
+		NamesWaited: s.Names.Waited, NamesGaveUp: s.Names.GaveUp,
 	}
 	for k, v := range st.DropsByReason {
 		o.DropsByReason[k] = v

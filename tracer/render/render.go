@@ -38,6 +38,8 @@ type Summary struct {
 	Loss event.Loss
 	// Duration of the run, 0 when unknown (replay).
 	Duration time.Duration
+	// Names counts journeys held for their names (journey.NameWait).
+	Names journey.NameStats
 }
 
 func (o *Options) wall(mono uint64) time.Time {

@@ -201,6 +201,10 @@ func (t *Text) Summary(s Summary) error {
 	}
 	w.WriteByte('\n')
 	fmt.Fprintf(w, "events lost %d, journeys evicted %d (in-flight cap), timed out %d\n", s.Loss.Total(), st.Evictions, st.TimedOut)
+	if n := s.Names; n.Waited > 0 {
+		fmt.Fprintf(w, "names: %d journeys waited for Docker to name a new container, %d printed unnamed after %s\n",
+			n.Waited, n.GaveUp, journey.DefaultNameWait)
+	}
 	return w.Flush()
 }
 

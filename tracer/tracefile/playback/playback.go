@@ -18,16 +18,34 @@ import (
 	"github.com/hoptrace/hoptrace/tracer/tracefile"
 )
 
-// Namer resolves interfaces from the latest snapshot it was given.
+// Namer resolves interfaces from the latest snapshot it was given. It is
+// the recording's journey.Names: a refresh is the next snapshot in the
+// recording, as the live resolver's refresh wrote one.
 type Namer struct {
 	ix   *topology.Index
 	snap *topology.Snapshot
+	sets uint64
 }
 
 // Set makes s the snapshot lookups use from now on.
 func (n *Namer) Set(s *topology.Snapshot) {
 	n.snap, n.ix = s, topology.NewIndex(s)
+	n.sets++
 }
+
+// Naming implements journey.Names.
+func (n *Namer) Naming(k topology.Key) topology.Naming {
+	if n.ix == nil {
+		return topology.NameFinal // a recording without snapshots: nothing will name it
+	}
+	return n.ix.Naming(k)
+}
+
+// Refresh implements journey.Names: the ticket is the next snapshot.
+func (n *Namer) Refresh() uint64 { return n.sets + 1 }
+
+// Refreshed implements journey.Names.
+func (n *Namer) Refreshed(ticket uint64) bool { return n.sets >= ticket }
 
 // Snapshot is the current snapshot, nil before the first.
 func (n *Namer) Snapshot() *topology.Snapshot { return n.snap }
@@ -43,10 +61,13 @@ func (n *Namer) Lookup(k topology.Key) (topology.Endpoint, bool) {
 // Player feeds one or more recordings, in order, to one assembler and hands
 // each finished journey to Emit.
 type Player struct {
-	cfg   journey.Config
-	emit  func(*journey.Journey) error
-	namer Namer
-	asm   *journey.Assembler
+	cfg     journey.Config
+	emit    func(*journey.Journey) error
+	emitErr error
+	namer   Namer
+	asm     *journey.Assembler
+	wait    *journey.NameWait
+	now     uint64 // the latest event time
 	loss  event.Loss
 	files int
 	first *tracefile.Header
@@ -59,13 +80,22 @@ func New(cfg journey.Config, emit func(*journey.Journey) error) *Player {
 	return &Player{cfg: cfg, emit: emit}
 }
 
+// emitAll passes finished journeys through the name wait, as live does:
+// one that passed an interface named only provisionally waits for the next
+// snapshot (at most journey.DefaultNameWait of event time).
 func (p *Player) emitAll(js []*journey.Journey) error {
-	for _, j := range js {
-		if err := p.emit(j); err != nil {
-			return err
-		}
+	if p.wait == nil {
+		p.wait = journey.NewNameWait(&p.namer, 0, func(j *journey.Journey) {
+			if p.emitErr == nil {
+				p.emitErr = p.emit(j)
+			}
+		})
 	}
-	return nil
+	for _, j := range js {
+		p.wait.Add(j, p.now)
+	}
+	p.wait.Tick(p.now)
+	return p.emitErr
 }
 
 func (p *Player) assembler() *journey.Assembler {
@@ -100,13 +130,18 @@ func (p *Player) Play(r *tracefile.Reader) error {
 		switch rec.Kind {
 		case tracefile.KindSnapshot:
 			p.namer.Set(rec.Snapshot)
+			if err := p.emitAll(nil); err != nil {
+				return err
+			}
 		case tracefile.KindLoss:
 			p.loss = rec.Loss
 		case tracefile.KindHop:
+			p.now = max(p.now, rec.Hop.TimeNS)
 			if err := p.emitAll(p.assembler().AddHop(*rec.Hop)); err != nil {
 				return err
 			}
 		case tracefile.KindDrop:
+			p.now = max(p.now, rec.Drop.TimeNS)
 			if err := p.emitAll(p.assembler().AddDrop(*rec.Drop)); err != nil {
 				return err
 			}
@@ -123,7 +158,11 @@ func (p *Player) Finish() error {
 	if p.asm == nil {
 		return nil
 	}
-	return p.emitAll(p.asm.Flush())
+	if err := p.emitAll(p.asm.Flush()); err != nil {
+		return err
+	}
+	p.wait.Flush()
+	return p.emitErr
 }
 
 // Stats are the assembler's counters.

@@ -1,0 +1,54 @@
+package topology
+
+import "testing"
+
+func TestNaming(t *testing.T) {
+	const host, ctr, proc, sbox, named, overlay = 1, 2, 3, 4, 5, 6
+	web := &Container{ID: "abc", Name: "web"}
+	s := &Snapshot{
+		HostNetnsIno: host,
+		Namespaces: []Netns{
+			{Ino: host, Source: NetnsHost},
+			{Ino: ctr, Source: NetnsContainer, Name: "web"},
+			{Ino: proc, Source: NetnsProcess, Name: "sleep[42]"},
+			{Ino: sbox, Source: NetnsSandbox, Name: "sleep[43]", Path: "/var/run/docker/netns/0123456789ab"},
+			{Ino: named, Source: NetnsNamed, Name: "blue", Path: "/run/netns/blue"},
+			{Ino: overlay, Source: NetnsSandbox, Name: "1-abcdef0123", Path: "/var/run/docker/netns/1-abcdef0123"},
+		},
+		Endpoints: []Endpoint{
+			{NetnsIno: host, Ifindex: 1, Name: "docker0", Role: RoleBridge},
+			{NetnsIno: host, Ifindex: 10, Name: "vethweb", Role: RoleHostVeth, PeerNetnsIno: ctr, PeerIfindex: 2, Container: web},
+			{NetnsIno: host, Ifindex: 11, Name: "vethproc", Role: RoleHostVeth, PeerNetnsIno: proc, PeerIfindex: 2},
+			{NetnsIno: host, Ifindex: 12, Name: "vethsbox", Role: RoleHostVeth, PeerNetnsIno: sbox, PeerIfindex: 2},
+			{NetnsIno: host, Ifindex: 13, Name: "vethnew", Role: RoleHostVeth},
+			{NetnsIno: host, Ifindex: 14, Name: "vethblue", Role: RoleHostVeth, PeerNetnsIno: named, PeerIfindex: 2},
+			{NetnsIno: ctr, Ifindex: 2, Name: "eth0", Role: RoleContainer, Container: web},
+			{NetnsIno: proc, Ifindex: 2, Name: "eth0", Role: RoleNetns},
+			{NetnsIno: sbox, Ifindex: 2, Name: "eth0", Role: RoleNetns},
+			{NetnsIno: named, Ifindex: 2, Name: "veth0", Role: RoleNetns},
+			{NetnsIno: overlay, Ifindex: 2, Name: "br0", Role: RoleNetns},
+		},
+	}
+	ix := NewIndex(s)
+	for _, c := range []struct {
+		k    Key
+		want Naming
+	}{
+		{Key{host, 1}, NameFinal},        // a bridge
+		{Key{host, 10}, NameFinal},       // a container's veth
+		{Key{ctr, 2}, NameFinal},         // a container's eth0
+		{Key{host, 11}, NameProvisional}, // facing a process's namespace
+		{Key{proc, 2}, NameProvisional},
+		{Key{host, 12}, NamePending}, // facing a container sandbox Docker has not listed
+		{Key{sbox, 2}, NamePending},
+		{Key{host, 13}, NameProvisional}, // a port whose peer is not placed yet
+		{Key{host, 14}, NameFinal},       // facing an ip-netns namespace
+		{Key{named, 2}, NameFinal},
+		{Key{overlay, 2}, NameFinal},     // Docker's own sandbox, no container's
+		{Key{host, 99}, NameProvisional}, // unknown
+	} {
+		if got := ix.Naming(c.k); got != c.want {
+			t.Errorf("Naming(%+v) = %d, want %d", c.k, got, c.want)
+		}
+	}
+}
