@@ -10,10 +10,10 @@ import (
 // fakeNames is a Names whose answers the test changes; a refresh is done
 // when the test says so.
 type fakeNames struct {
-	eps         map[topology.Key]topology.Endpoint
-	naming      map[topology.Key]topology.Naming
-	requested   uint64
-	done        uint64
+	eps       map[topology.Key]topology.Endpoint
+	naming    map[topology.Key]topology.Naming
+	requested uint64
+	done      uint64
 }
 
 func (f *fakeNames) Lookup(k topology.Key) (topology.Endpoint, bool) {
@@ -21,8 +21,8 @@ func (f *fakeNames) Lookup(k topology.Key) (topology.Endpoint, bool) {
 	return e, ok
 }
 func (f *fakeNames) Naming(k topology.Key) topology.Naming { return f.naming[k] }
-func (f *fakeNames) Refresh() uint64                 { f.requested++; return f.requested }
-func (f *fakeNames) Refreshed(t uint64) bool         { return f.done >= t }
+func (f *fakeNames) Refresh() uint64                       { f.requested++; return f.requested }
+func (f *fakeNames) Refreshed(t uint64) bool               { return f.done >= t }
 
 var (
 	keyVeth = topology.Key{NetnsIno: 1, Ifindex: 10}
