@@ -3,13 +3,18 @@ package tracer
 import (
 	"context"
 	"encoding/binary"
+	"net"
 	"net/netip"
+	"runtime"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 	"unsafe"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 
 	"github.com/hoptrace/hoptrace/tracer/event"
 	"github.com/hoptrace/hoptrace/vmtests/testenv"
@@ -127,6 +132,228 @@ func hookCost(b *testing.B, opts Options) event.Loss {
 	b.ReportMetric(float64((total / time.Duration(b.N)).Nanoseconds()), "kernel-ns/event")
 	loss, _ := tr.Loss()
 	return loss
+}
+
+// flowFrame is testFrame from flow i of 4096 (source port), with its own
+// IP ID and sequence number, so every frame is a distinct packet.
+func flowFrame(i int) []byte {
+	f := testFrame()
+	binary.BigEndian.PutUint16(f[18:], uint16(i))
+	binary.BigEndian.PutUint16(f[34:], 40000+uint16(i%4096))
+	binary.BigEndian.PutUint32(f[38:], uint32(i)*1000)
+	return f
+}
+
+// hopStats sums the bpf_stats run time and run count of the tracer's hop
+// programs, in every netns copy.
+func hopStats(b *testing.B, tr *Tracer) (time.Duration, uint64) {
+	b.Helper()
+	tr.mu.Lock()
+	colls := []*ebpf.Collection{tr.coll}
+	for _, c := range tr.nsColls {
+		colls = append(colls, c)
+	}
+	tr.mu.Unlock()
+	var rt time.Duration
+	var n uint64
+	for _, c := range colls {
+		for name, p := range c.Programs {
+			if !strings.HasPrefix(name, "hop_") {
+				continue
+			}
+			st, err := p.Stats()
+			if err != nil {
+				b.Fatal(err)
+			}
+			rt += st.Runtime
+			n += st.RunCount
+		}
+	}
+	return rt, n
+}
+
+// enableStats turns on bpf_stats (run time per program) for the benchmark.
+func enableStats(b *testing.B) {
+	b.Helper()
+	st, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
+	if err != nil {
+		b.Skipf("bpf_stats: %v", err)
+	}
+	b.Cleanup(func() { st.Close() })
+}
+
+// onCPU runs fn on a thread bound to cpu.
+func onCPU(cpu int, fn func()) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var set unix.CPUSet
+	set.Set(cpu)
+	_ = unix.SchedSetaffinity(0, &set)
+	fn()
+}
+
+// BenchmarkHookCostFlows is the hook on distinct packets from 4096 flows,
+// run with BPF_PROG_TEST_RUN on every CPU at once (one fresh skb per run),
+// with no filter and with a filter that rejects them all. kernel-ns/hook is
+// from bpf_stats, so it includes the cost of reading the clock.
+func BenchmarkHookCostFlows(b *testing.B) {
+	for _, bc := range []struct{ name, expr string }{{"none", ""}, {"nomatch", "udp and dst port 5001"}} {
+		b.Run(bc.name, func(b *testing.B) {
+			testenv.RequireRoot(b)
+			opts := Options{RingBufferBytes: 16 << 20}
+			if bc.expr != "" {
+				opts.Filter = mustCompile(b, bc.expr)
+			}
+			tr, err := Load(opts)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer tr.Close()
+			enableStats(b)
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				var r Record
+				for tr.ReadInto(ctx, &r) == nil {
+				}
+			}()
+			prog := tr.coll.Programs["hop_ingress_tcx"]
+			if prog == nil {
+				prog = tr.coll.Programs["hop_ingress_legacy"]
+			}
+			frames := make([][]byte, 1<<14)
+			for i := range frames {
+				frames[i] = flowFrame(i)
+			}
+			cpus := runtime.NumCPU()
+			rt0, n0 := hopStats(b, tr)
+			b.ResetTimer()
+			for done := 0; done < b.N; {
+				// Chunks the ring holds, drained in between.
+				n := min(8192*cpus, b.N-done)
+				var wg sync.WaitGroup
+				errs := make(chan error, cpus)
+				for c := range cpus {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						onCPU(c, func() {
+							for i := done + c; i < done+n; i += cpus {
+								if _, err := prog.Run(&ebpf.RunOptions{Data: frames[i%len(frames)]}); err != nil {
+									errs <- err
+									return
+								}
+							}
+						})
+					}()
+				}
+				wg.Wait()
+				close(errs)
+				if err := <-errs; err != nil {
+					b.Fatal(err)
+				}
+				done += n
+				for tr.rd.AvailableBytes() > 0 {
+					time.Sleep(time.Millisecond)
+				}
+			}
+			b.StopTimer()
+			rt, n := hopStats(b, tr)
+			cancel()
+			<-done
+			reportHooks(b, tr, rt-rt0, n-n0)
+		})
+	}
+}
+
+func reportHooks(b *testing.B, tr *Tracer, rt time.Duration, n uint64) {
+	b.Helper()
+	if n == 0 {
+		b.Fatal("no hook ran")
+	}
+	b.ReportMetric(float64(rt.Nanoseconds())/float64(n), "kernel-ns/hook")
+	b.ReportMetric(float64(n)/float64(b.N), "hooks/op")
+	loss, err := tr.Loss()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(loss.Hops)/float64(b.N), "lost/op")
+}
+
+// BenchmarkHookCostTraffic is the hooks' kernel cost on real traffic: UDP
+// from 2x32 flows out of two namespaces (senders bound to different CPUs)
+// to a third, through a bridge, with all four hooks of each path attached.
+// One op is one datagram; kernel-ns/hook is from bpf_stats.
+func BenchmarkHookCostTraffic(b *testing.B) {
+	topo := testenv.NewTopology(b, 3)
+	tr, err := Load(Options{RingBufferBytes: 16 << 20})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer tr.Close()
+	for _, h := range topo.Hosts {
+		for _, i := range []Iface{{Name: h.HostVeth}, {Name: h.Iface, Netns: h.Path}} {
+			if err := tr.Attach(i); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	enableStats(b)
+	ctx, cancel := context.WithCancel(context.Background())
+	read := make(chan struct{})
+	go func() {
+		defer close(read)
+		var r Record
+		for tr.ReadInto(ctx, &r) == nil {
+		}
+	}()
+	dst := topo.Hosts[2]
+	rx := dst.UDPConn(b, 0)
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			if _, _, err := rx.ReadFrom(buf); err != nil {
+				return
+			}
+		}
+	}()
+	const flows = 32
+	senders := make([][]*net.UDPConn, 2)
+	for s := range senders {
+		for range flows {
+			senders[s] = append(senders[s], topo.Hosts[s].UDPConn(b, 0))
+		}
+	}
+	payload := make([]byte, 64)
+	to := rx.LocalAddr()
+	rt0, n0 := hopStats(b, tr)
+	b.ResetTimer()
+	for done := 0; done < b.N; {
+		n := min(16384, b.N-done)
+		var wg sync.WaitGroup
+		for s, conns := range senders {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				onCPU(s%runtime.NumCPU(), func() {
+					for i := done + s; i < done+n; i += len(senders) {
+						_, _ = conns[(i/len(senders))%flows].WriteTo(payload, to)
+					}
+				})
+			}()
+		}
+		wg.Wait()
+		done += n
+		for tr.rd.AvailableBytes() > 0 {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	b.StopTimer()
+	rt, n := hopStats(b, tr)
+	cancel()
+	<-read
+	reportHooks(b, tr, rt-rt0, n-n0)
 }
 
 // BenchmarkReadRate is the end-to-end rate through the reader: the kernel
