@@ -90,6 +90,11 @@ struct pkt {
 	__u16 icmp_seq;
 	__u8 arp_sha[6];
 	__u8 arp_tha[6];
+	/* Fragments (L_FRAG): the offset field with its more-fragments bit
+	 * (IPv4: flags & 0x3fff, IPv6: offset << 3 | M) and, for IPv6, the
+	 * fragment header's identification. Only for the fingerprint. */
+	__u16 frag_off;
+	__u32 frag_id;
 };
 
 struct hop_event {
@@ -346,8 +351,10 @@ static __always_inline void parse_l3(const struct src *s, __u32 off, __u16 ether
 		p->ip_id = bpf_ntohs(h.id);
 		p->l3_len = bpf_ntohs(h.tot_len);
 		__u16 frag = bpf_ntohs(h.frag_off);
-		if (frag & 0x3fff) /* MF or a non-zero offset */
+		if (frag & 0x3fff) { /* MF or a non-zero offset */
 			p->layers |= L_FRAG;
+			p->frag_off = frag & 0x3fff;
+		}
 		if (frag & 0x1fff) /* only the first fragment has the L4 header */
 			return;
 		parse_l4(s, off + (h.ihl_ver & 0xf) * 4, h.proto, p);
@@ -370,13 +377,20 @@ static __always_inline void parse_l3(const struct src *s, __u32 off, __u16 ether
 		for (int i = 0; i < 3; i++) {
 			__u8 ext[2];
 			if (next == 44) { /* fragment: fixed 8 bytes */
-				__be16 fo[4];
-				if (load(s, off, fo, sizeof(fo)))
+				struct {
+					__u8 next;
+					__u8 reserved;
+					__be16 off_m;
+					__be32 id;
+				} fh;
+				if (load(s, off, &fh, sizeof(fh)))
 					return;
 				p->layers |= L_FRAG;
-				next = ((__u8 *)fo)[0];
-				if (bpf_ntohs(fo[1]) & 0xfff8)
-					break; /* not the first fragment */
+				p->frag_off = bpf_ntohs(fh.off_m);
+				p->frag_id = bpf_ntohl(fh.id);
+				next = fh.next;
+				if (p->frag_off & 0xfff8)
+					break; /* a later fragment: payload follows */
 				off += 8;
 				continue;
 			}
@@ -388,8 +402,9 @@ static __always_inline void parse_l3(const struct src *s, __u32 off, __u16 ether
 			off += (ext[1] + 1) * 8;
 		}
 		p->proto = next;
-		if (!(p->layers & L_FRAG) || next == IPPROTO_TCP || next == IPPROTO_UDP ||
-		    next == IPPROTO_ICMPV6)
+		/* Only the first fragment (offset 0) has the L4 header; a later
+		 * one holds payload bytes at off. */
+		if (!(p->frag_off & 0xfff8))
 			parse_l4(s, off, next, p);
 		return;
 	}
@@ -459,6 +474,10 @@ static __always_inline __u64 fingerprint(const struct pkt *p)
 		h = mix(h, b);
 		h = mix(h, *(__u32 *)p->src | ((__u64)(*(__u32 *)p->dst) << 32));
 	}
+	/* Fragments of one datagram share the IP ID (IPv4) or the fragment
+	 * identification (IPv6) and, in the middle, the length. */
+	if (p->layers & L_FRAG)
+		h = mix(h, ((__u64)p->frag_off << 32) | p->frag_id);
 	h ^= h >> 33;
 	h *= 0xff51afd7ed558ccdULL;
 	h ^= h >> 33;

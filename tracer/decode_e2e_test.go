@@ -669,3 +669,155 @@ func TestDecodeGSO(t *testing.T) {
 		}
 	})
 }
+
+// TestDecodeFragments sends UDP datagrams larger than the MTU over IPv6 and
+// IPv4, so the sending stack fragments them. Every fragment is marked; only
+// the first has a UDP header, so later ones carry no ports (an IPv6 fragment
+// header read as UDP would give source port 0x1100: next header 17, then a
+// zero byte) and a port filter does not match them. Fragments of one
+// datagram with equal sizes are still different packets.
+func TestDecodeFragments(t *testing.T) {
+	if _, err := os.Stat("/proc/sys/net/ipv6"); err != nil {
+		t.Skip("kernel without IPv6")
+	}
+	allModes(t, func(t *testing.T, opts Options) {
+		topo := testenv.NewTopology(t, 2)
+		a, b := topo.Hosts[0], topo.Hosts[1]
+		a6, b6 := ula()
+		addIPv6(t, a, a6)
+		addIPv6(t, b, b6)
+		rx4 := b.UDPConn(t, 0)
+		var rx6, tx6 *net.UDPConn
+		if err := b.Do(func() (err error) {
+			rx6, err = net.ListenUDP("udp6", &net.UDPAddr{IP: b6.AsSlice()})
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		defer rx6.Close()
+		if err := a.Do(func() (err error) {
+			tx6, err = net.ListenUDP("udp6", &net.UDPAddr{IP: a6.AsSlice()})
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		defer tx6.Close()
+		tx4 := a.UDPConn(t, 0)
+		port4 := uint16(rx4.LocalAddr().(*net.UDPAddr).Port)
+		port6 := uint16(rx6.LocalAddr().(*net.UDPAddr).Port)
+		// 4500 bytes: four fragments over a 1500-byte MTU, the middle two of
+		// one size.
+		big := make([]byte, 4500)
+		send := func() {
+			t.Helper()
+			for _, s := range []struct {
+				tx, rx *net.UDPConn
+			}{{tx6, rx6}, {tx4, rx4}} {
+				if _, err := s.tx.WriteTo(big, s.rx.LocalAddr()); err != nil {
+					t.Fatal(err)
+				}
+				buf := make([]byte, 8192)
+				_ = s.rx.SetReadDeadline(time.Now().Add(3 * time.Second))
+				if n, _, err := s.rx.ReadFrom(buf); err != nil || n != len(big) {
+					t.Fatalf("reassembled datagram: %d bytes, %v", n, err)
+				}
+			}
+		}
+		isFrag := func(v6 bool) func(*event.Hop) bool {
+			return func(h *event.Hop) bool {
+				p := h.Pkt
+				if !p.Layers.Has(event.LayerFragment) || p.Proto != event.ProtoUDP {
+					return false
+				}
+				if v6 {
+					return p.Src == a6 && p.Dst == b6
+				}
+				return p.Src == a.IP && p.Dst == b.IP
+			}
+		}
+
+		t.Run("decode", func(t *testing.T) {
+			tr := load(t, opts)
+			attachAll(t, tr, topo)
+			c := collect(t, tr)
+			send()
+			ab := path(topo, a, b)
+			enough := func(v6 bool) func([]event.Hop, []event.Drop) bool {
+				return func(hops []event.Hop, _ []event.Drop) bool {
+					for _, w := range ab {
+						if len(filterHops(hops, func(h *event.Hop) bool { return hookOf(*h) == w && isFrag(v6)(h) })) < 4 {
+							return false
+						}
+					}
+					return true
+				}
+			}
+			hops, _ := c.wait(t, "fragments", func(hops []event.Hop, d []event.Drop) bool {
+				return enough(true)(hops, d) && enough(false)(hops, d)
+			})
+			for _, v6 := range []bool{true, false} {
+				port := port4
+				if v6 {
+					port = port6
+				}
+				for _, w := range ab {
+					frags := filterHops(hops, func(h *event.Hop) bool { return hookOf(*h) == w && isFrag(v6)(h) })
+					first, later := 0, 0
+					fps := map[uint64]bool{}
+					for _, h := range frags {
+						p := h.Pkt
+						fps[h.Fingerprint] = true
+						if p.Layers.Has(event.LayerUDP) {
+							first++
+							if p.DstPort != port {
+								t.Errorf("v6 %v at %s: first fragment to port %d, want %d", v6, w, p.DstPort, port)
+							}
+							continue
+						}
+						later++
+						if p.Layers&(event.LayerTCP|event.LayerICMP|event.LayerICMPv6) != 0 || p.SrcPort != 0 || p.DstPort != 0 {
+							t.Errorf("v6 %v at %s: later fragment decoded as L4: layers %#x ports %d > %d", v6, w, p.Layers, p.SrcPort, p.DstPort)
+						}
+					}
+					if first != 1 || later != 3 {
+						t.Errorf("v6 %v at %s: %d first and %d later fragments, want 1 and 3", v6, w, first, later)
+					}
+					if len(fps) != len(frags) {
+						t.Errorf("v6 %v at %s: %d fragments share %d fingerprints", v6, w, len(frags), len(fps))
+					}
+				}
+			}
+		})
+
+		t.Run("filter", func(t *testing.T) {
+			// 0x1100 is what a fragment header reads as a source port; the
+			// real destination ports match the first fragments only.
+			expr := fmt.Sprintf("port %d or (udp and dst port %d) or (udp and dst port %d)", 0x1100, port4, port6)
+			o := opts
+			o.Filter = mustCompile(t, expr)
+			tr := load(t, o)
+			attachAll(t, tr, topo)
+			c := collect(t, tr)
+			send()
+			firsts := func(hops []event.Hop, _ []event.Drop) bool {
+				n := 0
+				for _, v6 := range []bool{true, false} {
+					n += len(filterHops(hops, isFrag(v6)))
+				}
+				return n >= 8
+			}
+			c.wait(t, "first fragments", firsts)
+			time.Sleep(100 * time.Millisecond) // anything else the filter let through shows now
+			hops, _ := c.wait(t, "all", func([]event.Hop, []event.Drop) bool { return true })
+			for _, h := range hops {
+				p := h.Pkt
+				if !p.Layers.Has(event.LayerFragment|event.LayerUDP) || (p.DstPort != port4 && p.DstPort != port6) {
+					t.Errorf("%q matched what is not a first fragment at %s: %+v", expr, hookOf(h), p)
+				}
+			}
+			if len(hops) != 8 {
+				t.Errorf("%q: %d hops, want a first fragment of each datagram at 4 hooks", expr, len(hops))
+			}
+		})
+	})
+}

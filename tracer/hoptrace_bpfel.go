@@ -26,6 +26,7 @@ type hoptraceDropEvent struct {
 	Fp       uint64
 	Location uint64
 	Pkt      hoptracePkt
+	_        [4]byte
 }
 
 type hoptraceEventKind uint32
@@ -75,6 +76,7 @@ type hoptraceHopEvent struct {
 	Id       uint64
 	Fp       uint64
 	Pkt      hoptracePkt
+	_        [4]byte
 }
 
 type hoptraceLayer uint32
@@ -119,7 +121,8 @@ type hoptracePkt struct {
 	IcmpSeq   uint16
 	ArpSha    [6]uint8
 	ArpTha    [6]uint8
-	_         [2]byte
+	FragOff   uint16
+	FragId    uint32
 }
 
 type hoptraceSeen struct {

@@ -69,6 +69,8 @@ type PacketJSON struct {
 	ICMPID    uint16 `json:"icmp_id,omitempty"`
 	ICMPSeq   uint16 `json:"icmp_seq,omitempty"`
 	ARPOp     uint16 `json:"arp_op,omitempty"`
+	// Frag: an IP fragment; only the first has ports and L4 fields.
+	Frag bool `json:"frag,omitempty"`
 }
 
 // HopJSON is one hop.
@@ -209,6 +211,7 @@ func packetJSON(p *event.Packet) *PacketJSON {
 		VLAN:      p.VLAN,
 		IPProto:   p.Proto, IPID: p.IPID, TTL: p.TTL,
 		SrcPort: p.SrcPort, DstPort: p.DstPort,
+		Frag: p.Layers.Has(event.LayerFragment),
 	}
 	if p.Layers.Has(event.LayerEth) {
 		o.SrcMAC, o.DstMAC = net.HardwareAddr(p.SrcMAC[:]).String(), net.HardwareAddr(p.DstMAC[:]).String()
