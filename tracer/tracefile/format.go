@@ -9,8 +9,8 @@
 //   - compact: hops are delta-coded against the previous hop of the same packet
 //     (or the previous hop), so a hop without packet bytes costs a few tens of bytes;
 //   - safe to read when untrusted: lengths are bounded per record kind, buffers
-//     grow only as bytes actually arrive, and every failure is a one-line
-//     error naming the byte offset.
+//     grow only as bytes actually arrive, JSON is sized before it is decoded,
+//     and every failure is a one-line error naming the byte offset.
 //
 // docs/recording-format.md describes the layout byte by byte.
 package tracefile

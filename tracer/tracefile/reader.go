@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -47,7 +46,8 @@ type Reader struct {
 
 // Open reads and checks the header of a recording. The Reader never
 // allocates much more than the bytes it has actually read, whatever the
-// lengths in the file say, so untrusted files are safe to open.
+// lengths and element counts in the file say, so untrusted files are safe
+// to open.
 func Open(r io.Reader) (*Reader, error) {
 	rd := &Reader{br: bufio.NewReaderSize(r, 64<<10)}
 	if err := rd.readHeader(); err != nil {
@@ -157,7 +157,7 @@ func (r *Reader) readHeader() error {
 	if crc32.Checksum(js[:jl], castagnoli) != binary.LittleEndian.Uint32(js[jl:]) {
 		return r.formatErr(headerFixed, ErrCorrupt, "header checksum mismatch")
 	}
-	if err := json.Unmarshal(js[:jl], &r.hdr); err != nil {
+	if err := decodeJSON(js[:jl], &r.hdr, headerJSON); err != nil {
 		return r.formatErr(headerFixed, ErrCorrupt, "header: %v", err)
 	}
 	if r.hdr.Snaplen > MaxSnaplen {
@@ -297,7 +297,7 @@ func (r *Reader) next() (Record, error) {
 		rec.Drop, err = r.st.decodeDrop(r.buf)
 	case KindSnapshot:
 		rec.Snapshot = new(topology.Snapshot)
-		err = json.Unmarshal(r.buf, rec.Snapshot)
+		err = decodeJSON(r.buf, rec.Snapshot, snapshotJSON)
 	case KindLoss:
 		d := dec{b: r.buf}
 		rec.Loss = event.Loss{Hops: d.uvarint(), Drops: d.uvarint()}
