@@ -27,6 +27,9 @@ type Iface struct {
 	// Netns is the path of the interface's network namespace (for example
 	// /run/netns/x or /proc/PID/ns/net); "" is the caller's namespace.
 	Netns string
+	// NetnsIno is the namespace's inode, when known. Detach then finds the
+	// attachment without opening Netns, which is gone with its container.
+	NetnsIno uint32
 }
 
 func (i Iface) String() string {
@@ -137,14 +140,17 @@ func (t *Tracer) Attach(i Iface) (err error) {
 // Detach stops tracing an interface. An interface that is gone, or was
 // never attached, is not an error.
 func (t *Tracer) Detach(i Iface) error {
-	ns, err := openNetns(i.Netns)
-	if err != nil {
-		return err
-	}
-	defer ns.Close()
-	ino, err := handleInode(ns)
-	if err != nil {
-		return err
+	ino := i.NetnsIno
+	if ino == 0 {
+		ns, err := openNetns(i.Netns)
+		if err != nil {
+			return err
+		}
+		ino, err = handleInode(ns)
+		ns.Close()
+		if err != nil {
+			return err
+		}
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()

@@ -1,12 +1,15 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/hoptrace/hoptrace/tracer/render"
 	"github.com/hoptrace/hoptrace/vmtests/testenv"
@@ -279,4 +282,61 @@ func assertNamedFromFirst(t *testing.T, run *proc, client, web testenv.Container
 		t.Errorf("summary %+v: want one, with no journey printed before its names came", sum)
 	}
 	return sum
+}
+
+// TestTraceContainerChurnKeepsNoNamespaces: ten containers started and
+// removed while a trace runs; once they are gone hoptrace holds no more
+// network namespace file descriptors than before them.
+func TestTraceContainerChurnKeepsNoNamespaces(t *testing.T) {
+	testenv.RequireDocker(t)
+	run := startHoptrace(t, "trace", "-o", "json")
+	pid := run.cmd.Process.Pid
+	before := netnsFDs(t, pid)
+	var names []string
+	for i := 0; i < 10; i++ {
+		c := testenv.RunContainer(t, testenv.UniqueName("ht-churn"), nil, "sleep", "600")
+		names = append(names, c.Name)
+	}
+	// Wait until hoptrace hooked the last one's eth0 inside its namespace,
+	// so the churn really went through its attach path.
+	deadline := time.Now().Add(10 * time.Second)
+	for netnsFDs(t, pid) <= before && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	during := netnsFDs(t, pid)
+	testenv.Command(t, "docker", append([]string{"rm", "-f"}, names...)...)
+	deadline = time.Now().Add(15 * time.Second)
+	after := netnsFDs(t, pid)
+	for after > before && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+		after = netnsFDs(t, pid)
+	}
+	t.Logf("netns fds: %d before, %d with 10 more containers, %d after they went", before, during, after)
+	if after > before {
+		out, _ := exec.Command("ls", "-l", fmt.Sprintf("/proc/%d/fd", pid)).CombinedOutput()
+		t.Errorf("hoptrace holds %d namespace fds after the containers went, %d before:\n%s", after, before, out)
+	}
+	if err := run.stop(t); err != nil {
+		t.Fatalf("trace: %v\n%s", err, run.stderr)
+	}
+}
+
+// netnsFDs counts the namespaces a process holds open: fds on nsfs, be
+// they opened as /proc/PID/ns/net or through a bind mount such as Docker's
+// /var/run/docker/netns/ID (whose link text is that path, not "net:[...]").
+func netnsFDs(t *testing.T, pid int) int {
+	t.Helper()
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatalf("read %s: %v", dir, err)
+	}
+	n := 0
+	for _, e := range ents {
+		var st unix.Statfs_t
+		if unix.Statfs(dir+"/"+e.Name(), &st) == nil && st.Type == unix.NSFS_MAGIC {
+			n++
+		}
+	}
+	return n
 }

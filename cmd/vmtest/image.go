@@ -26,8 +26,9 @@ var hostEtc = []string{"/etc/protocols", "/etc/services", "/etc/ethertypes"}
 
 // vmEnv is the environment of the tests inside the VM.
 //   - CI=true: a privileged test that cannot run fails instead of skipping.
-//   - HOPTRACE_NO_DOCKER=1: except Docker tests, which skip with that reason
-//     (testenv.RequireDocker); the VM has no Docker and no network.
+//   - HOPTRACE_NO_DOCKER=1 and HOPTRACE_ABSENT=docker: except Docker tests,
+//     which skip with that reason (testenv.RequireDocker, testenv.Lacks);
+//     the VM has no Docker and no network.
 //   - HOPTRACE_VM: the kernel, for tests that want to say where they ran.
 //   - HOPTRACE_BIN: the static hoptrace binary, for end-to-end tests (the VM
 //     has no go to build one).
@@ -38,6 +39,7 @@ func vmEnv(k *kernel, o *options) []string {
 		"TMPDIR=/tmp",
 		"CI=true",
 		"HOPTRACE_NO_DOCKER=1",
+		"HOPTRACE_ABSENT=docker",
 		"HOPTRACE_VM=" + k.Release,
 	}
 	if o.hoptrace != "" {

@@ -351,7 +351,7 @@ func (s *Session) reconcile(snap *topology.Snapshot, initial bool) error {
 			continue
 		}
 		ifc := want[id]
-		ti := tracer.Iface{Index: int(ifc.Key.Ifindex), Name: ifc.Name, Netns: ifc.NetnsPath}
+		ti := tracer.Iface{Index: int(ifc.Key.Ifindex), Name: ifc.Name, Netns: ifc.NetnsPath, NetnsIno: ifc.Key.NetnsIno}
 		if err := s.tr.Attach(ti); err != nil {
 			if gone(err) {
 				continue

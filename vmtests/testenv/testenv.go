@@ -19,6 +19,31 @@ func InCI() bool {
 	return v == "true" || v == "1" || v == "yes"
 }
 
+// AbsentEnv names the variable in which a test environment that cannot
+// have some features declares them, comma-separated ("docker"): the VMs of
+// cmd/vmtest have no Docker. Only what is declared there may skip under CI.
+const AbsentEnv = "HOPTRACE_ABSENT"
+
+// Lacks skips a test that needs a feature this machine lacks. Under CI it
+// fails instead, unless $HOPTRACE_ABSENT declares the feature absent: a
+// green CI must not hide a test that silently did not run.
+func Lacks(t testing.TB, feature, reason string) {
+	t.Helper()
+	if InCI() && !declaredAbsent(feature) {
+		t.Fatalf("CI=true but cannot run (%s is not declared absent in $%s): %s", feature, AbsentEnv, reason)
+	}
+	t.Skip(reason)
+}
+
+func declaredAbsent(feature string) bool {
+	for _, f := range strings.Split(os.Getenv(AbsentEnv), ",") {
+		if strings.TrimSpace(f) == feature {
+			return true
+		}
+	}
+	return false
+}
+
 // SkipOrFail skips the test with the reason, or fails it under CI.
 func SkipOrFail(t testing.TB, reason string) {
 	t.Helper()
