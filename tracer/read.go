@@ -53,10 +53,16 @@ func (t *Tracer) Read(ctx context.Context) (Record, error) {
 
 // ReadInto blocks until the next event and decodes it into r. Events are
 // delivered within about the drain interval. It returns ctx.Err() when ctx
-// ends and ErrClosed once the tracer is closed. Several goroutines may
-// read at once; each event goes to one of them.
+// ends (within a drain interval, even while the ring never empties) and
+// ErrClosed once the tracer is closed. Several goroutines may read at once;
+// each event goes to one of them.
 func (t *Tracer) ReadInto(ctx context.Context, r *Record) error {
 	for {
+		// Checked on every read, not only when the ring is drained: under
+		// a flood it may never be (ctx.Err is an atomic load).
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		err := t.rd.ReadInto(&r.raw)
 		switch {
 		case err == nil:
@@ -67,9 +73,6 @@ func (t *Tracer) ReadInto(ctx context.Context, r *Record) error {
 		case errors.Is(err, os.ErrDeadlineExceeded):
 			// The ring is drained; the kernel never wakes us, so wait one
 			// more interval.
-			if err := ctx.Err(); err != nil {
-				return err
-			}
 			t.rd.SetDeadline(time.Now().Add(t.drain))
 		case errors.Is(err, ringbuf.ErrClosed), errors.Is(err, os.ErrClosed):
 			return ErrClosed
