@@ -84,7 +84,7 @@ func runLatency(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if pf != nil {
 		cf.filter = pf.(*filter.Program) // evaluated in the kernel, as trailing words are
 	}
-	return liveJourneys(ctx, "latency", &cf, stderr, func(render.Options) render.Printer {
+	return liveJourneys(ctx, "latency", &cf, stdout, stderr, func(render.Options) render.Printer {
 		return &latencyPrinter{agg: agg, write: write}
 	}, liveHooks{})
 }

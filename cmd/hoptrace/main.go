@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 )
 
 // version is stamped at build time with -ldflags "-X main.version=...".
@@ -18,10 +19,32 @@ func main() {
 	// A closed stdout (hoptrace trace | head) must end the capture through
 	// the normal path, detaching every hook, not kill the process.
 	signal.Ignore(syscall.SIGPIPE)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	// Writes that block (nobody reads stdout) must not keep a stop from
+	// ending the process: see output.go.
+	stdout, stderr := newOutWriter(os.Stdout, outBufferBytes), newOutWriter(os.Stderr, outBufferBytes)
+	ctx, cancel := context.WithCancel(context.Background())
+	go onSignals(cancel, stdout, stderr)
+	err := run(ctx, os.Args[1:], stdout, stderr)
+	code := exitCode(stderr, err)
+	_ = stdout.Flush()
+	_ = stderr.Flush()
+	os.Exit(code)
+}
+
+// onSignals turns the first SIGINT or SIGTERM into a stop: the command ends
+// its work (a capture detaches its hooks and prints its summary) and its
+// output has stopGrace to be read. A second one stops the waiting for
+// readers of the output, so the process exits as soon as the hooks are
+// detached.
+func onSignals(stop context.CancelFunc, stdout, stderr *outWriter) {
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	<-sigs
 	stop()
-	os.Exit(exitCode(os.Stderr, err))
+	giveUpBy(time.Now().Add(stopGrace), stdout, stderr)
+	<-sigs
+	giveUpBy(time.Now(), stdout, stderr)
+	fmt.Fprintln(stderr, "hoptrace: second interrupt: not waiting for output to be read")
 }
 
 // Exit codes.

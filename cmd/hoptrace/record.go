@@ -124,7 +124,7 @@ func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		opt.Verbose = *verbose
 		return render.NewText(stdout, opt)
 	}
-	return liveJourneys(ctx, "record", &cf, stderr, printer, hooks)
+	return liveJourneys(ctx, "record", &cf, stdout, stderr, printer, hooks)
 }
 
 // summaryOnly prints no journeys, only the summary (record without --print).

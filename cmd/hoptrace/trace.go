@@ -57,7 +57,7 @@ func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *output != "text" && *output != "json" {
 		return usagef("trace: -o must be text or json, not %q", *output)
 	}
-	return liveJourneys(ctx, "trace", &cf, stderr, func(opt render.Options) render.Printer {
+	return liveJourneys(ctx, "trace", &cf, stdout, stderr, func(opt render.Options) render.Printer {
 		if *output == "json" {
 			return render.NewJSON(stdout, opt)
 		}
@@ -79,7 +79,7 @@ type liveHooks struct {
 // liveJourneys runs a capture, assembles journeys and prints them until the
 // context ends, -c journeys were printed or --duration passed; then prints the
 // summary. hooks.next, if set, also gets every event (record).
-func liveJourneys(ctx context.Context, name string, cf *captureFlags, stderr io.Writer,
+func liveJourneys(ctx context.Context, name string, cf *captureFlags, stdout, stderr io.Writer,
 	printer func(render.Options) render.Printer, hooks liveHooks) (err error) {
 	log := logger(stderr, cf.quiet)
 	ctx, cancel := context.WithCancel(ctx)
@@ -89,6 +89,10 @@ func liveJourneys(ctx context.Context, name string, cf *captureFlags, stderr io.
 		ctx, stop = context.WithTimeout(ctx, cf.duration)
 		defer stop()
 	}
+	// Whatever stops the capture (a signal, -c, --duration, a write error),
+	// the output has stopGrace to be read; then writes fail instead of
+	// blocking, so the hooks are detached and the process ends.
+	defer context.AfterFunc(ctx, func() { giveUpBy(time.Now().Add(stopGrace), stdout, stderr) })()
 	sess, err := capture.Open(ctx, cf.config(log))
 	if err != nil {
 		return fmt.Errorf("%s: %w", name, err)
@@ -137,13 +141,25 @@ func liveJourneys(ctx context.Context, name string, cf *captureFlags, stderr io.
 		finishErr = hooks.finish(sess, loss)
 	}
 	sum := render.Summary{Stats: asm.Stats(), Loss: loss, Duration: time.Since(start), Names: h.NameStats()}
-	if errors.Is(printErr, syscall.EPIPE) {
-		return errors.Join(runErr, finishErr) // the reader went away: a normal end
+	// Detach before waiting for anyone to read the output.
+	closeErr := closeSession(name, sess)
+	errs := errors.Join(runErr, finishErr, closeErr)
+	if printErr == nil {
+		if printErr = pr.Summary(sum); printErr == nil {
+			printErr = flushOutput(stdout)
+		}
 	}
-	if printErr != nil {
-		return errors.Join(runErr, finishErr, fmt.Errorf("%s: write output: %w", name, printErr))
+	switch {
+	case printErr == nil:
+		return errors.Join(errs, lossErr)
+	case errors.Is(printErr, syscall.EPIPE):
+		return errs // the reader went away: a normal end
+	case isStuck(printErr):
+		// Nobody reads stdout (a paused pager): the summary goes to stderr.
+		return errors.Join(errs, lossErr, render.NewText(stderr, render.Options{}).Summary(sum),
+			fmt.Errorf("%s: stdout: %w; output not written by then was dropped", name, printErr))
 	}
-	return errors.Join(runErr, lossErr, finishErr, pr.Summary(sum))
+	return errors.Join(errs, fmt.Errorf("%s: write output: %w", name, printErr))
 }
 
 func closeSession(name string, s *capture.Session) error {
