@@ -61,7 +61,7 @@ func hoptraceBinary(t testing.TB) string {
 // proc is a running hoptrace.
 type proc struct {
 	cmd            *exec.Cmd
-	stdout, stderr *bytes.Buffer
+	stdout, stderr *lockedBuffer
 	done           chan struct{}
 	err            error
 }
@@ -77,7 +77,7 @@ func startHoptrace(t testing.TB, args ...string) *proc {
 func startHoptraceEnv(t testing.TB, env []string, args ...string) *proc {
 	t.Helper()
 	ready := filepath.Join(t.TempDir(), "ready")
-	p := &proc{stdout: &bytes.Buffer{}, stderr: &bytes.Buffer{}, done: make(chan struct{})}
+	p := &proc{stdout: &lockedBuffer{}, stderr: &lockedBuffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(hoptraceBinary(t), append(args, "--ready-file", ready)...)
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
 	if env != nil {
@@ -120,6 +120,33 @@ func (p *proc) stop(t testing.TB) error {
 		t.Errorf("hoptrace did not exit within 15s of SIGINT\nstderr: %s", p.stderr)
 	}
 	return p.err
+}
+
+// lockedBuffer collects a process's output while a test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+// Bytes is a copy of the complete lines written so far: a line being
+// written while the test polls is left for the next look.
+func (l *lockedBuffer) Bytes() []byte {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b := l.b.Bytes()
+	return append([]byte(nil), b[:bytes.LastIndexByte(b, '\n')+1]...)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // jsonLines splits -o json output into journeys and the summary.

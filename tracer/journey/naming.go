@@ -76,6 +76,7 @@ func NewNameWait(names Names, maxWait time.Duration, emit func(*Journey)) *NameW
 
 // Add takes a finished journey at time now.
 func (w *NameWait) Add(j *Journey, now uint64) {
+	w.freshen(j)
 	if w.provisional(j, now) {
 		w.stats.Waited++
 		w.queue = append(w.queue, held{j: j, ticket: w.names.Refresh(), deadline: now + w.maxWait, wait: true})
@@ -141,6 +142,33 @@ func (w *NameWait) release(now uint64, gaveUp bool) {
 	w.emit(h.j)
 }
 
+// freshen names again the hops that were named provisionally when added,
+// if their names are final by now (Docker told while the journey was open).
+func (w *NameWait) freshen(j *Journey) {
+	for i := range j.Hops {
+		h := &j.Hops[i]
+		if unnamed(&h.Endpoint, h.Resolved) && w.names.Naming(h.Endpoint.Key()) == topology.NameFinal {
+			w.lookup(&h.Endpoint, &h.Resolved)
+		}
+	}
+	if d := j.Drop; d != nil && d.HasDev && unnamed(&d.Endpoint, d.Resolved) && w.names.Naming(d.Endpoint.Key()) == topology.NameFinal {
+		w.lookup(&d.Endpoint, &d.Resolved)
+	}
+}
+
+// unnamed reports an endpoint that could have been named after a container
+// but was not: unknown, in a namespace named by a process or a sandbox, or
+// a host veth whose container was not known.
+func unnamed(ep *topology.Endpoint, resolved bool) bool {
+	return !resolved || ep.Container == nil && (ep.NetnsName != "" || ep.Role == topology.RoleHostVeth)
+}
+
+func (w *NameWait) lookup(ep *topology.Endpoint, resolved *bool) {
+	if e, ok := w.names.Lookup(ep.Key()); ok {
+		*ep, *resolved = e, true
+	}
+}
+
 // provisional reports whether a hop of j has a name worth waiting for.
 func (w *NameWait) provisional(j *Journey, now uint64) bool {
 	for i := range j.Hops {
@@ -184,10 +212,8 @@ func (w *NameWait) rename(j *Journey, now uint64) (still bool) {
 
 func (w *NameWait) renameEndpoint(ep *topology.Endpoint, resolved *bool, now uint64) (still bool) {
 	k := ep.Key()
-	if !*resolved || ep.Container == nil {
-		if e, ok := w.names.Lookup(k); ok {
-			*ep, *resolved = e, true
-		}
+	if unnamed(ep, *resolved) {
+		w.lookup(ep, resolved)
 	}
 	switch w.names.Naming(k) {
 	case topology.NamePending:

@@ -33,7 +33,11 @@ var (
 func journeyThrough(id uint64, keys ...topology.Key) *Journey {
 	j := &Journey{ID: id}
 	for _, k := range keys {
-		j.Hops = append(j.Hops, Hop{Endpoint: topology.Endpoint{NetnsIno: k.NetnsIno, Ifindex: k.Ifindex, Name: "x"}, Resolved: true})
+		ep := topology.Endpoint{NetnsIno: k.NetnsIno, Ifindex: k.Ifindex, Name: "x", Role: topology.RoleHost}
+		if k.NetnsIno != keyHost.NetnsIno {
+			ep.Role, ep.NetnsName = topology.RoleNetns, "sleep[42]" // named after a process
+		}
+		j.Hops = append(j.Hops, Hop{Endpoint: ep, Resolved: true})
 	}
 	return j
 }
@@ -161,5 +165,27 @@ func TestNameWaitPendingNeverSettles(t *testing.T) {
 	w.Tick(3)
 	if len(out) != 2 || out[1].Hops[0].Label() != "web:eth0" {
 		t.Fatalf("after Docker named it: %d out", len(out))
+	}
+}
+
+// A hop named after a process when it was added, whose container Docker
+// told about before the journey finished, goes out with the container's
+// name and without waiting.
+func TestNameWaitFreshensNamesFinalByNow(t *testing.T) {
+	web := &topology.Container{ID: "abc", Name: "web"}
+	names := &fakeNames{
+		eps:    map[topology.Key]topology.Endpoint{keyEth0: {NetnsIno: 7, Ifindex: 2, Name: "eth0", Role: topology.RoleContainer, Container: web}},
+		naming: map[topology.Key]topology.Naming{},
+	}
+	var out []*Journey
+	w := NewNameWait(names, time.Second, func(j *Journey) { out = append(out, j) })
+	j := journeyThrough(1, keyHost, keyEth0)
+	j.Hops[1].Endpoint = topology.Endpoint{NetnsIno: 7, Ifindex: 2, Name: "eth0", Role: topology.RoleNetns, NetnsName: "runc[42]"}
+	w.Add(j, 0)
+	if len(out) != 1 || names.requested != 0 {
+		t.Fatalf("out %d, refreshes asked %d: want it out at once", len(out), names.requested)
+	}
+	if got := out[0].Hops[1].Label(); got != "web:eth0" {
+		t.Errorf("hop label %q, want web:eth0", got)
 	}
 }
