@@ -100,7 +100,7 @@ func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) err
 				}
 				sink, files = w, func() []string { return []string{*path} }
 			}
-			rec = &capture.Recorder{Sink: sink, Loss: s.Loss, OnError: func(error) { stop() }}
+			rec = &capture.Recorder{Sink: sink, OnError: func(error) { stop() }}
 			// The topology at the start: names must be in the file before any hop.
 			rec.Topology(s.Snapshot())
 			return rec, nil

@@ -25,6 +25,7 @@ import (
 	"github.com/hoptrace/hoptrace/tracer"
 	"github.com/hoptrace/hoptrace/tracer/event"
 	"github.com/hoptrace/hoptrace/tracer/journey"
+	"github.com/hoptrace/hoptrace/tracer/pipeline"
 )
 
 // Config selects what to trace.
@@ -46,17 +47,9 @@ type Config struct {
 	TickInterval time.Duration
 }
 
-// Handler receives everything a capture sees. Its methods are never called
-// concurrently. The Hop and Drop passed are only valid during the call.
-type Handler interface {
-	Hop(h *event.Hop)
-	Drop(d *event.Drop)
-	// Topology is called with the first snapshot and after every change.
-	Topology(s *topology.Snapshot)
-	// Tick is called periodically with the current kernel monotonic time,
-	// so journeys waiting for more hops can be finished.
-	Tick(monoNS uint64)
-}
+// Handler receives everything a capture sees: it is the pipeline's Input,
+// and a Session is a pipeline.Source.
+type Handler = pipeline.Input
 
 // ErrUnknownContainer is returned when a selected container does not exist.
 var ErrUnknownContainer = errors.New("no such container")
@@ -189,16 +182,29 @@ func (s *Session) Run(ctx context.Context, h Handler) error {
 		defer wg.Done()
 		t := time.NewTicker(s.cfg.TickInterval)
 		defer t.Stop()
+		var loss event.Loss
+		lastLoss := time.Now()
 		for {
 			select {
 			case <-ctx.Done():
 				return
-			case <-t.C:
+			case now := <-t.C:
 				s.mu.Lock()
+				if now.Sub(lastLoss) >= lossEvery {
+					lastLoss = now
+					s.reportLoss(h, &loss)
+				}
 				h.Tick(s.watermark())
 				s.mu.Unlock()
 			}
 		}
+	}()
+	defer func() {
+		// The final counters, after the reader stopped.
+		s.mu.Lock()
+		var never event.Loss
+		s.reportLoss(h, &never)
+		s.mu.Unlock()
 	}()
 
 	var rec tracer.Record
@@ -221,6 +227,20 @@ func (s *Session) Run(ctx context.Context, h Handler) error {
 		}
 		s.mu.Unlock()
 	}
+}
+
+// lossEvery is how often the kernel's loss counters are read while running.
+const lossEvery = time.Second
+
+// reportLoss hands the loss counters to h when they changed since last.
+// Called with s.mu.
+func (s *Session) reportLoss(h Handler, last *event.Loss) {
+	l, err := s.tr.Loss()
+	if err != nil || l == *last {
+		return
+	}
+	*last = l
+	h.Loss(l)
 }
 
 // watermark is the kernel time up to which every event has been delivered,

@@ -96,8 +96,8 @@ func TestRecorderStopsAtFirstWriteError(t *testing.T) {
 		t.Fatal(err)
 	}
 	stops := 0
-	rec := &Recorder{Sink: &failSink{Sink: w, n: 2}, OnError: func(error) { stops++ },
-		Loss: func() (event.Loss, error) { return event.Loss{Hops: 3}, nil }}
+	rec := &Recorder{Sink: &failSink{Sink: w, n: 2}, OnError: func(error) { stops++ }}
+	rec.Loss(event.Loss{Hops: 3})
 	rec.Topology(snap())
 	p := jt.TCP(jt.ClientIP, 1000, jt.WebIP, 80, event.TCPSyn, 1)
 	for _, hop := range jt.Walk(jt.ClientToWeb, 1000, 1000, 0xa, 0xf, p) {

@@ -54,6 +54,12 @@ func (h *Journeys) Drop(e *event.Drop) {
 	h.emit(h.Asm.AddDrop(*e))
 }
 
+func (h *Journeys) Loss(l event.Loss) {
+	if h.Next != nil {
+		h.Next.Loss(l)
+	}
+}
+
 func (h *Journeys) Topology(s *topology.Snapshot) {
 	if h.Next != nil {
 		h.Next.Topology(s)

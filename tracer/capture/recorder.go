@@ -14,8 +14,6 @@ import (
 // (a full disk, say) is kept and stops the capture through OnError.
 type Recorder struct {
 	Sink tracefile.Sink
-	// Loss reads the kernel's loss counters; nil skips them.
-	Loss func() (event.Loss, error)
 	// OnError is called once, with the first write error.
 	OnError func(error)
 	// FlushEvery defaults to one second.
@@ -66,16 +64,12 @@ func (r *Recorder) Tick(uint64) {
 		return
 	}
 	r.lastFlush = time.Now()
-	r.writeLoss()
 	r.fail(r.Sink.Flush())
 }
 
-func (r *Recorder) writeLoss() {
-	if r.Loss == nil || r.err != nil {
-		return
-	}
-	l, err := r.Loss()
-	if err != nil || l == r.lastLoss {
+// Loss writes the loss counters when they changed.
+func (r *Recorder) Loss(l event.Loss) {
+	if r.err != nil || l == r.lastLoss {
 		return
 	}
 	r.lastLoss = l

@@ -1,0 +1,155 @@
+package pipeline
+
+import (
+	"context"
+
+	"github.com/hoptrace/hoptrace/resolver/topology"
+	"github.com/hoptrace/hoptrace/tracer/event"
+	"github.com/hoptrace/hoptrace/tracer/journey"
+	"github.com/hoptrace/hoptrace/tracer/render"
+)
+
+// driver is the Input every source feeds.
+type driver struct {
+	cfg    Config
+	asm    *journey.Assembler // nil with Config.NoJourneys
+	wait   *journey.NameWait
+	sinks  []sinkState
+	events []int // indexes of the sinks that take events
+	cancel context.CancelCauseFunc
+
+	now   uint64 // the newest event time or watermark
+	loss  event.Loss
+	shown int
+	err   error // the first sink error, or ErrCountReached
+}
+
+type sinkState struct {
+	Sink
+	ev     EventSink
+	failed bool
+}
+
+func newDriver(names journey.Names, cfg Config, sinks []Sink, cancel context.CancelCauseFunc) *driver {
+	d := &driver{cfg: cfg, cancel: cancel}
+	for i, s := range sinks {
+		st := sinkState{Sink: s}
+		if ev, ok := s.(EventSink); ok {
+			st.ev = ev
+			d.events = append(d.events, i)
+		}
+		d.sinks = append(d.sinks, st)
+	}
+	if !cfg.NoJourneys {
+		d.asm = journey.New(cfg.Journey, names)
+		d.wait = journey.NewNameWait(names, cfg.NameWait, d.deliver)
+	}
+	return d
+}
+
+// stop ends the run for err (the first one wins).
+func (d *driver) stop(err error) {
+	if d.err == nil {
+		d.err = err
+		d.cancel(err)
+	}
+}
+
+func (d *driver) event(e Event) {
+	for _, i := range d.events {
+		s := &d.sinks[i]
+		if s.failed {
+			continue
+		}
+		if err := s.ev.Event(e); err != nil {
+			s.failed = true
+			d.stop(err)
+		}
+	}
+}
+
+func (d *driver) Hop(h *event.Hop) {
+	d.event(Event{Hop: h})
+	d.now = max(d.now, h.TimeNS)
+	if d.asm != nil {
+		d.add(d.asm.AddHop(*h))
+	}
+}
+
+func (d *driver) Drop(e *event.Drop) {
+	d.event(Event{Drop: e})
+	d.now = max(d.now, e.TimeNS)
+	if d.asm != nil {
+		d.add(d.asm.AddDrop(*e))
+	}
+}
+
+func (d *driver) Topology(s *topology.Snapshot) {
+	d.event(Event{Topology: s})
+	if d.wait != nil {
+		d.wait.Tick(d.now) // a new snapshot may be the names a journey waits for
+	}
+}
+
+func (d *driver) Loss(l event.Loss) {
+	d.loss = l
+	d.event(Event{Loss: &l})
+}
+
+func (d *driver) Tick(watermark uint64) {
+	d.event(Event{Tick: watermark})
+	d.now = max(d.now, watermark)
+	if d.asm != nil {
+		d.add(d.asm.Expire(watermark))
+		d.wait.Tick(d.now)
+	}
+}
+
+// add passes finished journeys to the name wait, which calls deliver.
+func (d *driver) add(js []*journey.Journey) {
+	for _, j := range js {
+		d.wait.Add(j, d.now)
+	}
+}
+
+// deliver hands a named journey to the sinks when it is selected.
+func (d *driver) deliver(j *journey.Journey) {
+	if d.err != nil || !d.cfg.Select.Match(j) {
+		return
+	}
+	for i := range d.sinks {
+		s := &d.sinks[i]
+		if s.failed {
+			continue
+		}
+		if err := s.Journey(j); err != nil {
+			s.failed = true
+			d.stop(err)
+			return
+		}
+	}
+	d.shown++
+	if d.cfg.Count > 0 && d.shown >= d.cfg.Count {
+		d.stop(ErrCountReached)
+	}
+}
+
+// finish ends the input: open journeys are finished and delivered.
+func (d *driver) finish() {
+	if d.asm == nil {
+		return
+	}
+	d.add(d.asm.Flush())
+	d.wait.Flush()
+}
+
+func (d *driver) summary() render.Summary {
+	s := render.Summary{Loss: d.loss}
+	if d.asm != nil {
+		s.Stats = d.asm.Stats()
+		s.Names = d.wait.Stats()
+	} else {
+		s.Stats = journey.New(d.cfg.Journey, nil).Stats()
+	}
+	return s
+}
