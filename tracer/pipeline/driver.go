@@ -12,7 +12,8 @@ import (
 // driver is the Input every source feeds.
 type driver struct {
 	cfg    Config
-	asm    *journey.Assembler // nil with Config.NoJourneys
+	names  journey.Names
+	asm    *journey.Assembler // made at the first event; never with Config.NoJourneys
 	wait   *journey.NameWait
 	sinks  []sinkState
 	events []int // indexes of the sinks that take events
@@ -31,7 +32,7 @@ type sinkState struct {
 }
 
 func newDriver(names journey.Names, cfg Config, sinks []Sink, cancel context.CancelCauseFunc) *driver {
-	d := &driver{cfg: cfg, cancel: cancel}
+	d := &driver{cfg: cfg, names: names, cancel: cancel}
 	for i, s := range sinks {
 		st := sinkState{Sink: s}
 		if ev, ok := s.(EventSink); ok {
@@ -40,11 +41,17 @@ func newDriver(names journey.Names, cfg Config, sinks []Sink, cancel context.Can
 		}
 		d.sinks = append(d.sinks, st)
 	}
-	if !cfg.NoJourneys {
-		d.asm = journey.New(cfg.Journey, names)
-		d.wait = journey.NewNameWait(names, cfg.NameWait, d.deliver)
-	}
 	return d
+}
+
+// assembler makes the assembler at the first event that needs it, so a
+// recording's first snapshot can tell it the host's namespace.
+func (d *driver) assembler() *journey.Assembler {
+	if d.asm == nil && !d.cfg.NoJourneys {
+		d.asm = journey.New(d.cfg.Journey, d.names)
+		d.wait = journey.NewNameWait(d.names, d.cfg.NameWait, d.deliver)
+	}
+	return d.asm
 }
 
 // stop ends the run for err (the first one wins).
@@ -71,21 +78,24 @@ func (d *driver) event(e Event) {
 func (d *driver) Hop(h *event.Hop) {
 	d.event(Event{Hop: h})
 	d.now = max(d.now, h.TimeNS)
-	if d.asm != nil {
-		d.add(d.asm.AddHop(*h))
+	if a := d.assembler(); a != nil {
+		d.add(a.AddHop(*h))
 	}
 }
 
 func (d *driver) Drop(e *event.Drop) {
 	d.event(Event{Drop: e})
 	d.now = max(d.now, e.TimeNS)
-	if d.asm != nil {
-		d.add(d.asm.AddDrop(*e))
+	if a := d.assembler(); a != nil {
+		d.add(a.AddDrop(*e))
 	}
 }
 
 func (d *driver) Topology(s *topology.Snapshot) {
 	d.event(Event{Topology: s})
+	if d.asm == nil && d.cfg.Journey.HostNetnsIno == 0 {
+		d.cfg.Journey.HostNetnsIno = s.HostNetnsIno
+	}
 	if d.wait != nil {
 		d.wait.Tick(d.now) // a new snapshot may be the names a journey waits for
 	}
@@ -99,8 +109,8 @@ func (d *driver) Loss(l event.Loss) {
 func (d *driver) Tick(watermark uint64) {
 	d.event(Event{Tick: watermark})
 	d.now = max(d.now, watermark)
-	if d.asm != nil {
-		d.add(d.asm.Expire(watermark))
+	if a := d.assembler(); a != nil {
+		d.add(a.Expire(watermark))
 		d.wait.Tick(d.now)
 	}
 }

@@ -68,10 +68,10 @@ type Player struct {
 	asm     *journey.Assembler
 	wait    *journey.NameWait
 	now     uint64 // the latest event time
-	loss  event.Loss
-	files int
-	first *tracefile.Header
-	notes []string
+	loss    event.Loss
+	files   int
+	first   *tracefile.Header
+	notes   []string
 }
 
 // New returns a player. cfg is the assembler's configuration, as for a live
