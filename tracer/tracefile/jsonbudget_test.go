@@ -56,47 +56,44 @@ func TestJSONEstimate(t *testing.T) {
 		return string(b)
 	}
 	header := `{"hoptrace_version":"v1","kernel":"6.1","start":"2024-05-01T10:00:00+02:00","snaplen":96,"features":["tcx","skb-key"],"containers":["web"]}`
+	run := 0
 	zones := func(n int) string {
+		run++ // new zones each time: they are interned once
 		var b strings.Builder
 		b.WriteString(`{"containers":[`)
 		for i := range n {
 			if i > 0 {
 				b.WriteByte(',')
 			}
-			fmt.Fprintf(&b, `{"networks":[{"ip":"fe80::1%%z%d"}]}`, i)
+			fmt.Fprintf(&b, `{"networks":[{"ip":"fe80::1%%z%d.%d"}]}`, run, i)
 		}
 		b.WriteString(`]}`)
 		return b.String()
 	}
 	for _, tc := range []struct {
 		name string
-		js   string
+		js   string // or, when empty, gen()
+		gen  func() string
 		t    *jsonType
 		real bool // a snapshot as hoptrace writes them: must be cheap
 	}{
-		{"real 5", real(5), snapshotJSON, true},
-		{"real 500", real(500), snapshotJSON, true},
-		{"real 20000", real(20000), snapshotJSON, true},
-		{"header", header, headerJSON, true},
-		{"empty endpoints", repeated(`{"endpoints":[`, `{}`, `]}`, 20), snapshotJSON, false},
-		{"nested ports", repeated(`{"bridges":[{"ports":[`, `1`, `]}]}`, 300), snapshotJSON, false},
-		{"nested networks", repeated(`{"containers":[{"networks":[`, `{"network":"a"}`, `]}]}`, 200), snapshotJSON, false},
-		{"addresses", repeated(`{"endpoints":[{"addrs":[`, `"10.0.0.1/8"`, `]}]}`, 300), snapshotJSON, false},
-		{"zones", zones(300), snapshotJSON, false},
-		{"escapes", repeated(`{"endpoints":[`, `{"name":"\u00e9\n","mac":"\ud83d\ude00"}`, `]}`, 100), snapshotJSON, false},
-		{"invalid utf-8", repeated(`{"endpoints":[`, "{\"name\":\"\xff\xfe\"}", `]}`, 100), snapshotJSON, false},
-		{"pointers", repeated(`{"endpoints":[`, `{"container":{"id":"x","networks":[{"ip":"::1"}]}}`, `]}`, 100), snapshotJSON, false},
-		{"unknown fields", repeated(`{"later":[`, `{"a":[[[{}]]],"b":"\n"}`, `]}`, 100), snapshotJSON, false},
-		{"times", `{"time":"2024-05-01T10:00:00.123456789-07:00","host_netns_ino":4026531840}`, snapshotJSON, false},
+		{"real 5", real(5), nil, snapshotJSON, true},
+		{"real 500", real(500), nil, snapshotJSON, true},
+		{"real 20000", real(20000), nil, snapshotJSON, true},
+		{"header", header, nil, headerJSON, true},
+		{"empty endpoints", repeated(`{"endpoints":[`, `{}`, `]}`, 20), nil, snapshotJSON, false},
+		{"nested ports", repeated(`{"bridges":[{"ports":[`, `1`, `]}]}`, 300), nil, snapshotJSON, false},
+		{"nested networks", repeated(`{"containers":[{"networks":[`, `{"network":"a"}`, `]}]}`, 200), nil, snapshotJSON, false},
+		{"addresses", repeated(`{"endpoints":[{"addrs":[`, `"10.0.0.1/8"`, `]}]}`, 300), nil, snapshotJSON, false},
+		{"zones", "", func() string { return zones(300) }, snapshotJSON, false},
+		{"escapes", repeated(`{"endpoints":[`, `{"name":"\u00e9\n","mac":"\ud83d\ude00"}`, `]}`, 100), nil, snapshotJSON, false},
+		{"invalid utf-8", repeated(`{"endpoints":[`, "{\"name\":\"\xff\xfe\"}", `]}`, 100), nil, snapshotJSON, false},
+		{"pointers", repeated(`{"endpoints":[`, `{"container":{"id":"x","networks":[{"ip":"::1"}]}}`, `]}`, 100), nil, snapshotJSON, false},
+		{"unknown fields", repeated(`{"later":[`, `{"a":[[[{}]]],"b":"\n"}`, `]}`, 100), nil, snapshotJSON, false},
+		{"times", `{"time":"2024-05-01T10:00:00.123456789-07:00","host_netns_ino":4026531840}`, nil, snapshotJSON, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			js := []byte(tc.js)
-			est, counts, err := estimate(js, tc.t)
-			if err != nil {
-				t.Fatalf("walk: %v", err)
-			}
-			// Once for what encoding/json and time set up on first use
-			// (not js itself: zones are interned once).
+			// Once for what encoding/json and time set up on first use.
 			warm := real(5)
 			if tc.t == headerJSON {
 				warm = header
@@ -104,12 +101,28 @@ func TestJSONEstimate(t *testing.T) {
 			if err := json.Unmarshal([]byte(warm), reflect.New(tc.t.rt).Interface()); err != nil {
 				t.Fatal(err)
 			}
-			v := reflect.New(tc.t.rt).Interface()
-			before := totalAlloc()
-			err = decodeMade(js, v, tc.t, counts)
-			got := int64(totalAlloc() - before)
-			if err != nil {
-				t.Fatalf("decode: %v", err)
+			// Up to three tries: other goroutines' allocations only add.
+			var js []byte
+			var est, got int64
+			for range 3 {
+				if js = []byte(tc.js); tc.gen != nil {
+					js = []byte(tc.gen())
+				}
+				var counts []int
+				var err error
+				if est, counts, err = estimate(js, tc.t); err != nil {
+					t.Fatalf("walk: %v", err)
+				}
+				v := reflect.New(tc.t.rt).Interface()
+				before := totalAlloc()
+				err = decodeMade(js, v, tc.t, counts)
+				got = int64(totalAlloc() - before)
+				if err != nil {
+					t.Fatalf("decode: %v", err)
+				}
+				if got <= est+jsonOverhead {
+					break
+				}
 			}
 			t.Logf("%d bytes of JSON: charged %d (%.2f per byte), allocated %d (%.2f per byte)",
 				len(js), est, float64(est)/float64(len(js)), got, float64(got)/float64(len(js)))
