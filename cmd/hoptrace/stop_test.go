@@ -100,22 +100,28 @@ func startBlocked(t *testing.T, args ...string) *blockedRun {
 }
 
 // waitPipeFull waits until hoptrace has filled its stdout pipe, so its
-// next write blocks.
+// writes block: bytes in the pipe, and no more for a while under the flood.
+// (A pipe is full before its byte count reaches its size: a write that does
+// not fit in the last page waits for a free page.)
 func (r *blockedRun) waitPipeFull(t *testing.T) {
 	t.Helper()
+	last, same := 0, 0
 	for range 200 {
 		n, err := unix.IoctlGetInt(int(r.pipe.Fd()), unix.TIOCINQ) // FIONREAD: bytes in the pipe
 		if err != nil {
 			t.Fatal(err)
 		}
-		if n >= 4096-1024 {
-			// More journeys queue behind the full pipe for a moment.
-			time.Sleep(500 * time.Millisecond)
-			return
+		if n > 0 && n == last {
+			if same++; same == 10 {
+				return
+			}
+		} else {
+			same = 0
 		}
+		last = n
 		time.Sleep(50 * time.Millisecond)
 	}
-	t.Fatalf("stdout pipe not filled after 10s\nstderr: %s", r.stderr)
+	t.Fatalf("stdout pipe not filled after 10s (%d bytes in it)\nstderr: %s", last, r.stderr)
 }
 
 // wait fails the test if hoptrace has not exited within limit (a bound for
