@@ -41,38 +41,73 @@ func bridgeName(driver, id string, options map[string]string) string {
 }
 
 // build assembles a snapshot from one scan and Docker's view. It is pure:
-// everything it needs is in its arguments.
+// everything it needs is in its arguments. It runs in phases, each adding
+// to the snapshot what the later ones look up.
 func build(sc scanResult, d dockerState, now time.Time) *topology.Snapshot {
-	host := sc.Host
-	snap := &topology.Snapshot{
-		Time:            now,
-		HostNetnsIno:    host.Ino,
-		DockerAvailable: d.Available,
-		DockerError:     d.Err,
+	b := &builder{
+		sc: sc,
+		snap: &topology.Snapshot{
+			Time:            now,
+			HostNetnsIno:    sc.Host.Ino,
+			DockerAvailable: d.Available,
+			DockerError:     d.Err,
+		},
+		netByBridge:   map[string]string{},
+		bridgeByNetID: map[string]string{},
+		owner:         map[uint32]*topology.Container{},
+		byNsid:        map[int]uint32{},
+		others:        map[uint32]*nsInfo{},
+		peerOf:        map[topology.Key]topology.Key{},
+		hostEP:        map[uint32]topology.Endpoint{},
 	}
+	b.networks(d.Networks)
+	b.containers(d.Containers)
+	b.namespaces()
+	b.hostInterfaces()
+	b.namespaceInterfaces()
+	b.sort()
+	return b.snap
+}
 
-	netByBridge := map[string]string{}
-	bridgeByNetID := map[string]string{}
-	for _, n := range d.Networks {
+// builder holds a snapshot in the making and the indexes between phases.
+type builder struct {
+	sc   scanResult
+	snap *topology.Snapshot
+
+	netByBridge   map[string]string // bridge -> network name
+	bridgeByNetID map[string]string // network ID -> bridge
+	owner         map[uint32]*topology.Container
+	byNsid        map[int]uint32 // nsid (seen from the host) -> namespace
+	others        map[uint32]*nsInfo
+	peerOf        map[topology.Key]topology.Key // container side -> host veth
+	hostEP        map[uint32]topology.Endpoint  // host interfaces by ifindex
+}
+
+// networks indexes Docker's bridge networks by bridge and by ID.
+func (b *builder) networks(nets []Network) {
+	for _, n := range nets {
 		if n.Bridge != "" {
-			netByBridge[n.Bridge] = n.Name
-			bridgeByNetID[n.ID] = n.Bridge
+			b.netByBridge[n.Bridge] = n.Name
+			b.bridgeByNetID[n.ID] = n.Bridge
 		}
 	}
+}
 
-	// Containers, with their namespace and bridges filled in; one owner
-	// per namespace ("container:<id>" mode shares one).
-	owner := map[uint32]*topology.Container{}
-	for _, c := range d.Containers {
-		ino, ok := sc.ContainerIno[c.ID]
+// containers places the running containers in their namespaces, with
+// their bridges filled in; one owner per namespace ("container:<id>" mode
+// shares one).
+func (b *builder) containers(cs []topology.Container) {
+	snap := b.snap
+	for _, c := range cs {
+		ino, ok := b.sc.ContainerIno[c.ID]
 		if !ok {
 			continue // its namespace is gone: it stopped
 		}
 		c.NetnsIno = ino
 		c.Networks = append([]topology.ContainerNetwork(nil), c.Networks...)
 		for i := range c.Networks {
-			if b := bridgeByNetID[c.Networks[i].NetworkID]; b != "" {
-				c.Networks[i].Bridge = b
+			if br := b.bridgeByNetID[c.Networks[i].NetworkID]; br != "" {
+				c.Networks[i].Bridge = br
 			}
 		}
 		snap.Containers = append(snap.Containers, c)
@@ -80,56 +115,54 @@ func build(sc scanResult, d dockerState, now time.Time) *topology.Snapshot {
 	sort.Slice(snap.Containers, func(i, j int) bool { return snap.Containers[i].Name < snap.Containers[j].Name })
 	for i := range snap.Containers {
 		c := &snap.Containers[i]
-		if c.NetnsIno == host.Ino {
+		if c.NetnsIno == b.sc.Host.Ino {
 			continue // --network host: the host's interfaces are not its own
 		}
-		if prev, ok := owner[c.NetnsIno]; !ok || strings.HasPrefix(prev.NetworkMode, "container:") {
-			owner[c.NetnsIno] = c
+		if prev, ok := b.owner[c.NetnsIno]; !ok || strings.HasPrefix(prev.NetworkMode, "container:") {
+			b.owner[c.NetnsIno] = c
 		}
 	}
+}
 
-	// Namespaces, and the nsid -> namespace map the host's veths refer to.
-	snap.Namespaces = append(snap.Namespaces, host.Netns)
-	byNsid := map[int]uint32{}
-	others := map[uint32]*nsInfo{}
-	for i := range sc.Others {
-		ns := &sc.Others[i]
-		others[ns.Ino] = ns
+// namespaces lists the namespaces, named after their container where one
+// owns them, and indexes them by the nsid the host's veths refer to.
+func (b *builder) namespaces() {
+	b.snap.Namespaces = append(b.snap.Namespaces, b.sc.Host.Netns)
+	for i := range b.sc.Others {
+		ns := &b.sc.Others[i]
+		b.others[ns.Ino] = ns
 		if ns.Nsid >= 0 {
-			byNsid[ns.Nsid] = ns.Ino
+			b.byNsid[ns.Nsid] = ns.Ino
 		}
 		n := ns.Netns
-		if c, ok := owner[n.Ino]; ok {
+		if c, ok := b.owner[n.Ino]; ok {
 			n.Source, n.Name, n.ContainerID = topology.NetnsContainer, c.Name, c.ID
 			if n.PID == 0 {
 				n.PID = c.PID
 			}
 		}
-		snap.Namespaces = append(snap.Namespaces, n)
+		b.snap.Namespaces = append(b.snap.Namespaces, n)
 	}
+}
 
-	// Host interfaces: bridges, their ports, everything else.
-	hostByIndex := map[uint32]*linkInfo{}
-	for i := range host.Links {
-		hostByIndex[host.Links[i].Index] = &host.Links[i]
-	}
+// hostInterfaces adds the bridges, their ports (with the container or
+// namespace at each veth's other end) and every other host interface.
+func (b *builder) hostInterfaces() {
+	snap, host := b.snap, &b.sc.Host
 	bridges := map[uint32]*topology.Bridge{}
 	for _, l := range host.Links {
 		if l.Type == "bridge" {
-			snap.Bridges = append(snap.Bridges, topology.Bridge{Name: l.Name, Ifindex: l.Index, Network: netByBridge[l.Name]})
+			snap.Bridges = append(snap.Bridges, topology.Bridge{Name: l.Name, Ifindex: l.Index, Network: b.netByBridge[l.Name]})
 		}
 	}
 	for i := range snap.Bridges {
 		bridges[snap.Bridges[i].Ifindex] = &snap.Bridges[i]
 	}
-
-	// peerOf[(ino, ifindex)] is the host veth on the other end.
-	peerOf := map[topology.Key]topology.Key{}
 	for _, l := range host.Links {
 		e := topology.Endpoint{NetnsIno: host.Ino, Ifindex: l.Index, Name: l.Name, MAC: l.MAC, Addrs: l.Addrs, Role: topology.RoleHost}
 		switch {
 		case l.Type == "bridge":
-			e.Role, e.Bridge, e.Network = topology.RoleBridge, l.Name, netByBridge[l.Name]
+			e.Role, e.Bridge, e.Network = topology.RoleBridge, l.Name, b.netByBridge[l.Name]
 		case bridges[l.Master] != nil:
 			br := bridges[l.Master]
 			br.Ports = append(br.Ports, l.Index)
@@ -139,33 +172,35 @@ func build(sc scanResult, d dockerState, now time.Time) *topology.Snapshot {
 			}
 		}
 		if l.Type == "veth" && l.Peer != 0 {
-			if pino, ok := resolvePeer(host.Ino, l, byNsid, sc.Others); ok {
+			if pino, ok := resolvePeer(host.Ino, l, b.byNsid, b.sc.Others); ok {
 				e.PeerNetnsIno, e.PeerIfindex = pino, l.Peer
-				peerOf[topology.Key{NetnsIno: pino, Ifindex: l.Peer}] = e.Key()
-				if c := owner[pino]; c != nil {
+				b.peerOf[topology.Key{NetnsIno: pino, Ifindex: l.Peer}] = e.Key()
+				if c := b.owner[pino]; c != nil {
 					e.Container = c
-				} else if ns := others[pino]; ns != nil {
+				} else if ns := b.others[pino]; ns != nil {
 					e.NetnsName = ns.Name
 				}
 			}
 		}
 		snap.Endpoints = append(snap.Endpoints, e)
 	}
-	hostEP := map[uint32]topology.Endpoint{}
 	for _, e := range snap.Endpoints {
-		hostEP[e.Ifindex] = e
+		b.hostEP[e.Ifindex] = e
 	}
+}
 
-	// Interfaces in the other namespaces.
-	for _, ns := range sc.Others {
-		c := owner[ns.Ino]
+// namespaceInterfaces adds the interfaces inside the other namespaces,
+// each with its peer on the host and the bridge behind it.
+func (b *builder) namespaceInterfaces() {
+	for _, ns := range b.sc.Others {
+		c := b.owner[ns.Ino]
 		for _, l := range ns.Links {
 			e := topology.Endpoint{NetnsIno: ns.Ino, Ifindex: l.Index, Name: l.Name, MAC: l.MAC, Addrs: l.Addrs, Role: topology.RoleNetns, NetnsName: ns.Name}
 			if c != nil {
 				e.Role, e.Container, e.NetnsName = topology.RoleContainer, c, ""
 			}
-			if hk, ok := peerOf[e.Key()]; ok {
-				he := hostEP[hk.Ifindex]
+			if hk, ok := b.peerOf[e.Key()]; ok {
+				he := b.hostEP[hk.Ifindex]
 				e.PeerNetnsIno, e.PeerIfindex = hk.NetnsIno, hk.Ifindex
 				e.Bridge, e.Network = he.Bridge, he.Network
 			} else if l.Type == "veth" && l.Peer != 0 && l.PeerNsid < 0 {
@@ -179,9 +214,15 @@ func build(sc scanResult, d dockerState, now time.Time) *topology.Snapshot {
 					}
 				}
 			}
-			snap.Endpoints = append(snap.Endpoints, e)
+			b.snap.Endpoints = append(b.snap.Endpoints, e)
 		}
 	}
+}
+
+// sort puts ports, endpoints (the host first, then namespaces by inode)
+// and namespaces in a stable order, so equal topologies compare equal.
+func (b *builder) sort() {
+	snap, host := b.snap, b.sc.Host.Ino
 	for i := range snap.Bridges {
 		p := snap.Bridges[i].Ports
 		sort.Slice(p, func(a, b int) bool { return p[a] < p[b] })
@@ -189,13 +230,11 @@ func build(sc scanResult, d dockerState, now time.Time) *topology.Snapshot {
 	sort.Slice(snap.Endpoints, func(i, j int) bool {
 		a, b := snap.Endpoints[i], snap.Endpoints[j]
 		if a.NetnsIno != b.NetnsIno {
-			// The host first, then namespaces by inode.
-			return a.NetnsIno == host.Ino || (b.NetnsIno != host.Ino && a.NetnsIno < b.NetnsIno)
+			return a.NetnsIno == host || (b.NetnsIno != host && a.NetnsIno < b.NetnsIno)
 		}
 		return a.Ifindex < b.Ifindex
 	})
 	sort.Slice(snap.Namespaces[1:], func(i, j int) bool { return snap.Namespaces[i+1].Ino < snap.Namespaces[j+1].Ino })
-	return snap
 }
 
 // resolvePeer finds the namespace of a host veth's peer: by the nsid the

@@ -29,12 +29,14 @@
 //	snap := r.Snapshot()
 //	for snap := range r.Subscribe(ctx) { ... }              // latest wins for slow readers
 //
+//	// Names that may still change (a container Docker has not told about
+//	// yet): ask again, and wait for the ticket (journey.NameWait does).
+//	if r.Naming(key) != topology.NameFinal { t := r.Refresh(); ...; r.Refreshed(t) }
+//
 //	// Attaching: bridges, their veth ports, and with ContainerSide the
-//	// peer inside each container (Interface.NetnsPath opens its netns).
-//	ifaces := r.Interfaces(resolver.Selection{ContainerSide: true})
-//	for u := range r.WatchInterfaces(ctx, resolver.Selection{}) {
-//		// u.Added (all current ones first), u.Removed, u.Snapshot
-//	}
+//	// peer inside each container (Interface.NetnsPath opens its netns);
+//	// DiffInterfaces says what changed between two snapshots' lists.
+//	ifaces := resolver.InterfacesOf(snap, resolver.Selection{ContainerSide: true})
 //
 // A new container shows up within a moment: its Docker start event and the
 // host link update of its veth both trigger a rescan (coalesced over 30ms);

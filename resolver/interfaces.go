@@ -1,7 +1,6 @@
 package resolver
 
 import (
-	"context"
 	"sort"
 
 	"github.com/hoptrace/hoptrace/resolver/topology"
@@ -110,40 +109,4 @@ func DiffInterfaces(old, new []Interface) (added, removed []Interface) {
 // Interfaces lists the interfaces to trace now.
 func (r *Resolver) Interfaces(sel Selection) []Interface {
 	return InterfacesOf(r.Snapshot(), sel)
-}
-
-// InterfaceUpdate is a change in the interfaces to trace.
-type InterfaceUpdate struct {
-	Added, Removed []Interface
-	// Snapshot is the topology the update comes from.
-	Snapshot *topology.Snapshot
-}
-
-// WatchInterfaces sends every current interface as Added first, then what
-// changes. Updates that were not read in time are merged, never lost. The
-// channel closes when ctx ends or the resolver is closed.
-func (r *Resolver) WatchInterfaces(ctx context.Context, sel Selection) <-chan InterfaceUpdate {
-	out := make(chan InterfaceUpdate)
-	snaps := r.Subscribe(ctx)
-	go func() {
-		defer close(out)
-		var sent []Interface // what the reader has been told
-		for s := range snaps {
-			cur := InterfacesOf(s, sel)
-			add, rm := DiffInterfaces(sent, cur)
-			if len(add) == 0 && len(rm) == 0 && sent != nil {
-				continue
-			}
-			select {
-			case out <- InterfaceUpdate{Added: add, Removed: rm, Snapshot: s}:
-				sent = cur
-				if sent == nil {
-					sent = []Interface{}
-				}
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	return out
 }

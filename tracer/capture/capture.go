@@ -70,8 +70,8 @@ type Session struct {
 	newest uint64     // the newest event time delivered (under mu)
 
 	amu      sync.Mutex // guards the attachments
-	attached map[string]tracer.Iface
-	warned   map[string]bool
+	attached []resolver.Interface
+	warned   map[topology.Key]bool
 	noBridge bool
 }
 
@@ -87,7 +87,7 @@ func Open(ctx context.Context, cfg Config) (s *Session, err error) {
 	if cfg.Resolver.Logger == nil {
 		cfg.Resolver.Logger = cfg.Logger
 	}
-	s = &Session{cfg: cfg, log: cfg.Logger, attached: map[string]tracer.Iface{}, warned: map[string]bool{}}
+	s = &Session{cfg: cfg, log: cfg.Logger, warned: map[topology.Key]bool{}}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, s.Close())
@@ -143,13 +143,13 @@ func (s *Session) Snapshot() *topology.Snapshot { return s.res.Snapshot() }
 // Loss is what the kernel could not deliver so far.
 func (s *Session) Loss() (event.Loss, error) { return s.tr.Loss() }
 
-// Attached lists the interfaces hooked now, sorted by name.
+// Attached lists the interfaces hooked now, by name, sorted.
 func (s *Session) Attached() []string {
 	s.amu.Lock()
 	defer s.amu.Unlock()
 	out := make([]string, 0, len(s.attached))
-	for k := range s.attached {
-		out = append(out, k)
+	for _, ifc := range s.attached {
+		out = append(out, ifc.Name)
 	}
 	sort.Strings(out)
 	return out
@@ -284,10 +284,10 @@ func MonoNow() uint64 {
 	return uint64(ts.Nano())
 }
 
-// Want computes the interfaces a configuration selects in a snapshot, keyed
-// by a stable string. It is pure, so the selection rules are unit-tested.
-func Want(cfg *Config, snap *topology.Snapshot) map[string]resolver.Interface {
-	out := map[string]resolver.Interface{}
+// Want computes the interfaces a configuration selects in a snapshot, each
+// once, sorted. It is pure, so the selection rules are unit-tested.
+func Want(cfg *Config, snap *topology.Snapshot) []resolver.Interface {
+	var out []resolver.Interface
 	sel := resolver.Selection{ContainerSide: !cfg.NoContainerSide}
 	switch {
 	case len(cfg.Containers) > 0:
@@ -297,20 +297,16 @@ func Want(cfg *Config, snap *topology.Snapshot) map[string]resolver.Interface {
 		}
 		fallthrough
 	case len(cfg.Ifaces) == 0:
-		for _, ifc := range resolver.InterfacesOf(snap, sel) {
-			out[ifaceID(ifc)] = ifc
-		}
+		out = resolver.InterfacesOf(snap, sel)
 	}
 	for _, name := range cfg.Ifaces {
-		if ifc, ok := hostIface(snap, name); ok {
-			out[ifaceID(ifc)] = ifc
+		if ifc, ok := hostIface(snap, name); ok && !slices.ContainsFunc(out, func(o resolver.Interface) bool {
+			return o.Key == ifc.Key && o.Name == ifc.Name
+		}) {
+			out = append(out, ifc)
 		}
 	}
 	return out
-}
-
-func ifaceID(i resolver.Interface) string {
-	return fmt.Sprintf("%s#%d@%d", i.Name, i.Key.Ifindex, i.Key.NetnsIno)
 }
 
 // bridgesOf lists the bridges the named containers have a veth on.
@@ -344,7 +340,9 @@ func hostIface(snap *topology.Snapshot, name string) (resolver.Interface, bool) 
 
 // reconcile attaches what the snapshot selects and detaches what vanished.
 // Interfaces that disappear between the snapshot and the attach are normal
-// (containers come and go): they are skipped without noise.
+// (containers come and go): they are skipped without noise. One that fails
+// to attach otherwise is warned about once and tried again at the next
+// change.
 func (s *Session) reconcile(snap *topology.Snapshot, initial bool) error {
 	want := Want(&s.cfg, snap)
 	s.amu.Lock()
@@ -352,34 +350,27 @@ func (s *Session) reconcile(snap *topology.Snapshot, initial bool) error {
 	if s.tr == nil {
 		return nil
 	}
-	for id, ifc := range s.attached {
-		if _, ok := want[id]; !ok {
-			if err := s.tr.Detach(ifc); err != nil && !gone(err) {
-				s.log.Warn("detach failed", "iface", id, "err", err)
+	added, removed := resolver.DiffInterfaces(s.attached, want)
+	kept := s.attached[:0:0]
+	for _, ifc := range s.attached {
+		if slices.Contains(removed, ifc) {
+			if err := s.tr.Detach(traced(ifc)); err != nil && !gone(err) {
+				s.log.Warn("detach failed", "iface", ifc.Name, "netns", ifc.NetnsPath, "err", err)
 			}
-			delete(s.attached, id)
-		}
-	}
-	ids := make([]string, 0, len(want))
-	for id := range want {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	var errs []error
-	for _, id := range ids {
-		if _, ok := s.attached[id]; ok {
 			continue
 		}
-		ifc := want[id]
-		ti := tracer.Iface{Index: int(ifc.Key.Ifindex), Name: ifc.Name, Netns: ifc.NetnsPath, NetnsIno: ifc.Key.NetnsIno}
-		if err := s.tr.Attach(ti); err != nil {
+		kept = append(kept, ifc)
+	}
+	var errs []error
+	for _, ifc := range added {
+		if err := s.tr.Attach(traced(ifc)); err != nil {
 			if gone(err) {
 				continue
 			}
 			if errors.Is(err, tracer.ErrPermission) {
 				return err
 			}
-			if !s.warned[id] {
+			if id := ifc.Key; !s.warned[id] {
 				s.warned[id] = true
 				s.log.Warn("cannot attach", "iface", ifc.Name, "netns", ifc.NetnsPath, "err", err)
 			}
@@ -388,8 +379,9 @@ func (s *Session) reconcile(snap *topology.Snapshot, initial bool) error {
 			}
 			continue
 		}
-		s.attached[id] = ti
+		kept = append(kept, ifc)
 	}
+	s.attached = kept
 	if len(want) == 0 && !s.noBridge {
 		s.log.Info("no Docker bridge or selected interface found yet; waiting for one")
 	}
@@ -398,6 +390,11 @@ func (s *Session) reconcile(snap *topology.Snapshot, initial bool) error {
 		return errors.Join(errs...)
 	}
 	return nil
+}
+
+// traced is the tracer's view of an interface to hook.
+func traced(ifc resolver.Interface) tracer.Iface {
+	return tracer.Iface{Index: int(ifc.Key.Ifindex), Name: ifc.Name, Netns: ifc.NetnsPath, NetnsIno: ifc.Key.NetnsIno}
 }
 
 // gone reports errors that mean the interface or its namespace vanished.
