@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 
 	"github.com/hoptrace/hoptrace/tracer"
 )
@@ -28,8 +27,9 @@ func runCleanup(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if fs.NArg() > 0 {
 		return usagef("cleanup: unexpected argument %q", fs.Arg(0))
 	}
-	if os.Geteuid() != 0 {
-		return fmt.Errorf("cleanup: %w", tracer.ErrPermission)
+	// It enters every namespace (Docker's too) and deletes filters.
+	if err := checkPrivileges("cleanup", privileges{netAdmin: true, docker: true}); err != nil {
+		return err
 	}
 	n, err := tracer.SweepStale()
 	fmt.Fprintf(stdout, "removed %d stale hoptrace filter(s)\n", n)

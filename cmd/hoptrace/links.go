@@ -48,6 +48,9 @@ func runLinks(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return usagef("links: -o must be text or json, not %q", *output)
 	}
 
+	if err := checkPrivileges("links", privileges{docker: !*noDocker}); err != nil {
+		return err
+	}
 	opts := resolver.Options{DockerHost: *dockerHost}
 	if *noDocker {
 		opts.Docker = resolver.NoDocker{}

@@ -93,6 +93,9 @@ func liveJourneys(ctx context.Context, name string, cf *captureFlags, stdout, st
 	// the output has stopGrace to be read; then writes fail instead of
 	// blocking, so the hooks are detached and the process ends.
 	defer context.AfterFunc(ctx, func() { giveUpBy(time.Now().Add(stopGrace), stdout, stderr) })()
+	if err := checkPrivileges(name, privileges{netAdmin: true, bpf: true, docker: !cf.noDocker}); err != nil {
+		return err
+	}
 	sess, err := capture.Open(ctx, cf.config(log))
 	if err != nil {
 		return fmt.Errorf("%s: %w", name, err)
