@@ -68,6 +68,7 @@ type captureFlags struct {
 	readyFile       string
 	timeout         time.Duration
 	quiet           bool
+	verifierLog     string
 	snaplen         uint32 // record only
 	filter          *filter.Program
 }
@@ -79,12 +80,13 @@ func (c *captureFlags) register(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.duration, "duration", 0, "stop after this long, e.g. 30s (0: until Ctrl-C)")
 	fs.BoolVar(&c.noContainerSide, "no-container-side", false, "do not hook eth0 inside containers (host side only)")
 	fs.BoolVar(&c.legacy, "legacy", false, "attach with clsact/cls_bpf filters even where TCX exists")
-	fs.IntVar(&c.ringBytes, "ring-bytes", 0, "ring buffer size in bytes (default 8 MiB)")
+	fs.IntVar(&c.ringBytes, "ring-bytes", 0, "ring buffer size in bytes, rounded up to a power of two (default 4 MiB)")
 	fs.DurationVar(&c.timeout, "journey-timeout", journey.DefaultTimeout, "finish a journey that saw no hop for this long")
 	fs.StringVar(&c.readyFile, "ready-file", "", "create this file once every hook is attached (for scripts and tests)")
 	fs.StringVar(&c.dockerHost, "docker-host", "", "Docker daemon address (default $DOCKER_HOST, else unix:///var/run/docker.sock)")
 	fs.BoolVar(&c.noDocker, "no-docker", false, "do not ask Docker; name namespaces only")
 	fs.BoolVarP(&c.quiet, "quiet", "q", false, "no progress notes on stderr")
+	fs.StringVar(&c.verifierLog, "verifier-log", "", "if the kernel's verifier rejects a BPF program, write its full log to this file")
 }
 
 func (c *captureFlags) validate(fs *pflag.FlagSet) error {
@@ -124,19 +126,22 @@ func (c *captureFlags) journeyConfig(hostNetns uint32) journey.Config {
 
 // logger writes warnings (and notes unless quiet) to stderr as one plain
 // line each: "hoptrace: <message> key=value ...".
-func logger(stderr io.Writer, quiet bool) *slog.Logger {
+// An error carrying the verifier's log is shortened to one line, the log
+// written to verifierLog (if set).
+func logger(stderr io.Writer, quiet bool, verifierLog string) *slog.Logger {
 	level := slog.LevelInfo
 	if quiet {
 		level = slog.LevelWarn
 	}
-	return slog.New(&lineHandler{w: stderr, level: level})
+	return slog.New(&lineHandler{w: stderr, level: level, verifierLog: verifierLog})
 }
 
 type lineHandler struct {
-	mu    sync.Mutex
-	w     io.Writer
-	level slog.Level
-	attrs []slog.Attr
+	mu          sync.Mutex
+	w           io.Writer
+	level       slog.Level
+	attrs       []slog.Attr
+	verifierLog string
 }
 
 func (h *lineHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= h.level }
@@ -149,7 +154,11 @@ func (h *lineHandler) Handle(_ context.Context, r slog.Record) error {
 	}
 	b.WriteString(r.Message)
 	add := func(a slog.Attr) bool {
-		fmt.Fprintf(&b, " %s=%v", a.Key, a.Value)
+		var v any = a.Value
+		if err, ok := a.Value.Any().(error); ok && a.Value.Kind() == slog.KindAny {
+			v = explainVerifier(err, h.verifierLog)
+		}
+		fmt.Fprintf(&b, " %s=%v", a.Key, v)
 		return true
 	}
 	for _, a := range h.attrs {
@@ -164,7 +173,7 @@ func (h *lineHandler) Handle(_ context.Context, r slog.Record) error {
 }
 
 func (h *lineHandler) WithAttrs(as []slog.Attr) slog.Handler {
-	return &lineHandler{w: h.w, level: h.level, attrs: append(slices.Clip(h.attrs), as...)}
+	return &lineHandler{w: h.w, level: h.level, attrs: append(slices.Clip(h.attrs), as...), verifierLog: h.verifierLog}
 }
 
 func (h *lineHandler) WithGroup(string) slog.Handler { return h }

@@ -81,7 +81,7 @@ type liveHooks struct {
 // summary. hooks.next, if set, also gets every event (record).
 func liveJourneys(ctx context.Context, name string, cf *captureFlags, stdout, stderr io.Writer,
 	printer func(render.Options) render.Printer, hooks liveHooks) (err error) {
-	log := logger(stderr, cf.quiet)
+	log := logger(stderr, cf.quiet, cf.verifierLog)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	if cf.duration > 0 {
@@ -98,7 +98,7 @@ func liveJourneys(ctx context.Context, name string, cf *captureFlags, stdout, st
 	}
 	sess, err := capture.Open(ctx, cf.config(log))
 	if err != nil {
-		return fmt.Errorf("%s: %w", name, err)
+		return fmt.Errorf("%s: %w", name, explainVerifier(err, cf.verifierLog))
 	}
 	defer func() { err = errors.Join(err, closeSession(name, sess)) }()
 	log.Info(fmt.Sprintf("tracing: %d interfaces hooked (%s); Ctrl-C to stop", len(sess.Attached()), sess.Features()))
