@@ -7,6 +7,8 @@
 package topology
 
 import (
+	"errors"
+	"fmt"
 	"net/netip"
 	"strings"
 	"time"
@@ -287,20 +289,56 @@ func (ix *Index) Peer(k Key) (Endpoint, bool) {
 	return ix.Lookup(Key{NetnsIno: e.PeerNetnsIno, Ifindex: e.PeerIfindex})
 }
 
-// FindContainer matches a container by name or ID prefix (at least 3 chars).
-func FindContainer(cs []Container, nameOrID string) (Container, bool) {
-	want := strings.TrimPrefix(nameOrID, "/")
+// ErrNoSuchContainer: no container answers to a selection word.
+var ErrNoSuchContainer = errors.New("no such container")
+
+// AmbiguousError: a selection word is the prefix of several containers' IDs.
+type AmbiguousError struct {
+	Word       string
+	Candidates []Container
+}
+
+func (e *AmbiguousError) Error() string {
+	names := make([]string, len(e.Candidates))
+	for i, c := range e.Candidates {
+		names[i] = c.Name + " (" + c.ShortID() + ")"
+	}
+	return fmt.Sprintf("container %q is ambiguous: it starts the IDs of %s; give a name or a longer ID", e.Word, strings.Join(names, ", "))
+}
+
+// MinIDPrefix is the shortest ID prefix that selects a container.
+const MinIDPrefix = 3
+
+// MatchContainer is the one rule by which a selection word (--container)
+// names a container, used both to decide what to hook and what to show:
+// the container with that name, else the one with that ID, else the one
+// whose ID starts with it (MinIDPrefix characters or more). It returns
+// ErrNoSuchContainer (wrapped) or an *AmbiguousError.
+func MatchContainer(cs []Container, word string) (Container, error) {
+	want := strings.TrimPrefix(word, "/")
 	for _, c := range cs {
-		if c.Name == want || c.ID == want {
-			return c, true
+		if c.Name == want {
+			return c, nil
 		}
 	}
-	if len(want) >= 3 {
+	for _, c := range cs {
+		if c.ID == want {
+			return c, nil
+		}
+	}
+	var found []Container
+	if len(want) >= MinIDPrefix {
 		for _, c := range cs {
 			if strings.HasPrefix(c.ID, want) {
-				return c, true
+				found = append(found, c)
 			}
 		}
 	}
-	return Container{}, false
+	switch len(found) {
+	case 0:
+		return Container{}, fmt.Errorf("container %q: %w", word, ErrNoSuchContainer)
+	case 1:
+		return found[0], nil
+	}
+	return Container{}, &AmbiguousError{Word: word, Candidates: found}
 }

@@ -1,6 +1,9 @@
 package topology
 
-import "testing"
+import (
+	"errors"
+	"testing"
+)
 
 func TestNaming(t *testing.T) {
 	const host, ctr, proc, sbox, named, overlay = 1, 2, 3, 4, 5, 6
@@ -50,5 +53,45 @@ func TestNaming(t *testing.T) {
 		if got := ix.Naming(c.k); got != c.want {
 			t.Errorf("Naming(%+v) = %d, want %d", c.k, got, c.want)
 		}
+	}
+}
+
+func TestMatchContainer(t *testing.T) {
+	cs := []Container{
+		{ID: "abc123000000", Name: "web"},
+		{ID: "abc456000000", Name: "api"},
+		{ID: "fff000000000", Name: "abc123"}, // a name that is another's ID prefix
+	}
+	for _, c := range []struct {
+		word, want string
+		err        error
+	}{
+		{"web", "web", nil},
+		{"/web", "web", nil},
+		{"abc123", "abc123", nil},      // exact name over ID prefix
+		{"abc456000000", "api", nil},   // exact ID
+		{"abc4", "api", nil},           // unique prefix
+		{"fff", "abc123", nil},         // unique prefix
+		{"ab", "", ErrNoSuchContainer}, // too short to be a prefix
+		{"nosuch", "", ErrNoSuchContainer},
+	} {
+		got, err := MatchContainer(cs, c.word)
+		if c.err != nil {
+			if !errors.Is(err, c.err) {
+				t.Errorf("%q: err %v, want %v", c.word, err, c.err)
+			}
+			continue
+		}
+		if err != nil || got.Name != c.want {
+			t.Errorf("%q: %q, %v; want %q", c.word, got.Name, err, c.want)
+		}
+	}
+	_, err := MatchContainer(cs, "abc")
+	var amb *AmbiguousError
+	if !errors.As(err, &amb) || len(amb.Candidates) != 2 {
+		t.Fatalf("abc: %v, want ambiguous between web and api", err)
+	}
+	if got := err.Error(); got != `container "abc" is ambiguous: it starts the IDs of web (abc123000000), api (abc456000000); give a name or a longer ID` {
+		t.Errorf("message %q", got)
 	}
 }

@@ -52,7 +52,8 @@ type Config struct {
 type Handler = pipeline.Input
 
 // ErrUnknownContainer is returned when a selected container does not exist.
-var ErrUnknownContainer = errors.New("no such container")
+// A word that names several containers is a *topology.AmbiguousError.
+var ErrUnknownContainer = topology.ErrNoSuchContainer
 
 // DefaultLag is how far behind the clock the watermark stays once the ring
 // buffer is drained: events may sit in the ring for one drain interval
@@ -102,8 +103,12 @@ func Open(ctx context.Context, cfg Config) (s *Session, err error) {
 	}
 	snap := s.res.Snapshot()
 	for _, name := range cfg.Containers {
-		c, ok := topology.FindContainer(snap.Containers, name)
-		if !ok {
+		c, err := topology.MatchContainer(snap.Containers, name)
+		var amb *topology.AmbiguousError
+		if errors.As(err, &amb) {
+			return s, err
+		}
+		if err != nil {
 			if !snap.DockerAvailable {
 				return s, fmt.Errorf("container %q: %w (Docker is not reachable)", name, ErrUnknownContainer)
 			}
@@ -313,8 +318,8 @@ func Want(cfg *Config, snap *topology.Snapshot) []resolver.Interface {
 func bridgesOf(snap *topology.Snapshot, names []string) []string {
 	var out []string
 	for _, name := range names {
-		c, ok := topology.FindContainer(snap.Containers, name)
-		if !ok {
+		c, err := topology.MatchContainer(snap.Containers, name)
+		if err != nil {
 			continue
 		}
 		for _, e := range snap.Endpoints {

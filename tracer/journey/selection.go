@@ -1,6 +1,7 @@
 package journey
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 
@@ -12,7 +13,8 @@ import (
 // the journeys of those containers) and by interface. The zero Selection
 // matches everything.
 type Selection struct {
-	// Containers are container names or ID prefixes (3 characters or more).
+	// Containers are container names, IDs or ID prefixes, matched by
+	// topology.MatchContainer against the latest topology (see Choose).
 	Containers []string
 	// Interfaces are interface names ("veth3c4d", "docker0") or labels ("web:eth0").
 	Interfaces []string
@@ -20,6 +22,49 @@ type Selection struct {
 	// the filter expression of a replay, decided where the kernel decides it
 	// live.
 	Packet PacketMatcher
+
+	chosen map[string]bool // IDs of the containers the words name now
+	named  map[string]bool // words that named a container at least once
+}
+
+// Choose applies the one container rule (topology.MatchContainer, the rule
+// that decides what a live capture hooks) to the containers of a topology:
+// journeys are then matched by those containers' IDs, so "-C abc" shows
+// container abc, never another whose ID starts with abc. Call it with
+// every new topology; an ambiguous word is an error (*topology.AmbiguousError),
+// a word that names nothing now is not (the container may come).
+func (s *Selection) Choose(cs []topology.Container) error {
+	if len(s.Containers) == 0 {
+		return nil
+	}
+	if s.named == nil {
+		s.named = map[string]bool{}
+	}
+	s.chosen = map[string]bool{}
+	for _, w := range s.Containers {
+		c, err := topology.MatchContainer(cs, w)
+		var amb *topology.AmbiguousError
+		switch {
+		case errors.As(err, &amb):
+			return err
+		case err == nil:
+			s.chosen[c.ID] = true
+			s.named[w] = true
+		}
+	}
+	return nil
+}
+
+// Unmatched lists the container words that never named a container in
+// any topology given to Choose.
+func (s *Selection) Unmatched() []string {
+	var out []string
+	for _, w := range s.Containers {
+		if !s.named[w] {
+			out = append(out, w)
+		}
+	}
+	return out
 }
 
 // PacketMatcher decides on a packet's decoded headers (a compiled filter).
@@ -58,9 +103,13 @@ func (s Selection) matchEndpoint(e *topology.Endpoint) bool {
 	if e.Container == nil {
 		return false
 	}
+	if s.chosen != nil {
+		return s.chosen[e.Container.ID]
+	}
+	// No topology chosen from: exact names and IDs only.
 	for _, want := range s.Containers {
 		want = strings.TrimPrefix(want, "/")
-		if e.Container.Name == want || e.Container.ID == want || (len(want) >= 3 && strings.HasPrefix(e.Container.ID, want)) {
+		if e.Container.Name == want || e.Container.ID == want {
 			return true
 		}
 	}

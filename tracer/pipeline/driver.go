@@ -93,6 +93,9 @@ func (d *driver) Drop(e *event.Drop) {
 
 func (d *driver) Topology(s *topology.Snapshot) {
 	d.event(Event{Topology: s})
+	if err := d.cfg.Select.Choose(s.Containers); err != nil {
+		d.stop(err) // an ambiguous --container
+	}
 	if d.asm == nil && d.cfg.Journey.HostNetnsIno == 0 {
 		d.cfg.Journey.HostNetnsIno = s.HostNetnsIno
 	}

@@ -97,6 +97,9 @@ type Result struct {
 	Summary render.Summary
 	// Shown is the number of journeys handed to the sinks.
 	Shown int
+	// Unmatched are the --container words that named no container in any
+	// topology the source gave (offline: a likely typo).
+	Unmatched []string
 }
 
 // Run drives src through the assembler to the sinks until the input ends,
@@ -129,5 +132,5 @@ func Run(ctx context.Context, src Source, cfg Config, sinks ...Sink) (Result, er
 			err = serr
 		}
 	}
-	return Result{Summary: sum, Shown: d.shown}, err
+	return Result{Summary: sum, Shown: d.shown, Unmatched: d.cfg.Select.Unmatched()}, err
 }

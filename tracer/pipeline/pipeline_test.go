@@ -176,3 +176,38 @@ func TestRunWithoutJourneys(t *testing.T) {
 		t.Errorf("journeys %v, hops %d, summary %+v", rec.journeys, rec.hops, res.Summary)
 	}
 }
+
+// The one container rule: an exact name wins over an ID prefix, an
+// ambiguous prefix stops the run, a word naming nothing is reported.
+func TestRunContainerSelection(t *testing.T) {
+	run := func(words ...string) (*collect, Result, error) {
+		src := &fakeSource{names: finalNames{topology.NewIndex(jt.Snapshot())}, events: twoPings()}
+		c := &collect{}
+		res, err := Run(context.Background(), src, Config{Journey: journey.Config{HostNetnsIno: jt.HostNS}, Select: journey.Selection{Containers: words}}, c)
+		return c, res, err
+	}
+	snap := jt.Snapshot()
+	var web topology.Container
+	for _, c := range snap.Containers {
+		if c.Name == "web" {
+			web = c
+		}
+	}
+	if c, _, err := run("web"); err != nil || len(c.journeys) != 2 {
+		t.Errorf("-C web: %v, %v", c.journeys, err)
+	}
+	if c, _, err := run(web.ID[:5]); err != nil || len(c.journeys) != 2 {
+		t.Errorf("-C %s (web's ID prefix): %v, %v", web.ID[:5], c.journeys, err)
+	}
+	if c, res, err := run("nosuch"); err != nil || len(c.journeys) != 0 || len(res.Unmatched) != 1 {
+		t.Errorf("-C nosuch: %v, unmatched %v, %v", c.journeys, res.Unmatched, err)
+	}
+	// A prefix two IDs share is ambiguous.
+	two := &topology.Snapshot{Containers: []topology.Container{{ID: "abc1", Name: "x"}, {ID: "abc2", Name: "y"}}}
+	src := &fakeSource{names: finalNames{topology.NewIndex(two)}, events: []Event{{Topology: two}}}
+	_, err := Run(context.Background(), src, Config{Select: journey.Selection{Containers: []string{"abc"}}}, &collect{})
+	var amb *topology.AmbiguousError
+	if !errors.As(err, &amb) {
+		t.Errorf("-C abc among abc1 and abc2: %v, want ambiguous", err)
+	}
+}
