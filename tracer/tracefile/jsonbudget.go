@@ -38,8 +38,8 @@ const (
 )
 
 var (
-	headerJSON   = mustJSONType(reflect.TypeFor[Header]())
-	snapshotJSON = mustJSONType(reflect.TypeFor[topology.Snapshot]())
+	headerJSON   = jsonTypeFor(reflect.TypeFor[Header]())
+	snapshotJSON = jsonTypeFor(reflect.TypeFor[topology.Snapshot]())
 )
 
 // decodeJSON decodes js into v, a pointer to the struct that t describes,
@@ -116,9 +116,9 @@ var (
 	textUnmarshalerType = reflect.TypeFor[encoding.TextUnmarshaler]()
 )
 
-// mustJSONType describes t; a type it cannot size gets err set, so every
+// jsonTypeFor describes t; a type it cannot size gets err set, so every
 // decode of it fails (and the tests say so) instead of decoding unbounded.
-func mustJSONType(t reflect.Type) *jsonType {
+func jsonTypeFor(t reflect.Type) *jsonType {
 	jt, err := newJSONType(t, map[reflect.Type]*jsonType{})
 	if err != nil {
 		return &jsonType{err: fmt.Errorf("decode %v: %w", t, err)}
@@ -167,11 +167,11 @@ func (jt *jsonType) addFields(seen map[reflect.Type]*jsonType) error {
 	for i := range t.NumField() {
 		f := t.Field(i)
 		tag := f.Tag.Get("json")
-		if !f.IsExported() || tag == "-" {
-			continue
-		}
-		if f.Anonymous {
+		switch {
+		case f.Anonymous: // encoding/json promotes its fields, even unexported ones'
 			return fmt.Errorf("%v.%s: embedded fields not supported", t, f.Name)
+		case !f.IsExported() || tag == "-":
+			continue
 		}
 		name, opts, _ := bytes.Cut([]byte(tag), []byte(","))
 		if bytes.Contains(opts, []byte("string")) {

@@ -160,8 +160,8 @@ func TestJSONTypes(t *testing.T) {
 			t.Error(jt.err)
 		}
 	}
-	for _, bad := range []any{struct{ M map[string]int }{}, struct{ F float64 }{}, struct{ A any }{}} {
-		if jt := mustJSONType(reflect.TypeOf(bad)); jt.err == nil {
+	for _, bad := range []any{struct{ M map[string]int }{}, struct{ F float64 }{}, struct{ A any }{}, struct{ topology.Key }{}} {
+		if jt := jsonTypeFor(reflect.TypeOf(bad)); jt.err == nil {
 			t.Errorf("%T: sized", bad)
 		} else if err := decodeJSON([]byte(`{}`), new(struct{}), jt); err == nil {
 			t.Errorf("%T: decoded", bad)
