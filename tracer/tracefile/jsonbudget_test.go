@@ -205,3 +205,35 @@ func TestJSONRefusals(t *testing.T) {
 		}
 	}
 }
+
+// FuzzDecodeJSON: decodeJSON never accepts what encoding/json rejects, and
+// what it accepts decodes as encoding/json decodes it.
+func FuzzDecodeJSON(f *testing.F) {
+	for _, n := range []int{1, 3} {
+		js, err := json.Marshal(bigSnapshot(n))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(js)
+	}
+	for _, js := range []string{
+		`null`, `{}`, `{"ENDPOINTS":[{"NAME":"x","addrs":["10.0.0.1/8"]}],"later":[[{}]]}`,
+		`{"time":"2024-05-01T10:00:00+02:00","containers":[{"networks":[{"ip":"fe80::1%eth0"}]}]}`,
+		`{"endpoints":[{"name":"\u00e9\n","ifindex":-1}]}`, `{"bridges":[{"ports":[1,2,3]}]}`,
+	} {
+		f.Add([]byte(js))
+	}
+	f.Fuzz(func(t *testing.T, js []byte) {
+		var got, want topology.Snapshot
+		err := decodeJSON(js, &got, snapshotJSON)
+		jerr := json.Unmarshal(js, &want)
+		switch {
+		case err == nil && jerr != nil:
+			t.Fatalf("accepted what encoding/json rejects: %v", jerr)
+		case err == nil && !reflect.DeepEqual(got, want):
+			t.Fatalf("decoded\n%+v\nencoding/json decodes\n%+v", got, want)
+		case err != nil && strings.Contains(err.Error(), "\n"):
+			t.Fatalf("error %q is more than one line", err)
+		}
+	})
+}
