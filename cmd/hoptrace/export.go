@@ -10,8 +10,7 @@ import (
 
 	"github.com/hoptrace/hoptrace/tracer/journey"
 	"github.com/hoptrace/hoptrace/tracer/pcapng"
-	"github.com/hoptrace/hoptrace/tracer/tracefile"
-	"github.com/hoptrace/hoptrace/tracer/tracefile/playback"
+	"github.com/hoptrace/hoptrace/tracer/pipeline"
 )
 
 const exportUsage = `Usage: hoptrace export --pcapng OUT [flags] FILE...
@@ -93,26 +92,24 @@ func runExport(ctx context.Context, args []string, stdout, stderr io.Writer) (er
 		}()
 	}
 
-	ex := pcapng.New(w, pcapng.Options{
-		HoptraceVersion: version,
-		Journey:         journey.Config{Timeout: *timeout},
-		Selection:       playback.Selection{Containers: *containers, Interfaces: *ifaces, Packet: pf},
-	})
-	if err := playFiles("export", fs.Args(), stderr, *quiet, func(r *tracefile.Reader) error {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		return ex.Add(r)
-	}); err != nil {
+	src, err := openRecordings("export", fs.Args(), stderr, *quiet)
+	if err != nil {
 		return err
 	}
-	st, err := ex.Close()
+	defer src.Close()
+	ex := pcapng.New(w, pcapng.Options{HoptraceVersion: version, Header: src.Header()})
+	cfg := pipeline.Config{
+		Journey: journey.Config{Timeout: *timeout},
+		Select:  journey.Selection{Containers: *containers, Interfaces: *ifaces, Packet: pf},
+	}
+	err = offline(ctx, "export", src, cfg, stderr, ex)
 	if errors.Is(err, pcapng.ErrNoPackets) {
 		return fmt.Errorf("export: no hops to export (nothing recorded, or nothing matched -C/-i)")
 	}
 	if err != nil {
-		return fmt.Errorf("export: %w", err)
+		return err
 	}
+	st := ex.Stats()
 	if !*quiet {
 		fmt.Fprintf(stderr, "hoptrace: export: %d packets of %d journeys on %d interfaces", st.Packets, st.Journeys, st.Interfaces)
 		if st.Synthesized > 0 {

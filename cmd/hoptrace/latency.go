@@ -8,9 +8,8 @@ import (
 	"github.com/hoptrace/hoptrace/tracer/filter"
 	"github.com/hoptrace/hoptrace/tracer/journey"
 	"github.com/hoptrace/hoptrace/tracer/latency"
+	"github.com/hoptrace/hoptrace/tracer/pipeline"
 	"github.com/hoptrace/hoptrace/tracer/render"
-	"github.com/hoptrace/hoptrace/tracer/tracefile"
-	"github.com/hoptrace/hoptrace/tracer/tracefile/playback"
 )
 
 const latencyUsage = `Usage: hoptrace latency [flags] [FILE... | EXPRESSION]
@@ -57,22 +56,17 @@ func runLatency(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	agg := latency.New(latency.Config{})
 
 	if fs.NArg() > 0 && !isFilterArg(fs.Arg(0)) {
-		sel := playback.Selection{Containers: cf.containers, Interfaces: cf.ifaces, Packet: pf}
-		n := 0
-		p := playback.New(journey.Config{Timeout: cf.timeout}, func(j *journey.Journey) error {
-			if sel.Match(j) && (cf.count == 0 || n < cf.count) {
-				agg.Add(j)
-				n++
-			}
-			return nil
-		})
-		if err := playFiles("latency", fs.Args(), stderr, cf.quiet, func(r *tracefile.Reader) error { return p.Play(r) }); err != nil {
+		src, err := openRecordings("latency", fs.Args(), stderr, cf.quiet)
+		if err != nil {
 			return err
 		}
-		if err := p.Finish(); err != nil {
-			return err
+		defer src.Close()
+		cfg := pipeline.Config{
+			Journey: journey.Config{Timeout: cf.timeout},
+			Select:  journey.Selection{Containers: cf.containers, Interfaces: cf.ifaces, Packet: pf},
+			Count:   cf.count,
 		}
-		return write(agg.Report())
+		return offline(ctx, "latency", src, cfg, stderr, &latencyPrinter{agg: agg, write: write})
 	}
 
 	if pf != nil && fs.NArg() > 0 {

@@ -10,6 +10,8 @@ import (
 	"os/signal"
 	"syscall"
 	"time"
+
+	"github.com/hoptrace/hoptrace/resolver/topology"
 )
 
 // version is stamped at build time with -ldflags "-X main.version=...".
@@ -74,8 +76,9 @@ func exitCode(stderr io.Writer, err error) int {
 	}
 	fmt.Fprintf(stderr, "hoptrace: %v\n", err)
 	var ue usageError
-	if errors.As(err, &ue) {
-		return exitUsage
+	var amb *topology.AmbiguousError
+	if errors.As(err, &ue) || errors.As(err, &amb) {
+		return exitUsage // an ambiguous --container is bad input too
 	}
 	return exitError
 }

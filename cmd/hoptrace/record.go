@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"github.com/hoptrace/hoptrace/tracer/capture"
 	"github.com/hoptrace/hoptrace/tracer/event"
 	"github.com/hoptrace/hoptrace/tracer/journey"
+	"github.com/hoptrace/hoptrace/tracer/pipeline"
 	"github.com/hoptrace/hoptrace/tracer/render"
 	"github.com/hoptrace/hoptrace/tracer/tracefile"
 )
@@ -81,10 +83,9 @@ func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return usagef("record: --rotate-files needs --rotate-size or --rotate-time")
 	}
 
-	var rec *capture.Recorder
 	var files func() []string
 	hooks := liveHooks{
-		next: func(s *capture.Session, stop context.CancelFunc) (capture.Handler, error) {
+		sinks: func(s *capture.Session) ([]pipeline.Sink, error) {
 			hdr := recordingHeader(s, &cf)
 			var sink tracefile.Sink
 			if rotating {
@@ -100,14 +101,18 @@ func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) err
 				}
 				sink, files = w, func() []string { return []string{*path} }
 			}
-			rec = &capture.Recorder{Sink: sink, OnError: func(error) { stop() }}
+			rec := &recordingSink{Recorder: pipeline.NewRecorder(sink), path: *path}
 			// The topology at the start: names must be in the file before any hop.
-			rec.Topology(s.Snapshot())
-			return rec, nil
+			if err := rec.Event(pipeline.Event{Topology: s.Snapshot()}); err != nil {
+				rec.Close(event.Loss{})
+				return nil, err
+			}
+			return []pipeline.Sink{rec}, nil
 		},
-		finish: func(s *capture.Session, loss event.Loss) error {
-			if err := rec.Close(loss); err != nil {
-				return fmt.Errorf("write %s: %w (the recording is readable up to the last complete record)", *path, err)
+		finish: func(runErr error) error {
+			var we *recordWriteError
+			if files == nil || errors.As(runErr, &we) {
+				return nil
 			}
 			fmt.Fprintf(stderr, "recorded to %s\n", strings.Join(files(), ", "))
 			return nil
@@ -125,6 +130,37 @@ func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return render.NewText(stdout, opt)
 	}
 	return liveJourneys(ctx, "record", &cf, stdout, stderr, printer, hooks)
+}
+
+// recordingSink names the file in its write errors.
+type recordingSink struct {
+	*pipeline.Recorder
+	path string
+}
+
+// recordWriteError is a failed write to the recording.
+type recordWriteError struct {
+	path string
+	err  error
+}
+
+func (e *recordWriteError) Error() string {
+	return fmt.Sprintf("write %s: %v (the recording is readable up to the last complete record)", e.path, e.err)
+}
+func (e *recordWriteError) Unwrap() error { return e.err }
+
+func (r *recordingSink) Event(e pipeline.Event) error {
+	if err := r.Recorder.Event(e); err != nil {
+		return &recordWriteError{r.path, err}
+	}
+	return nil
+}
+
+func (r *recordingSink) Summary(s render.Summary) error {
+	if err := r.Recorder.Summary(s); err != nil {
+		return &recordWriteError{r.path, err}
+	}
+	return nil
 }
 
 // summaryOnly prints no journeys, only the summary (record without --print).

@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
+	"syscall"
 
+	"github.com/hoptrace/hoptrace/resolver/topology"
 	"github.com/hoptrace/hoptrace/tracer/journey"
+	"github.com/hoptrace/hoptrace/tracer/pipeline"
 	"github.com/hoptrace/hoptrace/tracer/render"
-	"github.com/hoptrace/hoptrace/tracer/tracefile"
 	"github.com/hoptrace/hoptrace/tracer/tracefile/playback"
 )
 
@@ -59,85 +62,71 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	case *count < 0:
 		return usagef("replay: -c must not be negative")
 	}
-	sel := playback.Selection{Containers: *containers, Interfaces: *ifaces, Packet: pf}
-
-	var pr render.Printer
-	printed := 0
-	errEnough := errors.New("enough journeys")
-	player := playback.New(journey.Config{Timeout: *timeout}, func(j *journey.Journey) error {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if !sel.Match(j) {
-			return nil
-		}
-		if err := pr.Journey(j); err != nil {
-			return fmt.Errorf("write output: %w", err)
-		}
-		printed++
-		if *count > 0 && printed >= *count {
-			return errEnough
-		}
-		return nil
-	})
-	err = playFiles("replay", fs.Args(), stderr, *quiet, func(r *tracefile.Reader) error {
-		if pr == nil {
-			// The first file's clock offset converts every part's times.
-			opt := render.Options{WallOffsetNS: r.Header().MonoOffsetNS}
-			if *output == "json" {
-				pr = render.NewJSON(stdout, opt)
-			} else {
-				opt.Color = useColor(stdout, *noColor)
-				opt.Verbose = *verbose
-				pr = render.NewText(stdout, opt)
-			}
-		}
-		return player.Play(r)
-	})
-	if err == nil {
-		err = player.Finish()
-	}
-	switch {
-	case errors.Is(err, errEnough):
-	case err != nil:
+	src, err := openRecordings("replay", fs.Args(), stderr, *quiet)
+	if err != nil {
 		return err
 	}
-	if pr == nil {
+	defer src.Close()
+	opt := render.Options{WallOffsetNS: src.Header().MonoOffsetNS}
+	var pr render.Printer
+	if *output == "json" {
+		pr = render.NewJSON(stdout, opt)
+	} else {
+		opt.Color = useColor(stdout, *noColor)
+		opt.Verbose = *verbose
+		pr = render.NewText(stdout, opt)
+	}
+	cfg := pipeline.Config{
+		Journey: journey.Config{Timeout: *timeout},
+		Select:  journey.Selection{Containers: *containers, Interfaces: *ifaces, Packet: pf},
+		Count:   *count,
+	}
+	return offline(ctx, "replay", src, cfg, stderr, pr)
+}
+
+// openRecordings opens recordings (FILE "-" is standard input) as one
+// pipeline source; a part cut short gets a note on stderr unless quiet.
+func openRecordings(name string, paths []string, stderr io.Writer, quiet bool) (*playback.Source, error) {
+	src, err := playback.NewSource(paths, func(path string) (io.ReadCloser, error) {
+		if path == "-" {
+			return io.NopCloser(os.Stdin), nil
+		}
+		return os.Open(path)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	if !quiet {
+		src.Note = func(path, note string) { fmt.Fprintf(stderr, "hoptrace: %s %s: %s\n", name, path, note) }
+	}
+	return src, nil
+}
+
+// offline runs recordings through the pipeline to the sinks. A --container
+// that named nothing in the recording is a warning and exit status 1, a
+// closed stdout a normal end.
+func offline(ctx context.Context, name string, src *playback.Source, cfg pipeline.Config, stderr io.Writer, sinks ...pipeline.Sink) error {
+	res, err := pipeline.Run(ctx, src, cfg, sinks...)
+	if errors.Is(err, syscall.EPIPE) {
 		return nil
 	}
-	return pr.Summary(render.Summary{Stats: player.Stats(), Loss: player.Loss()})
-}
-
-// playFiles opens each recording in turn and hands it to play; errors name
-// the file. A recording that was cut short gets a note on stderr (unless quiet).
-func playFiles(name string, files []string, stderr io.Writer, quiet bool, play func(*tracefile.Reader) error) error {
-	for _, path := range files {
-		if err := playFile(name, path, stderr, quiet, play); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func playFile(name, path string, stderr io.Writer, quiet bool, play func(*tracefile.Reader) error) error {
-	var in io.Reader = os.Stdin
-	if path != "-" {
-		f, err := os.Open(path)
-		if err != nil {
-			return fmt.Errorf("%s: %w", name, err)
-		}
-		defer f.Close()
-		in = f
-	}
-	r, err := tracefile.Open(in)
 	if err != nil {
-		return fmt.Errorf("%s %s: %w", name, path, err)
+		var amb *topology.AmbiguousError
+		if errors.As(err, &amb) {
+			return usageError{fmt.Errorf("%s: %w", name, err)}
+		}
+		return fmt.Errorf("%s: %w", name, err)
 	}
-	if err := play(r); err != nil {
-		return fmt.Errorf("%s %s: %w", name, path, err)
-	}
-	if t := r.Truncated(); t != nil && !quiet {
-		fmt.Fprintf(stderr, "hoptrace: %s %s: %s\n", name, path, t)
+	if len(res.Unmatched) > 0 {
+		return fmt.Errorf("%s: no container %s in the recording (see 'hoptrace links' at record time, or replay without -C)", name, strings.Join(quoted(res.Unmatched), ", "))
 	}
 	return nil
+}
+
+func quoted(ws []string) []string {
+	out := make([]string, len(ws))
+	for i, w := range ws {
+		out[i] = fmt.Sprintf("%q", w)
+	}
+	return out
 }

@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/hoptrace/hoptrace/tracer/capture"
-	"github.com/hoptrace/hoptrace/tracer/event"
 	"github.com/hoptrace/hoptrace/tracer/journey"
+	"github.com/hoptrace/hoptrace/tracer/pipeline"
 	"github.com/hoptrace/hoptrace/tracer/render"
 )
 
@@ -67,18 +67,19 @@ func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}, liveHooks{})
 }
 
-// liveHooks let record add its file writer to the live pipeline.
+// liveHooks let record add its recorder to the live pipeline.
 type liveHooks struct {
-	// next is called once the capture is open; the handler it returns gets
-	// every event before the assembler. stop ends the capture (e.g. disk full).
-	next func(s *capture.Session, stop context.CancelFunc) (capture.Handler, error)
-	// finish runs after the capture stopped, before the summary.
-	finish func(s *capture.Session, loss event.Loss) error
+	// sinks is called once the capture is open; the sinks it returns get
+	// every event (pipeline.EventSink) and journey besides the printer.
+	sinks func(s *capture.Session) ([]pipeline.Sink, error)
+	// finish runs after the capture stopped, with its error, before the
+	// summary is printed.
+	finish func(runErr error) error
 }
 
-// liveJourneys runs a capture, assembles journeys and prints them until the
-// context ends, -c journeys were printed or --duration passed; then prints the
-// summary. hooks.next, if set, also gets every event (record).
+// liveJourneys runs a capture through the pipeline to a printer (and the
+// hooks' sinks) until the context ends, -c journeys were printed or
+// --duration passed; then detaches and prints the summary.
 func liveJourneys(ctx context.Context, name string, cf *captureFlags, stdout, stderr io.Writer,
 	printer func(render.Options) render.Printer, hooks liveHooks) (err error) {
 	log := logger(stderr, cf.quiet, cf.verifierLog)
@@ -103,67 +104,69 @@ func liveJourneys(ctx context.Context, name string, cf *captureFlags, stdout, st
 	defer func() { err = errors.Join(err, closeSession(name, sess)) }()
 	log.Info(fmt.Sprintf("tracing: %d interfaces hooked (%s); Ctrl-C to stop", len(sess.Attached()), sess.Features()))
 
-	var next capture.Handler
-	if hooks.next != nil {
-		if next, err = hooks.next(sess, cancel); err != nil {
+	var extra []pipeline.Sink
+	if hooks.sinks != nil {
+		if extra, err = hooks.sinks(sess); err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
 	}
-	pr := printer(render.Options{WallOffsetNS: sess.Clock().Offset()})
-	asm := journey.New(cf.journeyConfig(sess.Snapshot().HostNetnsIno), sess.Namer())
+	out := &heldSummary{Printer: printer(render.Options{WallOffsetNS: sess.Clock().Offset()})}
 	// Journeys of other containers on the same bridges are assembled (so the
 	// counts are right) but not shown.
 	sel := journey.Selection{Containers: cf.containers}
 	if len(cf.containers) > 0 {
 		sel.Interfaces = cf.ifaces
 	}
-	printed := 0
-	var printErr error
-	h := &capture.Journeys{Asm: asm, Next: next, Names: sess.Namer(), Emit: func(j *journey.Journey) {
-		if printErr != nil || (cf.count > 0 && printed >= cf.count) || !sel.Match(j) {
-			return
-		}
-		if printErr = pr.Journey(j); printErr != nil {
-			cancel() // e.g. a closed pipe: stop capturing
-			return
-		}
-		printed++
-		if cf.count > 0 && printed >= cf.count {
-			cancel()
-		}
-	}}
+	cfg := pipeline.Config{Journey: cf.journeyConfig(sess.Snapshot().HostNetnsIno), Select: sel, Count: cf.count}
 	if err := writeReady(cf.readyFile); err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
-	start := time.Now()
-	runErr := sess.Run(ctx, h)
-	h.Flush()
-	loss, lossErr := sess.Loss()
+	res, runErr := pipeline.Run(ctx, sess, cfg, append([]pipeline.Sink{out}, extra...)...)
+	printErr := out.err
+	if printErr != nil && errors.Is(runErr, printErr) {
+		runErr = nil // the printer's own error, handled below
+	}
 	var finishErr error
 	if hooks.finish != nil {
-		finishErr = hooks.finish(sess, loss)
+		finishErr = hooks.finish(runErr)
 	}
-	sum := render.Summary{Stats: asm.Stats(), Loss: loss, Duration: time.Since(start), Names: h.NameStats()}
 	// Detach before waiting for anyone to read the output.
 	closeErr := closeSession(name, sess)
 	errs := errors.Join(runErr, finishErr, closeErr)
 	if printErr == nil {
-		if printErr = pr.Summary(sum); printErr == nil {
+		if printErr = out.Printer.Summary(res.Summary); printErr == nil {
 			printErr = flushOutput(stdout)
 		}
 	}
 	switch {
 	case printErr == nil:
-		return errors.Join(errs, lossErr)
+		return errs
 	case errors.Is(printErr, syscall.EPIPE):
 		return errs // the reader went away: a normal end
 	case isStuck(printErr):
 		// Nobody reads stdout (a paused pager): the summary goes to stderr.
-		return errors.Join(errs, lossErr, render.NewText(stderr, render.Options{}).Summary(sum),
+		return errors.Join(errs, render.NewText(stderr, render.Options{}).Summary(res.Summary),
 			fmt.Errorf("%s: stdout: %w; output not written by then was dropped", name, printErr))
 	}
 	return errors.Join(errs, fmt.Errorf("%s: write output: %w", name, printErr))
 }
+
+// heldSummary is a printer sink whose summary waits: live, it is printed
+// after the hooks are detached, so a reader who does not read cannot keep
+// them attached.
+type heldSummary struct {
+	render.Printer
+	err error // the first journey write error
+}
+
+func (h *heldSummary) Journey(j *journey.Journey) error {
+	if h.err == nil {
+		h.err = h.Printer.Journey(j)
+	}
+	return h.err
+}
+
+func (h *heldSummary) Summary(render.Summary) error { return nil }
 
 func closeSession(name string, s *capture.Session) error {
 	if err := s.Close(); err != nil {

@@ -138,9 +138,9 @@ func (s *Session) Features() tracer.Features { return s.tr.Features() }
 // Clock converts kernel monotonic time to wall time.
 func (s *Session) Clock() tracer.Clock { return s.tr.Clock() }
 
-// Namer resolves hook interfaces to endpoints, always with the current
-// topology, and reads the names again on demand (journey.Names).
-func (s *Session) Namer() journey.Names { return s.res }
+// Names implements pipeline.Source: the resolver names hook interfaces
+// with the current topology and reads the names again on demand.
+func (s *Session) Names() journey.Names { return s.res }
 
 // Snapshot is the current topology.
 func (s *Session) Snapshot() *topology.Snapshot { return s.res.Snapshot() }

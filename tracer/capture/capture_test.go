@@ -1,17 +1,12 @@
 package capture
 
 import (
-	"bytes"
-	"errors"
 	"slices"
 	"sort"
 	"testing"
 
 	"github.com/hoptrace/hoptrace/resolver/topology"
-	"github.com/hoptrace/hoptrace/tracer/event"
-	"github.com/hoptrace/hoptrace/tracer/journey"
 	jt "github.com/hoptrace/hoptrace/tracer/journey/journeytest"
-	"github.com/hoptrace/hoptrace/tracer/tracefile"
 )
 
 func snap() *topology.Snapshot { return jt.Snapshot() }
@@ -52,103 +47,5 @@ func TestWantSelection(t *testing.T) {
 	sides := want(Config{Containers: []string{"api"}})
 	if !slices.Contains(sides, "eth0@br-1234") && !slices.Contains(sides, "eth0@") {
 		t.Errorf("-C api with container side: %v lacks api's eth0", sides)
-	}
-}
-
-func TestJourneysHandlerExpiresAtTheWatermark(t *testing.T) {
-	var got []*journey.Journey
-	h := &Journeys{Asm: journey.New(journey.Config{HostNetnsIno: jt.HostNS}, jt.Namer()), Emit: func(j *journey.Journey) { got = append(got, j) }}
-	// A packet whose receiving side is not traced: it can only end by timeout.
-	p := jt.TCP(jt.ClientIP, 1000, jt.WebIP, 80, event.TCPSyn, 1)
-	for _, hop := range jt.Walk(jt.ClientToWeb[:2], 1_000_000_000, 1000, 0xa, 0xf, p) {
-		h.Hop(&hop)
-	}
-	h.Tick(1_000_000_000 + uint64(journey.DefaultTimeout) - 1_000_000) // before the timeout
-	if len(got) != 0 {
-		t.Fatalf("journey expired before its timeout: %d", len(got))
-	}
-	h.Tick(1_000_000_000 + uint64(journey.DefaultTimeout) + 1_000_000)
-	if len(got) != 1 || got[0].Verdict != journey.VerdictIncomplete || len(got[0].Hops) != 2 {
-		t.Fatalf("after the timeout: %d journeys %+v", len(got), got)
-	}
-}
-
-// failSink fails every write after the first n.
-type failSink struct {
-	tracefile.Sink
-	n int
-}
-
-var errDiskFull = errors.New("disk full")
-
-func (f *failSink) WriteHop(h *event.Hop) error {
-	if f.n == 0 {
-		return errDiskFull
-	}
-	f.n--
-	return f.Sink.WriteHop(h)
-}
-
-func TestRecorderStopsAtFirstWriteError(t *testing.T) {
-	var buf bytes.Buffer
-	w, err := tracefile.Create(&buf, tracefile.Header{HoptraceVersion: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	stops := 0
-	rec := &Recorder{Sink: &failSink{Sink: w, n: 2}, OnError: func(error) { stops++ }}
-	rec.Loss(event.Loss{Hops: 3})
-	rec.Topology(snap())
-	p := jt.TCP(jt.ClientIP, 1000, jt.WebIP, 80, event.TCPSyn, 1)
-	for _, hop := range jt.Walk(jt.ClientToWeb, 1000, 1000, 0xa, 0xf, p) {
-		rec.Hop(&hop)
-	}
-	if !errors.Is(rec.Err(), errDiskFull) || stops != 1 {
-		t.Fatalf("err %v, OnError called %d times; want disk full once", rec.Err(), stops)
-	}
-	if err := rec.Close(event.Loss{Hops: 3}); !errors.Is(err, errDiskFull) {
-		t.Fatalf("Close: %v, want the first write error", err)
-	}
-	// What was written before the error reads back.
-	r, err := tracefile.Open(&buf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hops := 0
-	for {
-		rec, err := r.Next()
-		if err != nil {
-			break
-		}
-		if rec.Kind == tracefile.KindHop {
-			hops++
-		}
-	}
-	if hops != 2 {
-		t.Errorf("read back %d hops, want the 2 written before the error", hops)
-	}
-}
-
-func TestRecorderWritesLossAtClose(t *testing.T) {
-	var buf bytes.Buffer
-	w, err := tracefile.Create(&buf, tracefile.Header{HoptraceVersion: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec := &Recorder{Sink: w}
-	if err := rec.Close(event.Loss{Hops: 7, Drops: 1}); err != nil {
-		t.Fatal(err)
-	}
-	r, err := tracefile.Open(&buf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := r.Next(); err != nil {
-			break
-		}
-	}
-	if l := r.Loss(); l.Hops != 7 || l.Drops != 1 {
-		t.Errorf("loss read back %+v, want 7 hops 1 drop", l)
 	}
 }

@@ -4,8 +4,9 @@
 // ("web:eth0", "veth3c4d@docker0", "docker0"); each hop becomes one packet on
 // its interface with the direction flag (inbound for a TC ingress hook,
 // outbound for egress) and a comment saying which journey and hop it is, the
-// containers along the way and the time since the previous hop. The journeys
-// come from the same assembler as live tracing (via playback).
+// containers along the way and the time since the previous hop. An Exporter
+// is a pipeline sink: the journeys come from the same pipeline as live
+// tracing (recordings read back by playback.Source).
 //
 // Hops recorded without packet bytes (snaplen 0) are exported with headers
 // built from what the kernel decoded (see Synthesize).
@@ -28,17 +29,15 @@ import (
 	"github.com/hoptrace/hoptrace/tracer/journey"
 	"github.com/hoptrace/hoptrace/tracer/render"
 	"github.com/hoptrace/hoptrace/tracer/tracefile"
-	"github.com/hoptrace/hoptrace/tracer/tracefile/playback"
 )
 
 // Options shape an export.
 type Options struct {
 	// HoptraceVersion names the exporting application in the section header.
 	HoptraceVersion string
-	// Journey configures the assembler, as for a live trace.
-	Journey journey.Config
-	// Selection keeps only journeys that pass it.
-	Selection playback.Selection
+	// Header is the (first) recording's header: the clock, host and
+	// capture settings the section and interface blocks tell of.
+	Header tracefile.Header
 }
 
 // Stats count what an export wrote.
@@ -48,8 +47,6 @@ type Stats struct {
 	Synthesized int // packets whose headers were built from decoded fields
 	Interfaces  int // interface blocks
 	Loss        event.Loss
-	// Notes are the truncation notes of the recordings read.
-	Notes []string
 }
 
 // reorderWindow is how far behind the newest journey a packet may be held
@@ -57,14 +54,13 @@ type Stats struct {
 // their timeout.
 const reorderWindow = 2 * time.Second
 
-// ErrNoPackets is returned by Close when nothing was exported.
+// ErrNoPackets is returned by Summary when nothing was exported.
 var ErrNoPackets = errors.New("no packets to export")
 
-// Exporter writes one pcapng file from one or more recordings.
+// Exporter writes one pcapng file from the journeys of a pipeline.
 type Exporter struct {
 	out    io.Writer
 	opts   Options
-	player *playback.Player
 	hdr    *tracefile.Header
 	w      *pcapgo.NgWriter
 	ifaces map[ifaceKey]int
@@ -93,44 +89,35 @@ type packet struct {
 
 // New returns an exporter writing to w.
 func New(w io.Writer, opts Options) *Exporter {
-	e := &Exporter{out: w, opts: opts, ifaces: make(map[ifaceKey]int)}
-	e.player = playback.New(opts.Journey, e.journey)
-	return e
+	return &Exporter{out: w, opts: opts, hdr: &opts.Header, ifaces: make(map[ifaceKey]int)}
 }
 
-// Add exports the records of one recording; call it for each part of a
-// rotated recording, in order.
-func (e *Exporter) Add(r *tracefile.Reader) error {
-	if e.hdr == nil {
-		h := r.Header()
-		e.hdr = &h
-	}
-	return e.player.Play(r)
-}
+// Journey implements pipeline.Sink: the journey's hops become packets.
+func (e *Exporter) Journey(j *journey.Journey) error { return e.journey(j) }
 
-// Close finishes the open journeys, writes the remaining packets and flushes.
-// It does not close the underlying writer.
-func (e *Exporter) Close() (Stats, error) {
-	if err := e.player.Finish(); err != nil {
-		return e.stats, err
-	}
+// Summary implements pipeline.Sink: it writes the remaining packets and
+// flushes (the underlying writer stays open). ErrNoPackets when nothing
+// was exported.
+func (e *Exporter) Summary(s render.Summary) error {
 	if err := e.drain(^uint64(0)); err != nil {
-		return e.stats, err
+		return err
 	}
-	e.stats.Loss = e.player.Loss()
-	e.stats.Notes = e.player.Notes()
+	e.stats.Loss = s.Loss
 	if e.w == nil {
-		return e.stats, ErrNoPackets
+		return ErrNoPackets
 	}
 	if err := e.w.Flush(); err != nil {
-		return e.stats, fmt.Errorf("write pcapng: %w", err)
+		return fmt.Errorf("write pcapng: %w", err)
 	}
-	return e.stats, nil
+	return nil
 }
+
+// Stats are what the export wrote.
+func (e *Exporter) Stats() Stats { return e.stats }
 
 // journey queues a finished journey's hops as packets.
 func (e *Exporter) journey(j *journey.Journey) error {
-	if len(j.Hops) == 0 || !e.opts.Selection.Match(j) {
+	if len(j.Hops) == 0 {
 		return nil
 	}
 	e.stats.Journeys++

@@ -2,6 +2,8 @@ package pcapng_test
 
 import (
 	"bytes"
+	"context"
+	"io"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -16,7 +18,9 @@ import (
 
 	"github.com/hoptrace/hoptrace/tracer/event"
 	"github.com/hoptrace/hoptrace/tracer/pcapng"
+	"github.com/hoptrace/hoptrace/tracer/pipeline"
 	"github.com/hoptrace/hoptrace/tracer/tracefile"
+	"github.com/hoptrace/hoptrace/tracer/tracefile/playback"
 	"github.com/hoptrace/hoptrace/tracer/tracefile/tracefiletest"
 	"github.com/hoptrace/hoptrace/vmtests/testenv"
 )
@@ -63,20 +67,18 @@ func recording(t *testing.T, o tracefiletest.Options, snaplen int) ([]byte, int)
 
 func export(t *testing.T, rec []byte) ([]byte, pcapng.Stats) {
 	t.Helper()
-	r, err := tracefile.Open(bytes.NewReader(rec))
+	src, err := playback.NewSource([]string{"rec"}, func(string) (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(rec)), nil
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var out bytes.Buffer
-	e := pcapng.New(&out, pcapng.Options{HoptraceVersion: "test"})
-	if err := e.Add(r); err != nil {
+	e := pcapng.New(&out, pcapng.Options{HoptraceVersion: "test", Header: src.Header()})
+	if _, err := pipeline.Run(context.Background(), src, pipeline.Config{}, e); err != nil {
 		t.Fatal(err)
 	}
-	st, err := e.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out.Bytes(), st
+	return out.Bytes(), e.Stats()
 }
 
 // TestExportReadBack checks the export with pcapgo's own reader: interfaces,

@@ -122,13 +122,11 @@ func Run(ctx context.Context, src Source, cfg Config, sinks ...Sink) (Result, er
 	if err == nil {
 		err = runErr
 	}
-	// Every sink gets the summary but one that failed (a closed pipe, a
-	// full disk): it would fail again.
+	// Every sink gets the summary, so each can release what it holds (a
+	// recorder closes its file). One that failed already (a closed pipe, a
+	// full disk) fails again: that error was returned the first time.
 	for i := range d.sinks {
-		if d.sinks[i].failed {
-			continue
-		}
-		if serr := d.sinks[i].Summary(sum); serr != nil && err == nil {
+		if serr := d.sinks[i].Summary(sum); serr != nil && err == nil && !d.sinks[i].failed {
 			err = serr
 		}
 	}
