@@ -89,7 +89,8 @@ func TestDockerContainerComesAndGoes(t *testing.T) {
 	testenv.Command(t, "docker", "stop", "-t", "0", name)
 	took, ok = waitFor(t, r, 5*time.Second, func(s *topology.Snapshot) bool {
 		_, there := containerPort(s, name)
-		_, known := topology.FindContainer(s.Containers, name)
+		_, err := topology.MatchContainer(s.Containers, name)
+		known := err == nil
 		_, port := topology.NewIndex(s).Lookup(port.Key())
 		return !there && !known && !port
 	})
