@@ -163,27 +163,69 @@ const volatile __u32 filter_nclauses = 0;
 const volatile __u8 filter_clause_len[FILTER_MAX_CLAUSES] = {};
 const volatile struct filter_pred filter_preds[FILTER_MAX_CLAUSES][FILTER_MAX_PREDS] = {};
 
-#define SEEN_MATCHED 1 /* the filter matched at the packet's first hook */
-
-/* Where a packet has been: the LRU entry joining a packet's hops and drop. */
+/* Where a packet has been: the entry joining a packet's hops and drop. Only
+ * packets the filter matched have one. */
 struct seen {
 	__u64 id;
 	__u64 fp;
-	__u64 ts;
+	__u64 ts;     /* of the last hop */
+	__u32 src_h;  /* source address and port at the last hop, hashed */
+	__u32 dst_h;  /* destination address and port at the last hop, hashed */
 	__u32 nhooks;
-	__u32 flags; /* SEEN_* */
 	__u32 hooks[MAX_HOOKS];
 };
+
+/* A packet past its last traced hook, kept on its CPU for what may still
+ * follow there at once: its drop by the receiving stack, or a hook the
+ * host routes it to (bridge ingress -> routing -> another egress). */
+struct arrival {
+	__u64 key; /* 0: empty */
+	struct seen s;
+};
+
+/* What an interface's hooks mean for a packet's way, set by user space at
+ * attach time (hook_flags). */
+enum hook_flag {
+	HOOK_END_INGRESS = 1 << 0, /* ingress is a packet's last traced hook */
+	HOOK_END_EGRESS = 1 << 1,  /* egress is a packet's last traced hook */
+	HOOK_AFTER_PEER = 1 << 2,  /* ingress of a veth whose peer is traced:
+				    * every packet here passed the peer's egress */
+	HOOK_MORE = 1 << 30,       /* hook_slots: another interface of this
+				    * slot is in hook_more */
+};
+
+struct hook_key {
+	__u32 netns_ino;
+	__u32 ifindex;
+};
+
+/* A slot of hook_slots: the flags of the interface that has it. */
+struct hook_slot {
+	struct hook_key key;
+	__u32 flags;
+};
+
+#define HOOK_SLOTS 4096 /* hook_slots is indexed by hook_slot_idx */
+
+/* Counters of lost_counters, per CPU. */
+enum lost_idx {
+	LOST_HOPS = 0,   /* hop events lost to a full ring buffer */
+	LOST_DROPS = 1,  /* drop events lost to a full ring buffer */
+	LOST_EVICTED = 2, /* packets whose entry went before their next hop */
+	LOST_MAX = 3,
+};
+
+#define ARRIVAL_SLOTS 1024 /* per CPU, direct-mapped by key */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 22);
 } events SEC(".maps");
 
-/* Events lost to a full ring buffer: [0] hops, [1] drops. */
+/* Loss counters, indexed by enum lost_idx. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 2);
+	__uint(max_entries, LOST_MAX);
 	__type(key, __u32);
 	__type(value, __u64);
 } lost SEC(".maps");
@@ -204,13 +246,52 @@ struct {
 	__type(value, __u64);
 } id_counter SEC(".maps");
 
-/* Recently seen packets, by skb address (or by fingerprint without kern ctx). */
+/* Packets in flight between traced hooks, by skb address (or by
+ * fingerprint without kern ctx). An entry goes at the packet's last traced
+ * hook or its drop; the LRU only evicts what never got there. Each CPU
+ * has its own LRU lists (no lock shared by all CPUs) over one table: a
+ * packet may continue or be dropped on another CPU. User space sizes it
+ * for the host's CPUs. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(map_flags, BPF_F_NO_COMMON_LRU);
 	__uint(max_entries, 16384);
 	__type(key, __u64);
 	__type(value, struct seen);
 } seen_pkts SEC(".maps");
+
+/* Packets past their last traced hook (struct arrival), per CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, ARRIVAL_SLOTS);
+	__type(key, __u32);
+	__type(value, struct arrival);
+} arrivals SEC(".maps");
+
+/* enum hook_flag bits of each attached interface: in its slot of
+ * hook_slots (an array: a lookup is a few instructions), or in hook_more
+ * when another interface has the slot. User space places them. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, HOOK_SLOTS);
+	__type(key, __u32);
+	__type(value, struct hook_slot);
+} hook_slots SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct hook_key);
+	__type(value, __u32);
+} hook_more SEC(".maps");
+
+/* One word per CPU to read a kernel pointer back as a number. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} scratch SEC(".maps");
 
 /* Force the shared types into BTF for bpf2go -type. */
 const struct hop_event *unused_hop __attribute__((unused));
@@ -219,8 +300,25 @@ const enum event_kind *unused_kind __attribute__((unused));
 const enum layer *unused_layer __attribute__((unused));
 const enum filter_field *unused_field __attribute__((unused));
 const struct filter_pred *unused_pred __attribute__((unused));
+const struct hook_key *unused_hook_key __attribute__((unused));
+const struct hook_slot *unused_hook_slot __attribute__((unused));
+const enum hook_flag *unused_hook_flag __attribute__((unused));
+const enum lost_idx *unused_lost_idx __attribute__((unused));
 
 extern void *bpf_cast_to_kern_ctx(void *obj) __ksym __weak;
+
+/* ptr_bits returns a kernel pointer as a plain number the verifier lets
+ * us compute with (it allows no arithmetic on a trusted pointer): stored
+ * to a map and loaded back, it is a scalar. */
+static __always_inline __u64 ptr_bits(const void *ptr)
+{
+	__u32 zero = 0;
+	volatile __u64 *v = bpf_map_lookup_elem(&scratch, &zero);
+	if (!v)
+		return 0;
+	*v = (__u64)ptr;
+	return *v;
+}
 
 /* A source of packet bytes: the TC context, or kernel memory at drop time. */
 struct src {
@@ -566,44 +664,161 @@ static __noinline bool filter_match(const struct pkt *p)
 	return false;
 }
 
-/* packet_id joins hops of one packet: the same key (skb or fingerprint) with
- * the same fingerprint, seen recently at a hook it has not passed yet. A
- * second visit to a hook means a new packet in a reused skb. The filter is
- * evaluated at a packet's first hook only and its decision kept in the
- * entry (*matched), so NAT rewriting addresses between hops does not cut
- * a journey short. */
-static __always_inline __u64 packet_id(__u64 key, __u64 fp, __u64 now, __u32 hook,
-				       const struct pkt *p, bool *matched)
+/* side_hash hashes one end of a packet: an address and a port. */
+static __always_inline __u32 side_hash(const __u8 *addr, __u16 port)
 {
-	struct seen *s = bpf_map_lookup_elem(&seen_pkts, &key);
-	if (s && s->fp == fp && now - s->ts < join_window_ns) {
-		bool again = false;
-		__u32 n = s->nhooks;
+	__u64 a, b;
+	__builtin_memcpy(&a, addr, 8);
+	__builtin_memcpy(&b, addr + 8, 8);
+	__u64 h = mix(mix(0x84222325cbf29ce4ULL, a), b ^ port);
+	return (__u32)(h ^ (h >> 32));
+}
+
+/* same_packet tells whether an entry (s) is the packet now seen: the same
+ * fingerprint, recently, and at least one end unchanged (NAT rewrites one
+ * end at a time: DNAT the destination, SNAT the source). */
+static __always_inline bool same_packet(const struct seen *s, __u64 fp, __u32 src_h, __u32 dst_h,
+					__u64 now)
+{
+	return s->fp == fp && now - s->ts < join_window_ns && (s->src_h == src_h || s->dst_h == dst_h);
+}
+
+/* continues tells whether a hop at hook continues the packet of entry s:
+ * the same packet, at a hook it has not passed yet (a second visit to a
+ * hook means a new packet in a reused skb, or identical content). */
+static __always_inline bool continues(const struct seen *s, __u64 fp, __u32 src_h, __u32 dst_h,
+				      __u64 now, __u32 hook)
+{
+	if (!same_packet(s, fp, src_h, dst_h, now))
+		return false;
+	bool again = false;
+	__u32 n = s->nhooks;
 #pragma unroll
-		for (int i = 0; i < MAX_HOOKS; i++) {
-			if (i < n && s->hooks[i] == hook)
-				again = true;
-		}
-		if (!again) {
-			if (n < MAX_HOOKS) {
-				s->hooks[n & (MAX_HOOKS - 1)] = hook;
-				s->nhooks = n + 1;
-			}
-			s->ts = now;
-			*matched = s->flags & SEEN_MATCHED;
-			return s->id;
-		}
+	for (int i = 0; i < MAX_HOOKS; i++) {
+		if (i < n && s->hooks[i] == hook)
+			again = true;
 	}
-	*matched = !filter_on || filter_match(p);
-	struct seen fresh = {
-		.id = *matched ? new_id() : 0,
-		.fp = fp,
-		.ts = now,
-		.nhooks = 1,
-		.flags = *matched ? SEEN_MATCHED : 0,
-	};
+	return !again;
+}
+
+/* add_hook records a hop in entry s. */
+static __always_inline void add_hook(struct seen *s, __u32 hook, __u64 now, __u32 src_h, __u32 dst_h)
+{
+	__u32 n = s->nhooks;
+	if (n < MAX_HOOKS) {
+		s->hooks[n & (MAX_HOOKS - 1)] = hook;
+		s->nhooks = n + 1;
+	}
+	s->ts = now;
+	s->src_h = src_h;
+	s->dst_h = dst_h;
+}
+
+/* arrival_slot is this CPU's arrivals slot for key. */
+static __always_inline struct arrival *arrival_slot(__u64 key)
+{
+	__u32 idx = (__u32)((key * 0x9e3779b97f4a7c15ULL) >> 54); /* < ARRIVAL_SLOTS */
+	return bpf_map_lookup_elem(&arrivals, &idx);
+}
+
+#define AT_END 1        /* this hook is a packet's last traced hook */
+#define AT_AFTER_PEER 2 /* every packet here passed a traced hook before */
+
+/* hook_slot_idx places an interface in hook_slots; tracer/hookflags.go
+ * computes the same. */
+static __always_inline __u32 hook_slot_idx(__u32 netns_ino, __u32 ifindex)
+{
+	return ((netns_ino * 2654435761U) ^ (ifindex * 0x85ebca6bU)) >> 20; /* < HOOK_SLOTS */
+}
+
+/* at_hook reads what the hook in direction dir of an interface means. */
+static __always_inline __u32 at_hook(__u32 netns_ino, __u32 ifindex, __u8 dir)
+{
+	__u32 idx = hook_slot_idx(netns_ino, ifindex);
+	struct hook_slot *slot = bpf_map_lookup_elem(&hook_slots, &idx);
+	if (!slot)
+		return 0;
+	__u32 v = 0;
+	if (slot->key.netns_ino == netns_ino && slot->key.ifindex == ifindex) {
+		v = slot->flags;
+	} else if (slot->flags & HOOK_MORE) {
+		struct hook_key k = { .netns_ino = netns_ino, .ifindex = ifindex };
+		__u32 *f = bpf_map_lookup_elem(&hook_more, &k);
+		if (f)
+			v = *f;
+	}
+	if (dir)
+		return v & HOOK_END_EGRESS ? AT_END : 0;
+	return (v & HOOK_END_INGRESS ? AT_END : 0) | (v & HOOK_AFTER_PEER ? AT_AFTER_PEER : 0);
+}
+
+/* packet_id joins a hop to its packet and keeps the packet table, or
+ * returns 0 for a packet the filter rejects. A packet continues from its
+ * entry in the table or, just past its last traced hook, from this CPU's
+ * arrivals; else it is new here, if the filter matches it. Rejected packets
+ * write nothing: at their later hooks the filter is evaluated again, so a
+ * packet NAT rewrites to match is traced from where it matches. At a
+ * packet's last traced hook its entry moves to this CPU's arrivals. A new
+ * packet at the ingress of a veth whose peer is traced lost its entry on
+ * the way (evicted): counted. */
+static __always_inline __u64 packet_id(__u64 key, __u64 fp, __u64 now, __u32 hook, __u32 netns_ino,
+				       __u32 ifindex, __u8 dir, const struct pkt *p)
+{
+	__u32 src_h = side_hash(p->src, p->sport);
+	__u32 dst_h = side_hash(p->dst, p->dport);
+	struct seen *s = bpf_map_lookup_elem(&seen_pkts, &key);
+	if (s && continues(s, fp, src_h, dst_h, now, hook)) {
+		add_hook(s, hook, now, src_h, dst_h);
+		__u64 id = s->id;
+		if (at_hook(netns_ino, ifindex, dir) & AT_END) {
+			struct arrival *a = arrival_slot(key);
+			if (a) {
+				a->key = key;
+				__builtin_memcpy(&a->s, s, sizeof(*s));
+			}
+			bpf_map_delete_elem(&seen_pkts, &key);
+		}
+		return id;
+	}
+
+	struct seen fresh = {};
+	struct arrival *a = arrival_slot(key);
+	if (a && a->key == key && continues(&a->s, fp, src_h, dst_h, now, hook)) {
+		add_hook(&a->s, hook, now, src_h, dst_h);
+		if (at_hook(netns_ino, ifindex, dir) & AT_END)
+			return a->s.id; /* past another last hook: stays */
+		__builtin_memcpy(&fresh, &a->s, sizeof(fresh));
+		a->key = 0;
+		bpf_map_update_elem(&seen_pkts, &key, &fresh, BPF_ANY);
+		return fresh.id;
+	}
+
+	if (filter_on && !filter_match(p))
+		return 0;
+	__u32 at = at_hook(netns_ino, ifindex, dir);
+	if (at & AT_AFTER_PEER)
+		count(&lost, LOST_EVICTED);
+	fresh.id = new_id();
+	fresh.fp = fp;
+	fresh.ts = now;
+	fresh.src_h = src_h;
+	fresh.dst_h = dst_h;
+	fresh.nhooks = 1;
 	fresh.hooks[0] = hook;
-	bpf_map_update_elem(&seen_pkts, &key, &fresh, BPF_ANY);
+	if (at & AT_END) {
+		if (a) {
+			a->key = key;
+			__builtin_memcpy(&a->s, &fresh, sizeof(fresh));
+		}
+		if (s) /* a stale entry under the same key */
+			bpf_map_delete_elem(&seen_pkts, &key);
+	} else if (s) {
+		/* A stale entry under the same key (a reused skb, equal
+		 * content): taken over in place, no table update. */
+		__builtin_memcpy(s, &fresh, sizeof(fresh));
+	} else {
+		bpf_map_update_elem(&seen_pkts, &key, &fresh, BPF_ANY);
+	}
 	return fresh.id;
 }
 
@@ -613,7 +828,7 @@ static __always_inline void hop(struct __sk_buff *ctx, __u8 dir)
 		count(&hook_calls, 0);
 
 	/* Decode first: the filter decides whether there is an event at all,
-	 * and a packet it rejects costs only the decode and one map update. */
+	 * and a packet it rejects costs only the decode and the lookups. */
 	struct pkt p;
 	__builtin_memset(&p, 0, sizeof(p));
 	struct src s = { .skb = ctx };
@@ -629,14 +844,13 @@ static __always_inline void hop(struct __sk_buff *ctx, __u8 dir)
 	__u32 netns_ino = attach_netns_ino;
 	if (have_kern_ctx) {
 		struct sk_buff *kskb = bpf_cast_to_kern_ctx(ctx);
-		skb = (__u64)kskb;
+		skb = ptr_bits(kskb);
 		netns_ino = kskb->dev->nd_net.net->ns.inum;
 	}
 	__u32 ifindex = ctx->ifindex;
 	__u32 hook = (ifindex << 1 | dir) ^ (netns_ino * 2654435761U);
-	bool matched = true;
-	__u64 id = packet_id(have_kern_ctx ? skb : fp, fp, now, hook, &p, &matched);
-	if (!matched)
+	__u64 id = packet_id(have_kern_ctx ? skb : fp, fp, now, hook, netns_ino, ifindex, dir, &p);
+	if (!id)
 		return;
 
 	__u32 cap = snaplen;
@@ -644,7 +858,7 @@ static __always_inline void hop(struct __sk_buff *ctx, __u8 dir)
 		cap = MAX_SNAPLEN;
 	struct hop_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev) + cap, 0);
 	if (!ev) {
-		count(&lost, 0);
+		count(&lost, LOST_HOPS);
 		return;
 	}
 	ev->kind = EVENT_HOP;
@@ -727,41 +941,75 @@ static __always_inline void decode_skb(struct sk_buff *skb, struct pkt *p)
 	parse_l3(&s, nh, bpf_ntohs(skb->protocol), p);
 }
 
+/* drop_id returns the packet id of an entry the dropped packet matches.
+ * With the skb key the entry goes with the skb; a content key may be
+ * shared by copies of a packet the bridge flooded, still on their way. */
+static __always_inline __u64 drop_id(struct seen *s, __u64 key, __u64 fp, __u32 src_h, __u32 dst_h,
+				     __u64 now)
+{
+	if (!same_packet(s, fp, src_h, dst_h, now))
+		return 0;
+	__u64 id = s->id;
+	if (have_kern_ctx)
+		bpf_map_delete_elem(&seen_pkts, &key);
+	return id;
+}
+
 SEC("tp_btf/kfree_skb")
 int BPF_PROG(drop, struct sk_buff *skb, void *location, unsigned int reason)
 {
 	struct pkt p = {};
-	__u64 key = (__u64)skb;
+	__u64 key = 0;
 	__u64 fp = 0;
+	struct seen *s = NULL;
+	struct arrival *a = NULL;
 	if (have_kern_ctx) {
 		/* Most freed skbs were never seen by a hook: look before decoding. */
-		if (!bpf_map_lookup_elem(&seen_pkts, &key))
-			return 0;
+		key = ptr_bits(skb);
+		s = bpf_map_lookup_elem(&seen_pkts, &key);
+		if (!s) {
+			a = arrival_slot(key);
+			if (!a || a->key != key)
+				return 0;
+		}
 		decode_skb(skb, &p);
 		fp = fingerprint(&p);
 	} else {
 		decode_skb(skb, &p);
 		fp = fingerprint(&p);
 		key = fp;
+		s = bpf_map_lookup_elem(&seen_pkts, &key);
+		if (!s) {
+			a = arrival_slot(key);
+			if (!a || a->key != key)
+				return 0;
+		}
 	}
-	struct seen *s = bpf_map_lookup_elem(&seen_pkts, &key);
-	if (!s || s->fp != fp)
-		return 0;
-	__u64 id = s->id;
-	bool matched = s->flags & SEEN_MATCHED;
-	bpf_map_delete_elem(&seen_pkts, &key);
-	if (!matched) /* the filter rejected it: it made no hops */
+	/* The fingerprint leaves addresses and ports out, and without kern
+	 * ctx it is the key: the packet's ends must agree too. */
+	__u64 now = bpf_ktime_get_ns();
+	__u32 src_h = side_hash(p.src, p.sport);
+	__u32 dst_h = side_hash(p.dst, p.dport);
+	__u64 id = 0;
+	if (s) {
+		id = drop_id(s, key, fp, src_h, dst_h, now);
+	} else if (a && same_packet(&a->s, fp, src_h, dst_h, now)) {
+		id = a->s.id;
+		if (have_kern_ctx)
+			a->key = 0;
+	}
+	if (!id)
 		return 0;
 
 	struct drop_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
 	if (!ev) {
-		count(&lost, 1);
+		count(&lost, LOST_DROPS);
 		return 0;
 	}
 	ev->kind = EVENT_DROP;
 	ev->reason = reason;
-	ev->ts = bpf_ktime_get_ns();
-	ev->skb = (__u64)skb;
+	ev->ts = now;
+	ev->skb = have_kern_ctx ? key : (__u64)skb;
 	ev->id = id;
 	ev->fp = fp;
 	ev->location = (__u64)location;

@@ -52,7 +52,9 @@ type ifaceKey struct {
 type attachment struct {
 	name     string
 	ns       netns.NsHandle
+	netns    uint32 // inode of ns
 	ifindex  int
+	role     role
 	links    []link.Link // TCX
 	filters  []string    // names of our legacy filters
 	ownQdisc bool        // we created the clsact qdisc
@@ -111,7 +113,7 @@ func (t *Tracer) Attach(i Iface) (err error) {
 	if err != nil {
 		return err
 	}
-	a := &attachment{name: lnk.Attrs().Name, ns: ns, ifindex: key.ifindex}
+	a := &attachment{name: lnk.Attrs().Name, ns: ns, netns: ino, ifindex: key.ifindex, role: roleOf(lnk)}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, a.detach())
@@ -134,6 +136,13 @@ func (t *Tracer) Attach(i Iface) (err error) {
 	}
 	t.attached[key] = a
 	t.order = append(t.order, key)
+	// Only now: a peer's ingress counts packets unknown to the table as
+	// evicted once our egress tracks them.
+	if err := t.setHookFlags(a); err != nil {
+		delete(t.attached, key)
+		t.order = t.order[:len(t.order)-1]
+		return fmt.Errorf("attach %s: %w", i, errors.Join(err, t.clearHookFlags(a, t.peerOf(a))))
+	}
 	return nil
 }
 
@@ -168,6 +177,7 @@ func (t *Tracer) Detach(i Iface) error {
 	if !ok {
 		return nil
 	}
+	peer := t.peerOf(a)
 	delete(t.attached, key)
 	for j, k := range t.order {
 		if k == key {
@@ -175,7 +185,9 @@ func (t *Tracer) Detach(i Iface) error {
 			break
 		}
 	}
-	if err := a.detach(); err != nil {
+	// Before the hooks go: the peer stops counting at once.
+	ferr := t.clearHookFlags(a, peer)
+	if err := errors.Join(a.detach(), ferr); err != nil {
 		return fmt.Errorf("detach %s: %w", i, err)
 	}
 	return nil
@@ -211,7 +223,7 @@ func (t *Tracer) hopPrograms(ino uint32) (hopProgs, error) {
 				return hopProgs{}, fmt.Errorf("set netns: %w", err)
 			}
 			maps := map[string]*ebpf.Map{}
-			for _, name := range []string{"events", "lost", "hook_calls", "id_counter", "seen_pkts"} {
+			for _, name := range []string{"events", "lost", "hook_calls", "id_counter", "seen_pkts", "arrivals", "hook_slots", "hook_more", "scratch"} {
 				maps[name] = t.coll.Maps[name]
 			}
 			c, err := newCollection(spec, maps)

@@ -114,8 +114,10 @@ func udpTestFrame(ipID, dport uint16) []byte {
 
 // TestFilterDecisionSticks: the filter decides at a packet's first hook and
 // later hooks of the same packet follow, even when its headers changed in
-// between (as NAT changes them). Content keys join the two test runs: the
-// fingerprint leaves ports out, so the "rewritten" frame is the same packet.
+// between (as NAT changes them). A rejected packet leaves nothing behind,
+// so the filter looks at it again at each hook: rewritten to match, it is
+// traced from there. Content keys join the two test runs: the fingerprint
+// leaves ports out, so the "rewritten" frame is the same packet.
 func TestFilterDecisionSticks(t *testing.T) {
 	tr := load(t, Options{ForceLegacy: true, noSkbKey: true, Filter: mustCompile(t, "udp and dst port 5001")})
 	// BPF_PROG_TEST_RUN frees its skb with kfree_skb, which would end the
@@ -139,8 +141,11 @@ func TestFilterDecisionSticks(t *testing.T) {
 	// Matches first, rewritten to 5002 later: both hops, one packet.
 	run(in, udpTestFrame(0x1111, 5001))
 	run(out, udpTestFrame(0x1111, 5002))
-	// Does not match first, rewritten to 5001 later: no hop at all.
+	// Does not match first, rewritten to 5001 later: a hop from there.
 	run(in, udpTestFrame(0x2222, 5002))
+	if n := tableLen(t, tr); n != 1 {
+		t.Errorf("%d packets in the table after a rejection, want 1 (0x1111)", n)
+	}
 	run(out, udpTestFrame(0x2222, 5001))
 	// A marker that matches, to know the reader caught up.
 	run(in, udpTestFrame(0x3333, 5001))
@@ -151,14 +156,16 @@ func TestFilterDecisionSticks(t *testing.T) {
 	if len(first) != 2 || first[0].PacketID != first[1].PacketID || first[1].Pkt.DstPort != 5002 {
 		t.Errorf("matching packet rewritten after its first hook: %+v", first)
 	}
-	if n := len(filterHops(hops, func(h *event.Hop) bool { return h.Pkt.IPID == 0x2222 })); n != 0 {
-		t.Errorf("packet rejected at its first hook made %d hops later", n)
+	if later := filterHops(hops, func(h *event.Hop) bool { return h.Pkt.IPID == 0x2222 }); len(later) != 1 ||
+		later[0].Dir != event.Egress || later[0].PacketID == 0 {
+		t.Errorf("packet rejected at its first hook, matching at the next: hops %+v, want the second", later)
 	}
 }
 
 // BenchmarkHookCostFilter is BenchmarkHookCost with no filter, a filter the
 // test frame (TCP to port 80) does not match, and one it matches. A
-// rejected packet costs the decode and one LRU update, no event.
+// rejected packet costs the decode and the table lookups: no event, no
+// table entry.
 func BenchmarkHookCostFilter(b *testing.B) {
 	for _, bc := range []struct{ name, expr string }{
 		{"none", ""}, {"nomatch", "udp and dst port 5001"}, {"match", "tcp and dst port 80"},

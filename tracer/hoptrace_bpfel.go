@@ -13,6 +13,12 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type hoptraceArrival struct {
+	_   structs.HostLayout
+	Key uint64
+	S   hoptraceSeen
+}
+
 type hoptraceDropEvent struct {
 	_        structs.HostLayout
 	Kind     uint8
@@ -60,6 +66,27 @@ type hoptraceFilterPred struct {
 	Mask   [4]uint32
 }
 
+type hoptraceHookFlag uint32
+
+const (
+	hoptraceHookFlagHOOK_END_INGRESS hoptraceHookFlag = 1
+	hoptraceHookFlagHOOK_END_EGRESS  hoptraceHookFlag = 2
+	hoptraceHookFlagHOOK_AFTER_PEER  hoptraceHookFlag = 4
+	hoptraceHookFlagHOOK_MORE        hoptraceHookFlag = 1073741824
+)
+
+type hoptraceHookKey struct {
+	_        structs.HostLayout
+	NetnsIno uint32
+	Ifindex  uint32
+}
+
+type hoptraceHookSlot struct {
+	_     structs.HostLayout
+	Key   hoptraceHookKey
+	Flags uint32
+}
+
 type hoptraceHopEvent struct {
 	_        structs.HostLayout
 	Kind     uint8
@@ -92,6 +119,15 @@ const (
 	hoptraceLayerL_ICMP   hoptraceLayer = 128
 	hoptraceLayerL_ICMPV6 hoptraceLayer = 256
 	hoptraceLayerL_FRAG   hoptraceLayer = 512
+)
+
+type hoptraceLostIdx uint32
+
+const (
+	hoptraceLostIdxLOST_HOPS    hoptraceLostIdx = 0
+	hoptraceLostIdxLOST_DROPS   hoptraceLostIdx = 1
+	hoptraceLostIdxLOST_EVICTED hoptraceLostIdx = 2
+	hoptraceLostIdxLOST_MAX     hoptraceLostIdx = 3
 )
 
 type hoptracePkt struct {
@@ -130,19 +166,25 @@ type hoptraceSeen struct {
 	Id     uint64
 	Fp     uint64
 	Ts     uint64
+	SrcH   uint32
+	DstH   uint32
 	Nhooks uint32
-	Flags  uint32
 	Hooks  [8]uint32
+	_      [4]byte
 }
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	hoptraceMapArrivals          = "arrivals"
 	hoptraceMapEvents            = "events"
 	hoptraceMapHookCalls         = "hook_calls"
+	hoptraceMapHookMore          = "hook_more"
+	hoptraceMapHookSlots         = "hook_slots"
 	hoptraceMapIdCounter         = "id_counter"
 	hoptraceMapLost              = "lost"
+	hoptraceMapScratch           = "scratch"
 	hoptraceMapSeenPkts          = "seen_pkts"
 	hoptraceProgDrop             = "drop"
 	hoptraceProgHopEgressLegacy  = "hop_egress_legacy"
@@ -160,9 +202,13 @@ const (
 	hoptraceVarSnaplen           = "snaplen"
 	hoptraceVarUnusedDrop        = "unused_drop"
 	hoptraceVarUnusedField       = "unused_field"
+	hoptraceVarUnusedHookFlag    = "unused_hook_flag"
+	hoptraceVarUnusedHookKey     = "unused_hook_key"
+	hoptraceVarUnusedHookSlot    = "unused_hook_slot"
 	hoptraceVarUnusedHop         = "unused_hop"
 	hoptraceVarUnusedKind        = "unused_kind"
 	hoptraceVarUnusedLayer       = "unused_layer"
+	hoptraceVarUnusedLostIdx     = "unused_lost_idx"
 	hoptraceVarUnusedPred        = "unused_pred"
 )
 
@@ -219,10 +265,14 @@ type hoptraceProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type hoptraceMapSpecs struct {
+	Arrivals  *ebpf.MapSpec `ebpf:"arrivals"`
 	Events    *ebpf.MapSpec `ebpf:"events"`
 	HookCalls *ebpf.MapSpec `ebpf:"hook_calls"`
+	HookMore  *ebpf.MapSpec `ebpf:"hook_more"`
+	HookSlots *ebpf.MapSpec `ebpf:"hook_slots"`
 	IdCounter *ebpf.MapSpec `ebpf:"id_counter"`
 	Lost      *ebpf.MapSpec `ebpf:"lost"`
+	Scratch   *ebpf.MapSpec `ebpf:"scratch"`
 	SeenPkts  *ebpf.MapSpec `ebpf:"seen_pkts"`
 }
 
@@ -241,9 +291,13 @@ type hoptraceVariableSpecs struct {
 	Snaplen         *ebpf.VariableSpec `ebpf:"snaplen"`
 	UnusedDrop      *ebpf.VariableSpec `ebpf:"unused_drop"`
 	UnusedField     *ebpf.VariableSpec `ebpf:"unused_field"`
+	UnusedHookFlag  *ebpf.VariableSpec `ebpf:"unused_hook_flag"`
+	UnusedHookKey   *ebpf.VariableSpec `ebpf:"unused_hook_key"`
+	UnusedHookSlot  *ebpf.VariableSpec `ebpf:"unused_hook_slot"`
 	UnusedHop       *ebpf.VariableSpec `ebpf:"unused_hop"`
 	UnusedKind      *ebpf.VariableSpec `ebpf:"unused_kind"`
 	UnusedLayer     *ebpf.VariableSpec `ebpf:"unused_layer"`
+	UnusedLostIdx   *ebpf.VariableSpec `ebpf:"unused_lost_idx"`
 	UnusedPred      *ebpf.VariableSpec `ebpf:"unused_pred"`
 }
 
@@ -267,19 +321,27 @@ func (o *hoptraceObjects) Close() error {
 //
 // It can be passed to loadHoptraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type hoptraceMaps struct {
+	Arrivals  *ebpf.Map `ebpf:"arrivals"`
 	Events    *ebpf.Map `ebpf:"events"`
 	HookCalls *ebpf.Map `ebpf:"hook_calls"`
+	HookMore  *ebpf.Map `ebpf:"hook_more"`
+	HookSlots *ebpf.Map `ebpf:"hook_slots"`
 	IdCounter *ebpf.Map `ebpf:"id_counter"`
 	Lost      *ebpf.Map `ebpf:"lost"`
+	Scratch   *ebpf.Map `ebpf:"scratch"`
 	SeenPkts  *ebpf.Map `ebpf:"seen_pkts"`
 }
 
 func (m *hoptraceMaps) Close() error {
 	return _HoptraceClose(
+		m.Arrivals,
 		m.Events,
 		m.HookCalls,
+		m.HookMore,
+		m.HookSlots,
 		m.IdCounter,
 		m.Lost,
+		m.Scratch,
 		m.SeenPkts,
 	)
 }
@@ -299,9 +361,13 @@ type hoptraceVariables struct {
 	Snaplen         *ebpf.Variable `ebpf:"snaplen"`
 	UnusedDrop      *ebpf.Variable `ebpf:"unused_drop"`
 	UnusedField     *ebpf.Variable `ebpf:"unused_field"`
+	UnusedHookFlag  *ebpf.Variable `ebpf:"unused_hook_flag"`
+	UnusedHookKey   *ebpf.Variable `ebpf:"unused_hook_key"`
+	UnusedHookSlot  *ebpf.Variable `ebpf:"unused_hook_slot"`
 	UnusedHop       *ebpf.Variable `ebpf:"unused_hop"`
 	UnusedKind      *ebpf.Variable `ebpf:"unused_kind"`
 	UnusedLayer     *ebpf.Variable `ebpf:"unused_layer"`
+	UnusedLostIdx   *ebpf.Variable `ebpf:"unused_lost_idx"`
 	UnusedPred      *ebpf.Variable `ebpf:"unused_pred"`
 }
 

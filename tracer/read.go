@@ -185,17 +185,21 @@ func decodePkt(p *hoptracePkt, out *event.Packet) {
 }
 
 // Loss returns the events lost so far because the ring buffer was full,
-// summed over CPUs.
+// and the packets evicted in flight, summed over CPUs.
 func (t *Tracer) Loss() (event.Loss, error) {
-	hops, err := sumPerCPU(t.coll.Maps["lost"], 0)
-	if err != nil {
-		return event.Loss{}, err
+	var c [hoptraceLostIdxLOST_MAX]uint64
+	for i := range c {
+		n, err := sumPerCPU(t.coll.Maps["lost"], uint32(i))
+		if err != nil {
+			return event.Loss{}, err
+		}
+		c[i] = n
 	}
-	drops, err := sumPerCPU(t.coll.Maps["lost"], 1)
-	if err != nil {
-		return event.Loss{}, err
-	}
-	return event.Loss{Hops: hops, Drops: drops}, nil
+	return event.Loss{
+		Hops:    c[hoptraceLostIdxLOST_HOPS],
+		Drops:   c[hoptraceLostIdxLOST_DROPS],
+		Evicted: c[hoptraceLostIdxLOST_EVICTED],
+	}, nil
 }
 
 // hookCalls is the number of hook invocations (Options.countHookCalls).

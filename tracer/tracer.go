@@ -31,6 +31,8 @@ var (
 
 const (
 	defaultRingBytes = 4 << 20
+	defaultInFlight  = 8192    // per CPU
+	maxTableEntries  = 1 << 18 // about 32 MiB of kernel memory
 	defaultDrain     = 10 * time.Millisecond
 	maxSnaplen       = 1536 // MAX_SNAPLEN in bpf/hoptrace.c
 )
@@ -49,9 +51,16 @@ type Options struct {
 	// it is idle: the kernel submits without wakeups (0: 10ms).
 	DrainInterval time.Duration
 	// Filter, compiled by filter.Compile, is evaluated in the kernel at a
-	// packet's first hook; packets it rejects make no hops and no drops
-	// (nil: every packet).
+	// packet's first hook; packets it rejects make no hops and no drops and
+	// cost no table entry (nil: every packet). A packet keeps the decision
+	// of its first hook while it is tracked; a rejected one is looked at
+	// again at each hook, so one NAT rewrites to match is traced from there.
 	Filter *filter.Program
+	// InFlightPerCPU is how many packets each CPU can keep track of between
+	// their first and last traced hooks (0: 8192, about 8ms of a CPU
+	// forwarding a million packets a second). Past it the oldest are
+	// forgotten, which Loss counts.
+	InFlightPerCPU int
 
 	// countHookCalls makes the hooks count every invocation (tests).
 	countHookCalls bool
@@ -96,8 +105,10 @@ type Tracer struct {
 	mu       sync.Mutex
 	nsColls  map[uint32]*ebpf.Collection // hop programs per netns, without kern ctx
 	attached map[ifaceKey]*attachment
-	order    []ifaceKey // attach order, detached in reverse
-	closed   bool
+	// hookFlagsOf mirrors the hook flags in the kernel (hookflags.go).
+	hookFlagsOf map[hoptraceHookKey]uint32
+	order       []ifaceKey // attach order, detached in reverse
+	closed      bool
 }
 
 type closer interface{ Close() error }
@@ -131,6 +142,11 @@ func Load(opts Options) (t *Tracer, err error) {
 	}
 	ringBytes := roundRing(opts.RingBufferBytes)
 	spec.Maps["events"].MaxEntries = uint32(ringBytes)
+	cpus, err := ebpf.PossibleCPU()
+	if err != nil {
+		return nil, fmt.Errorf("count cpus: %w", err)
+	}
+	spec.Maps["seen_pkts"].MaxEntries = tableEntries(cpus, opts.InFlightPerCPU)
 	for name, v := range map[string]any{
 		"snaplen":          opts.Snaplen,
 		"have_kern_ctx":    feat.SkbKey,
@@ -160,6 +176,7 @@ func Load(opts Options) (t *Tracer, err error) {
 		opts: opts, features: feat, spec: spec, coll: coll, hostIno: hostIno,
 		drain: opts.DrainInterval, clock: NewClock(),
 		nsColls: map[uint32]*ebpf.Collection{}, attached: map[ifaceKey]*attachment{},
+		hookFlagsOf: map[hoptraceHookKey]uint32{},
 	}
 	if t.drain <= 0 {
 		t.drain = defaultDrain
@@ -281,6 +298,16 @@ func (t *Tracer) ReasonName(code uint32) string {
 		return n
 	}
 	return fmt.Sprintf("reason(%d)", code)
+}
+
+// tableEntries sizes the packet table: perCPU packets for each possible CPU
+// (each CPU evicts only from its own share), within bounds.
+func tableEntries(cpus, perCPU int) uint32 {
+	if perCPU <= 0 {
+		perCPU = defaultInFlight
+	}
+	n := max(cpus, 1) * perCPU
+	return uint32(min(n, maxTableEntries))
 }
 
 func roundRing(n int) int {

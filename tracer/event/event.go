@@ -164,12 +164,19 @@ type Drop struct {
 	Pkt Packet
 }
 
-// Loss counts events the kernel could not deliver because the ring buffer was full.
+// Loss counts events the kernel could not deliver because the ring buffer
+// was full, and packets it lost track of.
 type Loss struct {
 	// Hops and Drops lost, summed over CPUs.
 	Hops  uint64
 	Drops uint64
+	// Evicted counts packets the kernel forgot between two hooks: its
+	// table of packets in flight was full. Such a packet's journey is
+	// split in two and a drop after the split goes unreported. Counted
+	// where it shows: at the ingress of a veth whose peer is traced, a
+	// packet the kernel does not know (see tracer.Options.InFlightPerCPU).
+	Evicted uint64
 }
 
-// Total is all events lost.
+// Total is all events lost (Evicted counts packets, not events).
 func (l Loss) Total() uint64 { return l.Hops + l.Drops }
