@@ -136,7 +136,9 @@ type SummaryJSON struct {
 	LostHops       uint64            `json:"lost_hops"`
 	LostDrops      uint64            `json:"lost_drops"`
 	Lost           uint64            `json:"lost"`
-	DurationNS     int64             `json:"duration_ns,omitempty"`
+	// EvictedInFlight: packets the kernel forgot between two hooks.
+	EvictedInFlight uint64 `json:"evicted_in_flight"`
+	DurationNS      int64  `json:"duration_ns,omitempty"`
 	// NamesWaited journeys were held until the resolver read names again;
 	// NamesGaveUp of them went out with a provisional name after the bound.
 	NamesWaited uint64 `json:"names_waited,omitempty"`
@@ -244,7 +246,7 @@ func SummaryObject(s Summary) *SummaryJSON {
 		DropsByReason: map[string]uint64{}, UnmatchedDrops: st.UnmatchedDrops,
 		Verdicts: map[string]uint64{}, Evictions: st.Evictions, TimedOut: st.TimedOut,
 		PeakInFlight: st.MaxInFlight,
-		LostHops:     s.Loss.Hops, LostDrops: s.Loss.Drops, Lost: s.Loss.Total(),
+		LostHops:     s.Loss.Hops, LostDrops: s.Loss.Drops, Lost: s.Loss.Total(), EvictedInFlight: s.Loss.Evicted,
 		DurationNS:  int64(s.Duration),
 		NamesWaited: s.Names.Waited, NamesGaveUp: s.Names.GaveUp,
 	}

@@ -46,7 +46,7 @@ func golden(t *testing.T, name string, got []byte) {
 func shapes(t *testing.T) ([]*journey.Journey, render.Summary) {
 	t.Helper()
 	js, st := jt.Run(journey.Config{HostNetnsIno: jt.HostNS}, jt.Shapes())
-	return js, render.Summary{Stats: st, Loss: event.Loss{Hops: 3, Drops: 1}, Duration: 2 * time.Second}
+	return js, render.Summary{Stats: st, Loss: event.Loss{Hops: 3, Drops: 1, Evicted: 2}, Duration: 2 * time.Second}
 }
 
 func print(t *testing.T, p render.Printer, js []*journey.Journey, s render.Summary) {

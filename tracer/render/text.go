@@ -177,6 +177,10 @@ func (t *Text) Summary(s Summary) error {
 		fmt.Fprintf(w, "%s\n", t.paint(cRed+cBold, fmt.Sprintf("WARNING: %d events lost (ring buffer full): %d hops, %d drops",
 			s.Loss.Total(), s.Loss.Hops, s.Loss.Drops)))
 	}
+	if s.Loss.Evicted > 0 {
+		fmt.Fprintf(w, "%s\n", t.paint(cRed+cBold, fmt.Sprintf("WARNING: %d packets evicted in flight (kernel packet table full): their journeys split, later drops unseen",
+			s.Loss.Evicted)))
+	}
 	fmt.Fprintf(w, "journeys %d", st.Journeys)
 	var vs []string
 	for _, v := range []journey.Verdict{journey.VerdictContainer, journey.VerdictHost, journey.VerdictLeftHost, journey.VerdictDropped, journey.VerdictIncomplete} {
@@ -200,7 +204,8 @@ func (t *Text) Summary(s Summary) error {
 		fmt.Fprintf(w, " (%d not joined to a journey)", st.UnmatchedDrops)
 	}
 	w.WriteByte('\n')
-	fmt.Fprintf(w, "events lost %d, journeys evicted %d (in-flight cap), timed out %d\n", s.Loss.Total(), st.Evictions, st.TimedOut)
+	fmt.Fprintf(w, "events lost %d, packets evicted in flight %d, journeys evicted %d (in-flight cap), timed out %d\n",
+		s.Loss.Total(), s.Loss.Evicted, st.Evictions, st.TimedOut)
 	if n := s.Names; n.Waited > 0 {
 		fmt.Fprintf(w, "names: %d journeys waited for Docker to name a new container, %d printed unnamed after %s\n",
 			n.Waited, n.GaveUp, journey.DefaultNameWait)
