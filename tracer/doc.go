@@ -34,23 +34,38 @@
 // # Joining hops into packets
 //
 // Hop.PacketID is the join key: the first hook that sees a packet gives it
-// a new id, stored in an LRU map under the kernel skb address (kernel >=
-// 6.3, bpf_cast_to_kern_ctx; Hop.SkbKey) or, on older kernels, under the
-// content fingerprint. A later hook reuses the id when the entry has the
-// same fingerprint, is less than a second old and has not been at this hook
-// yet. A second visit to the same hook means a new packet in a reused skb,
-// so two packets with identical bytes get different ids even when the
-// kernel recycles the skb between them. Hop.Fingerprint hashes what NAT and
-// routing keep (IP ID or flow label, lengths, protocol, TCP seq/ack/flags/
-// window, UDP length, ICMP type/code/seq, ARP fields) and never addresses,
+// a new id, stored in the kernel's table of packets in flight (an LRU hash
+// with per-CPU lists, Options.InFlightPerCPU entries per CPU) under the
+// kernel skb address (kernel >= 6.3, bpf_cast_to_kern_ctx; Hop.SkbKey) or,
+// on older kernels, under the content fingerprint. A later hook reuses the
+// id when the entry has the same fingerprint, is less than a second old,
+// has at least one end (address and port) unchanged, since NAT rewrites one
+// at a time, and has not been at this hook yet. A second visit to the same
+// hook means a new packet in a reused skb, so two packets with identical
+// bytes get different ids even when the kernel recycles the skb between
+// them. Hop.Fingerprint hashes what NAT and routing keep (IP ID or flow
+// label, lengths, protocol, TCP seq/ack/flags/window, UDP length, ICMP
+// type/code/seq, ARP fields, fragment offset and id) and never addresses,
 // ports, ICMP ids, TTLs or checksums. Without an skb key, two different
-// packets in flight at once with equal fingerprints (no IP ID, as in IPv6
-// or IPv4 with DF and a zero ID) are joined: a known limitation.
+// packets in flight at once with equal fingerprints and one equal end (no
+// IP ID, as in IPv6 or IPv4 with DF and a zero ID) are joined: a known
+// limitation; so is a packet whose both ends NAT rewrites between two
+// hooks, which is split.
 //
-// A Drop comes from the kfree_skb tracepoint for a packet in that map (by
-// skb address and matching fingerprint, or by fingerprint alone on older
-// kernels) and carries the same PacketID; ReasonName is the kernel's enum
-// skb_drop_reason name from its BTF without the SKB_DROP_REASON_ prefix.
+// An entry leaves the table at the packet's last traced hook (what each
+// attached interface is comes from netlink at Attach: hookflags.go) for a
+// short per-CPU list of arrivals, where the receiving stack's drop or a
+// route on from a bridge that passed the packet up still finds it at once.
+// So the table holds packets in flight, and one is evicted only when more
+// are in flight than it holds; that shows at the ingress of a veth whose
+// peer is traced (every packet there came through the peer's egress hook)
+// and is counted in Loss.Evicted.
+//
+// A Drop comes from the kfree_skb tracepoint for a packet in the table or
+// the CPU's arrivals (by skb address, or by fingerprint on older kernels,
+// with the same fingerprint, time and ends rules) and carries the same
+// PacketID; ReasonName is the kernel's enum skb_drop_reason name from its
+// BTF without the SKB_DROP_REASON_ prefix.
 //
 // # Filtering
 //
@@ -58,16 +73,13 @@
 // portrange, src/dst, tcp/udp/icmp/icmp6/arp/ip/ip6, and/or/not) is set
 // before load as constants in .rodata: up to 16 clauses ORed, of up to 8
 // predicates ANDed, evaluated with bounded loops on the packet as decoded at
-// the hook. The filter is evaluated once per packet, at its first hook, and
-// the decision is kept in the packet's LRU entry (the one that gives it its
-// PacketID); later hooks of a known packet follow that decision without
-// evaluating again. So a matching packet is followed through NAT even when
-// its rewritten addresses no longer match, and a packet rejected at its
-// first hook makes no hop further on even when they would. A rejected
-// packet costs the decode and one map update: no ring buffer event. Drops
-// are reported only for packets that matched. Without an skb key (kernels
-// before 6.3) the entry is keyed by content, so the decision follows the
-// fingerprint, with the same limits as the PacketID.
+// the hook. A packet that matches at its first hook gets an entry in the
+// table, and its later hooks follow it without evaluating again: a
+// matching packet is followed through NAT even when its rewritten addresses
+// no longer match. A rejected packet writes nothing (no event, no table
+// entry: it costs the decode and the lookups), so its later hooks evaluate
+// the filter again, and one that NAT rewrites to match is traced from the
+// hook where it matches. Drops are reported only for packets that matched.
 //
 // # Delivery
 //
