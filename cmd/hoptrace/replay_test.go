@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -152,9 +154,13 @@ func TestReplaySelection(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Replies (odd packets) are dropped at veth1a2b, before client:eth0.
+	// A container the recording never had is an error after the replay.
 	client, _, err := runCmd(t, "replay", "-o", "json", "-C", "nobody", "-C", "client", path)
-	if err != nil {
-		t.Fatal(err)
+	if err == nil || !strings.Contains(err.Error(), `no container "nobody" in the recording`) || strings.Contains(err.Error(), "client") {
+		t.Fatalf("-C nobody -C client: %v, want an error naming nobody alone", err)
+	}
+	if code := exitCode(io.Discard, err); code != exitError {
+		t.Errorf("exit %d, want %d", code, exitError)
 	}
 	byIface, _, err := runCmd(t, "replay", "-o", "json", "-i", "client:eth0", path)
 	if err != nil {
@@ -320,5 +326,50 @@ func TestExportCommand(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(filepath.Dir(out2)); len(entries) != 0 {
 		t.Fatalf("left %v behind", entries)
+	}
+}
+
+// TestReplayContainerRule: -C takes an exact name over an ID prefix, a
+// unique ID prefix, and refuses a prefix of several IDs (exit 2, naming
+// the candidates).
+func TestReplayContainerRule(t *testing.T) {
+	events := tracefiletest.Events(tracefiletest.Options{Packets: 4})
+	snap := tracefiletest.Snapshot()
+	// Both IDs start with "abc"; client is also called by web's ID prefix.
+	ids := map[string]string{"client": "abc111", "web": "abc222"}
+	for i := range snap.Containers {
+		c := &snap.Containers[i]
+		c.ID = ids[c.Name] + c.ID[6:]
+	}
+	for i := range snap.Endpoints {
+		if c := snap.Endpoints[i].Container; c != nil {
+			cc := *c
+			cc.ID = ids[cc.Name] + cc.ID[6:]
+			snap.Endpoints[i].Container = &cc
+		}
+	}
+	path := filepath.Join(t.TempDir(), "ids.hop")
+	w, err := tracefile.CreateFile(path, testRecordingHeader())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.WriteSnapshot(snap); err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range events {
+		if ev.Hop != nil {
+			w.WriteHop(ev.Hop)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = runCmd(t, "replay", "-o", "json", "-C", "abc", path)
+	if code := exitCode(io.Discard, err); code != exitUsage || !strings.Contains(fmt.Sprint(err), "client (abc111") || !strings.Contains(fmt.Sprint(err), "web (abc222") {
+		t.Errorf("-C abc: exit %d, %v; want exit %d naming both candidates", code, err, exitUsage)
+	}
+	out, _, err := runCmd(t, "replay", "-o", "json", "-C", "abc2", path)
+	if err != nil || !strings.Contains(out, `"container":"web"`) {
+		t.Errorf("-C abc2 (web's prefix): %v\n%.300s", err, out)
 	}
 }

@@ -121,7 +121,11 @@ func liveJourneys(ctx context.Context, name string, cf *captureFlags, stdout, st
 	if err := writeReady(cf.readyFile); err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
+	start := time.Now()
 	res, runErr := pipeline.Run(ctx, sess, cfg, append([]pipeline.Sink{out}, extra...)...)
+	res.Summary.Duration = time.Since(start)
+	// However the run ended (-c, a sink error), the output's grace starts now.
+	cancel()
 	printErr := out.err
 	if printErr != nil && errors.Is(runErr, printErr) {
 		runErr = nil // the printer's own error, handled below

@@ -105,16 +105,15 @@ type Result struct {
 // Run drives src through the assembler to the sinks until the input ends,
 // ctx is done, Config.Count journeys were shown, or a sink fails (its error
 // is returned). Open journeys are finished at the end and the summary goes
-// to every sink, whatever ended the run; duration is measured here.
+// to every sink, whatever ended the run. (Its Duration is the caller's to
+// fill: a replay has none.)
 func Run(ctx context.Context, src Source, cfg Config, sinks ...Sink) (Result, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	d := newDriver(src.Names(), cfg, sinks, cancel)
-	start := time.Now()
 	runErr := src.Run(ctx, d)
 	d.finish()
 	sum := d.summary()
-	sum.Duration = time.Since(start)
 	err := d.err
 	if errors.Is(err, ErrCountReached) {
 		err = nil
