@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/hoptrace/hoptrace/tracer/journey"
 	"github.com/hoptrace/hoptrace/tracer/pcapng"
 	"github.com/hoptrace/hoptrace/tracer/pipeline"
 )
@@ -41,15 +40,12 @@ Needs neither root nor Docker.
 func runExport(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
 	fs, help := newFlagSet("export", exportUsage, stdout, stderr)
 	out := fs.StringP("pcapng", "w", "", "write pcapng to this file (\"-\" for standard output); required")
-	containers := fs.StringArrayP("container", "C", nil, "export only journeys of this container (name or ID); repeatable")
-	ifaces := fs.StringArrayP("iface", "i", nil, "export only journeys through this interface (veth3c4d, docker0 or web:eth0); repeatable")
-	timeout := fs.Duration("journey-timeout", journey.DefaultTimeout, "finish a journey that saw no hop for this long (as for trace)")
-	quiet := fs.BoolP("quiet", "q", false, "no notes on stderr")
-	expr := fs.StringP("filter", "f", "", "export only journeys whose packet matches this filter expression, e.g. 'tcp port 8080'")
+	var of offlineFlags
+	of.register(fs, "export")
 	if err := parseFlags(fs, help, args); err != nil {
 		return err
 	}
-	pf, err := packetFilter("export", *expr)
+	sel, err := of.selection("export")
 	if err != nil {
 		return err
 	}
@@ -92,17 +88,13 @@ func runExport(ctx context.Context, args []string, stdout, stderr io.Writer) (er
 		}()
 	}
 
-	src, err := openRecordings("export", fs.Args(), stderr, *quiet)
+	src, err := openRecordings("export", fs.Args(), stderr, of.quiet)
 	if err != nil {
 		return err
 	}
 	defer src.Close()
 	ex := pcapng.New(w, pcapng.Options{HoptraceVersion: version, Header: src.Header()})
-	cfg := pipeline.Config{
-		Journey: journey.Config{Timeout: *timeout},
-		Select:  journey.Selection{Containers: *containers, Interfaces: *ifaces, Packet: pf},
-	}
-	err = offline(ctx, "export", src, cfg, stderr, ex)
+	err = offline(ctx, "export", src, pipeline.Config{Journey: of.journey, Select: sel}, stderr, ex)
 	if errors.Is(err, pcapng.ErrNoPackets) {
 		return fmt.Errorf("export: no hops to export (nothing recorded, or nothing matched -C/-i)")
 	}
@@ -110,7 +102,7 @@ func runExport(ctx context.Context, args []string, stdout, stderr io.Writer) (er
 		return err
 	}
 	st := ex.Stats()
-	if !*quiet {
+	if !of.quiet {
 		fmt.Fprintf(stderr, "hoptrace: export: %d packets of %d journeys on %d interfaces", st.Packets, st.Journeys, st.Interfaces)
 		if st.Synthesized > 0 {
 			fmt.Fprintf(stderr, " (%d with headers rebuilt from decoded fields)", st.Synthesized)

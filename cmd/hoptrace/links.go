@@ -3,43 +3,34 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"log/slog"
-
-	"github.com/spf13/pflag"
 
 	"github.com/hoptrace/hoptrace/resolver"
 )
 
+const linksUsage = `Usage: hoptrace links [flags]
+
+Shows each bridge (docker0, br-xxxx) with its ports: host veth (ifindex) <->
+peer ifindex <-> container name, ID, eth0 MAC and IP; containers without a
+veth (--network host or none); and network namespaces Docker does not own.
+Needs root (it reads every network namespace), no BPF.
+
+Examples:
+  hoptrace links                 the topology now
+  hoptrace links -o json         as JSON
+  hoptrace links --watch         again at every change
+`
+
 // runLinks prints the bridge topology, once or (--watch) at every change.
 func runLinks(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := pflag.NewFlagSet("links", pflag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs, help := newFlagSet("links", linksUsage, stdout, stderr)
 	output := fs.StringP("output", "o", "text", "output format: text or json")
 	watch := fs.BoolP("watch", "w", false, "keep printing the topology as containers come and go")
 	dockerHost := fs.String("docker-host", "", "Docker daemon address (default $DOCKER_HOST, else unix:///var/run/docker.sock)")
 	noDocker := fs.Bool("no-docker", false, "do not ask Docker; name namespaces only")
-	help := fs.BoolP("help", "h", false, "show this help")
-	fs.Usage = func() {
-		fmt.Fprintf(stdout, "Usage: hoptrace links [flags]\n\n"+
-			"Shows each bridge (docker0, br-xxxx) with its ports: host veth (ifindex) <-> peer\n"+
-			"ifindex <-> container name, ID, eth0 MAC and IP; containers without a veth\n"+
-			"(--network host or none); and network namespaces Docker does not own.\n"+
-			"Needs root (it reads every network namespace), no BPF.\n\nFlags:\n")
-		fs.SetOutput(stdout)
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return errHelp
-		}
-		return usagef("links: %v", err)
-	}
-	if *help {
-		fs.Usage()
-		return errHelp
+	if err := parseFlags(fs, help, args); err != nil {
+		return err
 	}
 	if fs.NArg() > 0 {
 		return usagef("links: unexpected argument %q", fs.Arg(0))
@@ -57,7 +48,7 @@ func runLinks(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if *watch {
 		// In watch mode Docker outages and returns are worth a line.
-		opts.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+		opts.Logger = logger(stderr, false, "")
 	}
 	r, err := resolver.New(opts)
 	if err != nil {

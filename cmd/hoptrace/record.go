@@ -49,9 +49,8 @@ func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	cf.register(fs)
 	snaplen := fs.Uint32P("snaplen", "s", 0, "keep the first N bytes of each packet (0: decoded headers only)")
 	print := fs.Bool("print", false, "also print journeys live, as 'hoptrace trace' does")
-	output := fs.StringP("output", "o", "text", "with --print: text or json")
-	verbose := fs.BoolP("verbose", "v", false, "with --print: one line per hop")
-	noColor := fs.Bool("no-color", false, "with --print: no colours")
+	var pf printFlags
+	pf.register(fs, "with --print: ")
 	rotSize := fs.String("rotate-size", "", "start a new part once a file reaches this size, e.g. 100MB (tcpdump -C)")
 	rotAge := fs.Duration("rotate-time", 0, "start a new part after this long, e.g. 10m (tcpdump -G)")
 	rotFiles := fs.Int("rotate-files", 0, "keep only the newest N parts (tcpdump -W); 0 keeps all")
@@ -64,8 +63,8 @@ func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if *path == "" {
 		return usagef("record: -w FILE is required (see 'hoptrace record --help')")
 	}
-	if *output != "text" && *output != "json" {
-		return usagef("record: -o must be text or json, not %q", *output)
+	if err := pf.validate("record"); err != nil {
+		return err
 	}
 	if *snaplen > tracefile.MaxSnaplen {
 		return usagef("record: --snaplen %d is more than the %d supported", *snaplen, tracefile.MaxSnaplen)
@@ -122,12 +121,7 @@ func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if !*print {
 			return summaryOnly{render.NewText(stderr, opt)}
 		}
-		if *output == "json" {
-			return render.NewJSON(stdout, opt)
-		}
-		opt.Color = useColor(stdout, *noColor)
-		opt.Verbose = *verbose
-		return render.NewText(stdout, opt)
+		return pf.printer(stdout, opt)
 	}
 	return liveJourneys(ctx, "record", &cf, stdout, stderr, printer, hooks)
 }

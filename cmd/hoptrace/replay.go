@@ -10,7 +10,6 @@ import (
 	"syscall"
 
 	"github.com/hoptrace/hoptrace/resolver/topology"
-	"github.com/hoptrace/hoptrace/tracer/journey"
 	"github.com/hoptrace/hoptrace/tracer/pipeline"
 	"github.com/hoptrace/hoptrace/tracer/render"
 	"github.com/hoptrace/hoptrace/tracer/tracefile/playback"
@@ -38,50 +37,34 @@ Examples:
 // runReplay prints the journeys of recordings.
 func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, help := newFlagSet("replay", replayUsage, stdout, stderr)
-	containers := fs.StringArrayP("container", "C", nil, "show only journeys of this container (name or ID); repeatable")
-	ifaces := fs.StringArrayP("iface", "i", nil, "show only journeys through this interface (veth3c4d, docker0 or web:eth0); repeatable")
-	output := fs.StringP("output", "o", "text", "output format: text or json (JSON lines)")
-	verbose := fs.BoolP("verbose", "v", false, "print each hop of a journey with its time and delta")
+	var of offlineFlags
+	of.register(fs, "show")
+	var pf printFlags
+	pf.register(fs, "")
 	count := fs.IntP("count", "c", 0, "stop after this many journeys (0: all)")
-	timeout := fs.Duration("journey-timeout", journey.DefaultTimeout, "finish a journey that saw no hop for this long (as for trace)")
-	noColor := fs.Bool("no-color", false, "no colours (also NO_COLOR=1; colour is only used on a terminal)")
-	quiet := fs.BoolP("quiet", "q", false, "no notes on stderr (truncated files)")
-	expr := fs.StringP("filter", "f", "", "show only journeys whose packet matches this filter expression, e.g. 'tcp port 8080' (as trace's)")
 	if err := parseFlags(fs, help, args); err != nil {
 		return err
 	}
-	pf, err := packetFilter("replay", *expr)
+	sel, err := of.selection("replay")
 	if err != nil {
 		return err
 	}
 	switch {
 	case fs.NArg() == 0:
 		return usagef("replay: no recording given (see 'hoptrace replay --help')")
-	case *output != "text" && *output != "json":
-		return usagef("replay: -o must be text or json, not %q", *output)
 	case *count < 0:
 		return usagef("replay: -c must not be negative")
 	}
-	src, err := openRecordings("replay", fs.Args(), stderr, *quiet)
+	if err := pf.validate("replay"); err != nil {
+		return err
+	}
+	src, err := openRecordings("replay", fs.Args(), stderr, of.quiet)
 	if err != nil {
 		return err
 	}
 	defer src.Close()
-	opt := render.Options{WallOffsetNS: src.Header().MonoOffsetNS}
-	var pr render.Printer
-	if *output == "json" {
-		pr = render.NewJSON(stdout, opt)
-	} else {
-		opt.Color = useColor(stdout, *noColor)
-		opt.Verbose = *verbose
-		pr = render.NewText(stdout, opt)
-	}
-	cfg := pipeline.Config{
-		Journey: journey.Config{Timeout: *timeout},
-		Select:  journey.Selection{Containers: *containers, Interfaces: *ifaces, Packet: pf},
-		Count:   *count,
-	}
-	return offline(ctx, "replay", src, cfg, stderr, pr)
+	pr := pf.printer(stdout, render.Options{WallOffsetNS: src.Header().MonoOffsetNS})
+	return offline(ctx, "replay", src, pipeline.Config{Journey: of.journey, Select: sel, Count: *count}, stderr, pr)
 }
 
 // openRecordings opens recordings (FILE "-" is standard input) as one

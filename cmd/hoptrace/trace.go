@@ -45,25 +45,19 @@ func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs, help := newFlagSet("trace", traceUsage, stdout, stderr)
 	var cf captureFlags
 	cf.register(fs)
-	output := fs.StringP("output", "o", "text", "output format: text or json (JSON lines)")
-	verbose := fs.BoolP("verbose", "v", false, "print each hop of a journey with its time and delta")
-	noColor := fs.Bool("no-color", false, "no colours (also NO_COLOR=1; colour is only used on a terminal)")
+	var pf printFlags
+	pf.register(fs, "")
 	if err := parseFlags(fs, help, args); err != nil {
 		return err
 	}
 	if err := cf.validate(fs); err != nil {
 		return err
 	}
-	if *output != "text" && *output != "json" {
-		return usagef("trace: -o must be text or json, not %q", *output)
+	if err := pf.validate("trace"); err != nil {
+		return err
 	}
 	return liveJourneys(ctx, "trace", &cf, stdout, stderr, func(opt render.Options) render.Printer {
-		if *output == "json" {
-			return render.NewJSON(stdout, opt)
-		}
-		opt.Color = useColor(stdout, *noColor)
-		opt.Verbose = *verbose
-		return render.NewText(stdout, opt)
+		return pf.printer(stdout, opt)
 	}, liveHooks{})
 }
 
