@@ -16,20 +16,22 @@ import (
 // Identity: a hop with the kernel's PacketID (and an skb key) joins the open
 // journey with that ID. Otherwise it joins the open journey holding its SkbKey when the
 // fingerprint matches and the journey has not passed this interface in this
-// direction yet; otherwise (no key, a clone with a new key) it joins the
-// oldest open journey with its fingerprint that has not passed here. A
-// packet seen again where its journey already was (an identical datagram, a
-// retransmission, a reused skb) starts a new journey.
+// direction yet. Otherwise it may join by content (see find): only where the
+// kernel cannot follow the skb when it gives skb keys, and only a journey of
+// the same flow, with the same fingerprint and the same addresses and ports
+// or ones NAT rewrote after host routing. A packet seen again where its
+// journey already was (an identical datagram, a retransmission, a reused
+// skb) starts a new journey.
 type Assembler struct {
 	cfg   Config
 	namer topology.Namer
 
-	nextID uint64
-	heap   []*open          // open journeys, soonest deadline first
-	byPID  map[uint64]*open // open journey per kernel packet ID
-	bySkb  map[uint64]*open // newest open journey that holds this skb key
-	byFP   map[uint64]*open // oldest open journey per fingerprint, chained by fpNext
-	stats  Stats
+	nextID  uint64
+	heap    []*open          // open journeys, soonest deadline first
+	byPID   map[uint64]*open // open journey per kernel packet ID
+	bySkb   map[uint64]*open // newest open journey that holds this skb key
+	content contentIndex     // open journeys by fingerprint and flow
+	stats   Stats
 }
 
 // open is a journey still taking hops.
@@ -40,8 +42,11 @@ type open struct {
 	deadline uint64
 	terminal bool // reached a hop where packets end, or a drop
 	heapIdx  int
-	fpNext   *open
-	sorted   bool // hops were added in time order
+	sorted   bool   // hops were added in time order
+	keyed    bool   // holds a hop with a packet ID the kernel keyed by skb
+	hooks    uint64 // hookBit of every hop: most passed checks end here
+	links    []link // places in the content index (linkBuf, unless NAT added more)
+	linkBuf  [4]link
 }
 
 // New returns an assembler. Zero Config fields take the defaults; namer may
@@ -60,12 +65,12 @@ func New(cfg Config, namer topology.Namer) *Assembler {
 		cfg.MaxInFlight = DefaultMaxInFlight
 	}
 	return &Assembler{
-		cfg:   cfg,
-		namer: namer,
-		byPID: make(map[uint64]*open),
-		bySkb: make(map[uint64]*open),
-		byFP:  make(map[uint64]*open),
-		stats: Stats{DropsByReason: make(map[string]uint64)},
+		cfg:     cfg,
+		namer:   namer,
+		byPID:   make(map[uint64]*open),
+		bySkb:   make(map[uint64]*open),
+		content: make(contentIndex),
+		stats:   Stats{DropsByReason: make(map[string]uint64)},
 	}
 }
 
@@ -77,7 +82,8 @@ func (a *Assembler) AddHop(h event.Hop) []*Journey {
 	a.stats.Hops++
 
 	ep, resolved := a.resolve(h.NetnsIno, h.Ifindex)
-	o := a.find(&h)
+	role := a.role(&ep)
+	o := a.find(&h, role)
 	if o == nil {
 		out = a.makeRoom(out)
 		o = a.start(h.Fingerprint, h.TimeNS)
@@ -104,8 +110,11 @@ func (a *Assembler) AddHop(h event.Hop) []*Journey {
 		a.bySkb[h.SkbKey] = o
 		if h.PacketID != 0 {
 			a.byPID[h.PacketID] = o
+			o.keyed = true
 		}
 	}
+	o.hooks |= hookBit(h.Ifindex, h.NetnsIno, h.Dir)
+	a.index(o, &h, role)
 	if a.kind(&j.Hops[len(j.Hops)-1]) != VerdictIncomplete {
 		o.terminal = true
 	}
@@ -195,20 +204,20 @@ func (a *Assembler) resolve(netns, ifindex uint32) (topology.Endpoint, bool) {
 }
 
 // find returns the open journey a hop continues, or nil when the hop starts
-// a new journey.
-func (a *Assembler) find(h *event.Hop) *open {
+// a new journey. role is the hop's interface role (see Assembler.role).
+func (a *Assembler) find(h *event.Hop, role topology.Role) *open {
 	// The kernel's packet ID is exact when it was keyed by the skb. Keyed by
-	// content (no skb key) it mixes up identical packets in flight, so then
-	// the FIFO content join below does better. A clone gets a new ID at its
-	// first hook: it falls through to the content join too.
-	trustID := h.PacketID != 0 && h.SkbKey != 0
-	if trustID {
-		if o := a.byPID[h.PacketID]; o != nil && !passed(o.j, h) {
+	// content (no skb key) it mixes up equal packets in flight, even of two
+	// flows; the content join below does better. A clone gets a new ID at
+	// its first hook: it falls through to the content join too.
+	keyed := h.SkbKey != 0
+	if keyed && h.PacketID != 0 {
+		if o := a.byPID[h.PacketID]; o != nil && !o.passed(h) {
 			return o
 		}
-	} else if h.SkbKey != 0 {
+	} else if keyed {
 		if o := a.bySkb[h.SkbKey]; o != nil && o.j.Fingerprint == h.Fingerprint {
-			if passed(o.j, h) {
+			if o.passed(h) {
 				// Same skb and content where this packet already was: a
 				// reused skb carrying an identical packet.
 				return nil
@@ -219,17 +228,110 @@ func (a *Assembler) find(h *event.Hop) *open {
 	if h.Fingerprint == 0 {
 		return nil // no content key: nothing safe to join by
 	}
-	// Oldest first: identical packets on one path do not overtake each other.
-	for o := a.byFP[h.Fingerprint]; o != nil; o = o.fpNext {
-		if passed(o.j, h) {
-			continue
-		}
-		if trustID && holdsSkb(o.j, h.SkbKey) {
-			continue // the kernel said this skb carries a new packet now
-		}
+	if keyed && !cloneAt(role, h.Dir) {
+		// The kernel follows the skb here: a new one is a new packet.
+		return nil
+	}
+	free := func(o *open) bool {
+		// A journey that holds this skb already is another packet: the
+		// kernel would have given this hop its ID.
+		return o.j.Fingerprint == h.Fingerprint && !o.passed(h) && !(keyed && holdsSkb(o.j, h.SkbKey))
+	}
+	t := tupleOf(&h.Pkt)
+	same := func(o *open) bool { return free(o) && o.hasTuple(&t) }
+	if o := a.content.newest(flowKey(h.Fingerprint, &t), same, 0); o != nil {
 		return o
 	}
-	return nil
+	if !routedOut(role, h.Dir) {
+		return nil
+	}
+	// Host routing ran before this hook: NAT may have rewritten one side.
+	return a.natCandidate(h.Fingerprint, t, free)
+}
+
+// natCandidate returns the journey whose packet, last seen entering host
+// routing, plausibly left it with tuple t: the same fingerprint and one side
+// of the tuple kept (looked up by that side), the other rewritten. The one
+// that kept most of the rewritten side wins, the oldest on a tie.
+func (a *Assembler) natCandidate(fp uint64, t tuple, free func(*open) bool) *open {
+	score := func(o *open) int {
+		if !free(o) {
+			return -1
+		}
+		return o.natScore(t)
+	}
+	o, top := a.content.best(dstKey(fp, &t), score, nil, -1) // SNAT, MASQUERADE: the destination kept
+	o, _ = a.content.best(srcKey(fp, &t), score, o, top)     // DNAT: the source kept
+	return o
+}
+
+// natScore is the best tuple.nat score from a hop where o's packet entered
+// host routing to t, -1 when t is no plausible rewrite of any.
+func (o *open) natScore(t tuple) int {
+	top := -1
+	for i := range o.j.Hops {
+		p := &o.j.Hops[i]
+		if routedIn(p.Endpoint.Role, p.Dir) {
+			top = max(top, tupleOf(&p.Pkt).nat(t))
+		}
+	}
+	return top
+}
+
+// index puts o in the content index under the hop's fingerprint and tuple,
+// and by each side of the tuple where host routing (and NAT) follows.
+func (a *Assembler) index(o *open, h *event.Hop, role topology.Role) {
+	if h.Fingerprint == 0 {
+		return
+	}
+	t := tupleOf(&h.Pkt)
+	a.content.add(o, flowKey(h.Fingerprint, &t))
+	if routedIn(role, h.Dir) {
+		a.content.add(o, srcKey(h.Fingerprint, &t))
+		a.content.add(o, dstKey(h.Fingerprint, &t))
+	}
+}
+
+// Where content joins may happen. The kernel carries one skb from a
+// container's eth0 to its veth peer and back, and through a bridge between
+// ports; a packet leaving a container or arriving from outside is new. A
+// packet shows up in a skb of its own though it is not new only where a
+// bridge floods copies (its ports' egress, its own ingress) or after host
+// routing (a copy the stack made). NAT rewrites addresses and ports only
+// in host routing (Docker's rules sit in the nat table's PREROUTING, OUTPUT
+// and POSTROUTING): between a hook where a packet enters it (a bridge
+// passing it up, a host interface's ingress) and one where it leaves (a
+// bridge's or host interface's egress), and only one side of the tuple at a
+// time: MASQUERADE the source, a published port the destination. Bridged
+// traffic is not rewritten (Docker's rules skip docker0-to-docker0), so
+// flows that differ only in an address never meet on a bridge. The
+// exceptions (a hairpin reply un-NATed by br_netfilter on the bridge, a
+// container reaching its own published port, rewritten on both sides) keep
+// their skb, so are one journey on 6.3 and later, and show as two before:
+// a split rather than a join of two flows.
+
+// cloneAt reports whether a packet's copy can first be seen at a hook of
+// this role and direction. An interface nobody named may be anywhere.
+func cloneAt(r topology.Role, d event.Direction) bool {
+	switch r {
+	case topology.RoleHostVeth, topology.RoleHost:
+		return d == event.Egress
+	case topology.RoleBridge, topology.RoleUnknown:
+		return true
+	}
+	return false
+}
+
+// routedIn reports whether host routing follows a hook: NAT may rewrite
+// the packet after it.
+func routedIn(r topology.Role, d event.Direction) bool {
+	return d == event.Ingress && (r == topology.RoleBridge || r == topology.RoleHost)
+}
+
+// routedOut reports whether host routing precedes a hook: NAT may have
+// rewritten the packet before it.
+func routedOut(r topology.Role, d event.Direction) bool {
+	return d == event.Egress && (r == topology.RoleBridge || r == topology.RoleHost)
 }
 
 func holdsSkb(j *Journey, key uint64) bool {
@@ -243,7 +345,8 @@ func holdsSkb(j *Journey, key uint64) bool {
 
 // findDrop returns the open journey a drop belongs to, or nil.
 func (a *Assembler) findDrop(d *event.Drop) *open {
-	if d.PacketID != 0 && d.SkbKey != 0 {
+	exact := d.PacketID != 0 && d.SkbKey != 0
+	if exact {
 		if o := a.byPID[d.PacketID]; o != nil {
 			return o
 		}
@@ -256,17 +359,36 @@ func (a *Assembler) findDrop(d *event.Drop) *open {
 	if d.Fingerprint == 0 {
 		return nil
 	}
-	for o := a.byFP[d.Fingerprint]; o != nil; o = o.fpNext {
-		if o.j.Drop == nil {
-			return o
-		}
+	// The drop's decoded packet must agree with the journey's: its tuple as
+	// one of the hops showed it, or rewritten after host routing (dropped
+	// between PREROUTING and the egress hook). A packet ID keyed by skb is
+	// exact: a journey whose hops carry such IDs and did not match it is
+	// another packet. (Before 6.3 a drop still carries the skb address, but
+	// its ID is keyed by content and the hops have no skb keys.)
+	free := func(o *open) bool {
+		return o.j.Fingerprint == d.Fingerprint && o.j.Drop == nil && !(exact && o.keyed)
 	}
-	return nil
+	t := tupleOf(&d.Pkt)
+	same := func(o *open) bool { return free(o) && o.hasTuple(&t) }
+	if o := a.content.newest(flowKey(d.Fingerprint, &t), same, lookahead); o != nil {
+		return o
+	}
+	return a.natCandidate(d.Fingerprint, t, free)
+}
+
+// hookBit is a hook's bit in open.hooks.
+func hookBit(ifindex, netns uint32, dir event.Direction) uint64 {
+	h := (uint64(ifindex)<<1 | uint64(dir)) ^ uint64(netns)*0x9e3779b97f4a7c15
+	return 1 << (h * 0x9e3779b97f4a7c15 >> 58)
 }
 
 // passed reports whether the journey was already seen at the hop's
 // interface in the hop's direction.
-func passed(j *Journey, h *event.Hop) bool {
+func (o *open) passed(h *event.Hop) bool {
+	if o.hooks&hookBit(h.Ifindex, h.NetnsIno, h.Dir) == 0 {
+		return false
+	}
+	j := o.j
 	for i := range j.Hops {
 		p := &j.Hops[i]
 		if p.Endpoint.Ifindex == h.Ifindex && p.Endpoint.NetnsIno == h.NetnsIno && p.Dir == h.Dir {
@@ -370,29 +492,23 @@ func terminalKind(r topology.Role, d event.Direction) Verdict {
 }
 
 // kind is terminalKind, placing unresolved interfaces by their namespace.
-func (a *Assembler) kind(h *Hop) Verdict {
-	r := h.Endpoint.Role
-	if r == topology.RoleUnknown && a.cfg.HostNetnsIno != 0 && h.Endpoint.NetnsIno != a.cfg.HostNetnsIno {
+func (a *Assembler) kind(h *Hop) Verdict { return terminalKind(a.role(&h.Endpoint), h.Dir) }
+
+// role is the endpoint's role, placing an unresolved interface outside the
+// host's namespace in a container's (RoleNetns).
+func (a *Assembler) role(ep *topology.Endpoint) topology.Role {
+	r := ep.Role
+	if r == topology.RoleUnknown && a.cfg.HostNetnsIno != 0 && ep.NetnsIno != a.cfg.HostNetnsIno {
 		r = topology.RoleNetns
 	}
-	return terminalKind(r, h.Dir)
+	return r
 }
 
 func (a *Assembler) start(fp uint64, t uint64) *open {
 	a.nextID++
 	o := &open{jv: Journey{ID: a.nextID, Fingerprint: fp, Start: t, End: t, Hops: make([]Hop, 0, 4)}, last: t, sorted: true}
 	o.j = &o.jv
-	if fp != 0 {
-		// Append to the chain's tail so the oldest stays first.
-		if head := a.byFP[fp]; head == nil {
-			a.byFP[fp] = o
-		} else {
-			for head.fpNext != nil {
-				head = head.fpNext
-			}
-			head.fpNext = o
-		}
-	}
+	o.links = o.linkBuf[:0]
 	o.heapIdx = len(a.heap)
 	a.heap = append(a.heap, o)
 	o.deadline = t + uint64(a.cfg.Timeout)
@@ -445,22 +561,7 @@ func (a *Assembler) expire(now uint64, out []*Journey) []*Journey {
 func (a *Assembler) finish(o *open, timedOut, evicted bool) *Journey {
 	a.remove(o.heapIdx)
 	j := o.j
-	if fp := j.Fingerprint; fp != 0 {
-		if head := a.byFP[fp]; head == o {
-			if o.fpNext == nil {
-				delete(a.byFP, fp)
-			} else {
-				a.byFP[fp] = o.fpNext
-			}
-		} else {
-			for p := head; p != nil; p = p.fpNext {
-				if p.fpNext == o {
-					p.fpNext = o.fpNext
-					break
-				}
-			}
-		}
-	}
+	a.content.remove(o)
 	for i := range j.Hops {
 		if k := j.Hops[i].SkbKey; k != 0 && a.bySkb[k] == o {
 			delete(a.bySkb, k)

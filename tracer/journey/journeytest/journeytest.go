@@ -133,12 +133,16 @@ var (
 	ClientToWeb = []Step{{ClientEth0, event.Egress}, {VethClient, event.Ingress}, {VethWeb, event.Egress}, {WebEth0, event.Ingress}}
 	// web -> client on docker0.
 	WebToClient = []Step{{WebEth0, event.Egress}, {VethWeb, event.Ingress}, {VethClient, event.Egress}, {ClientEth0, event.Ingress}}
+	// db -> web on docker0: a second sender toward web.
+	DBToWeb = []Step{{DBEth0, event.Egress}, {VethDB, event.Ingress}, {VethWeb, event.Egress}, {WebEth0, event.Ingress}}
 	// client -> host (docker0 passes it up).
 	ClientToHost = []Step{{ClientEth0, event.Egress}, {VethClient, event.Ingress}, {Docker0, event.Ingress}}
 	// host -> web (the host sends it down docker0).
 	HostToWeb = []Step{{Docker0, event.Egress}, {VethWeb, event.Egress}, {WebEth0, event.Ingress}}
 	// client -> outside via routing and MASQUERADE.
 	ClientToOutside = []Step{{ClientEth0, event.Egress}, {VethClient, event.Ingress}, {Docker0, event.Ingress}, {HostEth0, event.Egress}}
+	// db -> outside via routing and MASQUERADE.
+	DBToOutside = []Step{{DBEth0, event.Egress}, {VethDB, event.Ingress}, {Docker0, event.Ingress}, {HostEth0, event.Egress}}
 	// outside -> published port -> web (DNAT).
 	OutsideToWeb = []Step{{HostEth0, event.Ingress}, {Docker0, event.Egress}, {VethWeb, event.Egress}, {WebEth0, event.Ingress}}
 	// client on docker0 -> api on br-1234, via host routing.
