@@ -18,8 +18,6 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/hoptrace/hoptrace/resolver"
 	"github.com/hoptrace/hoptrace/resolver/topology"
 	"github.com/hoptrace/hoptrace/tracer"
@@ -255,7 +253,7 @@ func (s *Session) reportLoss(h Handler, last *event.Loss) {
 // once it is drained, the clock less DefaultLag (an event read but not yet
 // handed over, or committed a moment after its time stamp). Called with s.mu.
 func (s *Session) watermark() uint64 {
-	now := MonoNow()
+	now := tracer.MonoNow()
 	if s.tr.Unread() > 0 {
 		return min(s.newest, now-DefaultLag)
 	}
@@ -280,13 +278,6 @@ func (s *Session) Close() error {
 		s.res = nil
 	}
 	return errors.Join(errs...)
-}
-
-// MonoNow is the kernel monotonic clock the hooks stamp events with.
-func MonoNow() uint64 {
-	var ts unix.Timespec
-	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	return uint64(ts.Nano())
 }
 
 // Want computes the interfaces a configuration selects in a snapshot, each

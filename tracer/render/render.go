@@ -47,7 +47,7 @@ func (o *Options) wall(mono uint64) time.Time {
 	if loc == nil {
 		loc = time.Local
 	}
-	return time.Unix(0, int64(mono)+o.WallOffsetNS).In(loc)
+	return event.Clock{OffsetNS: o.WallOffsetNS}.Wall(mono).In(loc)
 }
 
 // FormatDuration prints a transit or delta compactly: 850ns, 42us, 1.25ms, 2.5s.

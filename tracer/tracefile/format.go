@@ -21,6 +21,8 @@ import (
 	"fmt"
 	"hash/crc32"
 	"time"
+
+	"github.com/hoptrace/hoptrace/tracer/event"
 )
 
 // FormatVersion is the version of the format this package writes. Readers
@@ -132,7 +134,7 @@ type Header struct {
 
 // Wall converts a kernel monotonic timestamp to wall-clock time.
 func (h Header) Wall(monoNS uint64) time.Time {
-	return time.Unix(0, int64(monoNS)+h.MonoOffsetNS)
+	return event.Clock{OffsetNS: h.MonoOffsetNS}.Wall(monoNS)
 }
 
 func (h *Header) marshal() ([]byte, error) {
