@@ -90,6 +90,10 @@ func TestTraceClientToWeb(t *testing.T) {
 				t.Errorf("%s: hop %d (%s) delta %d: time goes backwards", c.j.Summary, i, h.Label, h.DeltaNS)
 			}
 		}
+		// The step between the veths went through docker0, inferred.
+		if b := c.j.Hops[2].Bridged; b == nil || b.Bridge != "docker0" || !b.Inferred {
+			t.Errorf("%s: hop 2 bridged %+v, want docker0, inferred", c.j.Summary, b)
+		}
 		// The veth hops name the container behind them.
 		if h := c.j.Hops[1]; h.Container == "" || h.Role != "host-veth" || h.Bridge != "docker0" {
 			t.Errorf("%s: hop 1 %+v: want a docker0 host veth with its container", c.j.Summary, h)
@@ -100,7 +104,8 @@ func TestTraceClientToWeb(t *testing.T) {
 	}
 
 	text := textRun.stdout.String()
-	wantPath := strings.Join(forward, " -> ")
+	// The text path names the bridge between the two veths (inferred).
+	wantPath := strings.Join([]string{client.Name + ":eth0", cveth, "docker0", wveth, web.Name + ":eth0"}, " -> ")
 	found := false
 	for _, line := range strings.Split(text, "\n") {
 		if strings.Contains(line, "TCP "+cip) && strings.Contains(line, "[S]") && strings.Contains(line, wantPath) {
@@ -339,4 +344,27 @@ func netnsFDs(t *testing.T, pid int) int {
 		}
 	}
 	return n
+}
+
+// TestTraceUserNetworkBridge: on a user-defined network the text path
+// names its bridge (br-<id>) with the network between the two containers.
+func TestTraceUserNetworkBridge(t *testing.T) {
+	testenv.RequireDocker(t)
+	net := testenv.UniqueName("ht-net")
+	testenv.CreateNetwork(t, net)
+	web := testenv.RunContainer(t, testenv.UniqueName("ht-web"), []string{"--network", net}, "httpd", "-f", "-p", "8080", "-h", "/www")
+	client := testenv.RunContainer(t, testenv.UniqueName("ht-client"), []string{"--network", net}, "sleep", "600")
+	id := strings.TrimSpace(testenv.Command(t, "docker", "network", "inspect", "-f", "{{.Id}}", net))
+	bridge := "br-" + id[:12]
+	run := startHoptrace(t, "trace", "--no-color", "-C", web.Name)
+	if err := wget(client.Name, "http://"+web.IP().String()+":8080/"); err != nil {
+		t.Fatal(err)
+	}
+	if err := run.stop(t); err != nil {
+		t.Fatalf("trace: %v\n%s", err, run.stderr)
+	}
+	want := client.Name + ":eth0 -> " + hostVethOf(t, client.Name) + " -> " + bridge + "(" + net + ") -> " + hostVethOf(t, web.Name) + " -> " + web.Name + ":eth0"
+	if !strings.Contains(run.stdout.String(), want) {
+		t.Errorf("no journey with path %q in:\n%s", want, run.stdout)
+	}
 }

@@ -95,6 +95,18 @@ type HopJSON struct {
 	GSOSize     uint16 `json:"gso_size,omitempty"`
 	Src         string `json:"src,omitempty"` // tuple at this hop (after any NAT before it)
 	Dst         string `json:"dst,omitempty"`
+	// Bridged is the bridge the packet crossed from the parent hop to this
+	// one, inferred from the topology (a bridge's hooks never see packets
+	// it forwards between its ports).
+	Bridged *BridgedJSON `json:"bridged,omitempty"`
+}
+
+// BridgedJSON is the step through a bridge before a hop.
+type BridgedJSON struct {
+	Bridge   string `json:"bridge"`
+	Network  string `json:"network,omitempty"`
+	Label    string `json:"label"`
+	Inferred bool   `json:"inferred"` // always true: no hook saw it
 }
 
 // RewriteJSON is one NAT change.
@@ -186,6 +198,9 @@ func (p *JSON) JourneyObject(j *journey.Journey) *JourneyJSON {
 		}
 		if h.Pkt.Src.IsValid() && !h.Pkt.Layers.Has(event.LayerARP) {
 			hj.Src, hj.Dst = hostPort(h.Pkt.Src, h.Pkt.SrcPort), hostPort(h.Pkt.Dst, h.Pkt.DstPort)
+		}
+		if b, ok := j.Bridged(i); ok {
+			hj.Bridged = &BridgedJSON{Bridge: b.Bridge, Network: b.Network, Label: b.Label(), Inferred: true}
 		}
 		o.Hops[i] = hj
 	}

@@ -113,7 +113,7 @@ func TestTextLine(t *testing.T) {
 	if err := render.NewText(&b, render.Options{WallOffsetNS: offset, Location: time.UTC}).Journey(js[0]); err != nil {
 		t.Fatal(err)
 	}
-	want := "12:00:00.010000 TCP 172.17.0.2:41234 > 172.17.0.3:8080 [S] client:eth0 -> veth1a2b -> veth3c4d -> web:eth0  33us\n"
+	want := "12:00:00.010000 TCP 172.17.0.2:41234 > 172.17.0.3:8080 [S] client:eth0 -> veth1a2b -> docker0 -> veth3c4d -> web:eth0  33us\n"
 	if b.String() != want {
 		t.Errorf("got  %q\nwant %q", b.String(), want)
 	}

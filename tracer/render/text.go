@@ -44,7 +44,7 @@ func (t *Text) paint(color, s string) string {
 
 // Journey prints one journey:
 //
-//	12:00:01.123456 TCP 172.17.0.2:41234 > 172.17.0.3:8080 [S] client:eth0 -> veth1a2b -> veth3c4d -> web:eth0  30us
+//	12:00:01.123456 TCP 172.17.0.2:41234 > 172.17.0.3:8080 [S] client:eth0 -> veth1a2b -> docker0 -> veth3c4d -> web:eth0  30us
 func (t *Text) Journey(j *journey.Journey) error {
 	w := t.w
 	w.WriteString(t.opt.wall(j.Start).Format("15:04:05.000000"))
@@ -85,10 +85,16 @@ func (t *Text) path(j *journey.Journey, i int) {
 			kids = append(kids, k)
 		}
 	}
-	switch len(kids) {
-	case 0:
+	if len(kids) == 0 {
 		return
-	case 1:
+	}
+	// The bridge between two of its ports is named once, before the
+	// branches when it flooded the packet.
+	if b, ok := j.Bridged(kids[0]); ok && allBridged(j, kids, b) {
+		t.w.WriteString(" -> ")
+		t.w.WriteString(t.paint(cDim, b.Label()))
+	}
+	if len(kids) == 1 {
 		t.w.WriteString(" -> ")
 		t.path(j, kids[0])
 		return
@@ -101,6 +107,16 @@ func (t *Text) path(j *journey.Journey, i int) {
 		t.path(j, k)
 	}
 	t.w.WriteString("}")
+}
+
+// allBridged reports whether every hop in kids came through bridge b.
+func allBridged(j *journey.Journey, kids []int, b journey.BridgeStep) bool {
+	for _, k := range kids {
+		if bk, ok := j.Bridged(k); !ok || bk != b {
+			return false
+		}
+	}
+	return true
 }
 
 // verdict is the text after the transit time; empty for a plain delivery.
@@ -142,6 +158,9 @@ func (t *Text) hops(j *journey.Journey) {
 	w := t.w
 	for i := range j.Hops {
 		h := &j.Hops[i]
+		if b, ok := j.Bridged(i); ok {
+			fmt.Fprintf(w, "    %15s %8s  %-16s %-7s %s\n", "", "", b.Label(), "", t.paint(cDim, "forwarded by the bridge (inferred: its hooks do not see bridged packets)"))
+		}
 		fmt.Fprintf(w, "    %s %8s  %-16s %-7s %s",
 			t.opt.wall(h.TimeNS).Format("15:04:05.000000"),
 			"+"+FormatDuration(h.Delta), h.Label(), h.Dir, h.Action())
