@@ -84,6 +84,10 @@ func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) err
 
 	var files func() []string
 	hooks := liveHooks{
+		// Without --print (or -c, which counts journeys) nobody looks at
+		// journeys now: replay assembles them, and the capture spends its
+		// CPU on writing alone.
+		noJourneys: !*print && cf.count == 0,
 		sinks: func(s *capture.Session) ([]pipeline.Sink, error) {
 			hdr := recordingHeader(s, &cf)
 			var sink tracefile.Sink

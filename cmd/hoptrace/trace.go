@@ -69,6 +69,8 @@ type liveHooks struct {
 	// finish runs after the capture stopped, with its error, before the
 	// summary is printed.
 	finish func(runErr error) error
+	// noJourneys skips assembly: nothing but the sinks' events is wanted.
+	noJourneys bool
 }
 
 // liveJourneys runs a capture through the pipeline to a printer (and the
@@ -111,7 +113,7 @@ func liveJourneys(ctx context.Context, name string, cf *captureFlags, stdout, st
 	if len(cf.containers) > 0 {
 		sel.Interfaces = cf.ifaces
 	}
-	cfg := pipeline.Config{Journey: cf.journeyConfig(sess.Snapshot().HostNetnsIno), Select: sel, Count: cf.count}
+	cfg := pipeline.Config{Journey: cf.journeyConfig(sess.Snapshot().HostNetnsIno), Select: sel, Count: cf.count, NoJourneys: hooks.noJourneys}
 	if err := writeReady(cf.readyFile); err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}

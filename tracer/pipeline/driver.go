@@ -21,6 +21,9 @@ type driver struct {
 
 	now   uint64 // the newest event time or watermark
 	loss  event.Loss
+	// Without assembly, the events are only counted.
+	hops, drops uint64
+	reasons     map[string]uint64
 	shown int
 	err   error // the first sink error, or ErrCountReached
 }
@@ -80,6 +83,8 @@ func (d *driver) Hop(h *event.Hop) {
 	d.now = max(d.now, h.TimeNS)
 	if a := d.assembler(); a != nil {
 		d.add(a.AddHop(*h))
+	} else {
+		d.hops++
 	}
 }
 
@@ -88,6 +93,12 @@ func (d *driver) Drop(e *event.Drop) {
 	d.now = max(d.now, e.TimeNS)
 	if a := d.assembler(); a != nil {
 		d.add(a.AddDrop(*e))
+	} else {
+		d.drops++
+		if d.reasons == nil {
+			d.reasons = map[string]uint64{}
+		}
+		d.reasons[(&journey.Drop{Reason: e.Reason, ReasonName: e.ReasonName}).Name()]++
 	}
 }
 
@@ -163,6 +174,11 @@ func (d *driver) summary() render.Summary {
 		s.Names = d.wait.Stats()
 	} else {
 		s.Stats = journey.New(d.cfg.Journey, nil).Stats()
+		s.NotAssembled = d.cfg.NoJourneys
+		s.Stats.Hops, s.Stats.Drops = d.hops, d.drops
+		for k, v := range d.reasons {
+			s.Stats.DropsByReason[k] = v
+		}
 	}
 	return s
 }

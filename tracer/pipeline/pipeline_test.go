@@ -172,6 +172,9 @@ func TestRunWithoutJourneys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if st := res.Summary.Stats; st.Hops != uint64(2*len(jt.ClientToWeb)) || st.Journeys != 0 || !res.Summary.NotAssembled {
+		t.Errorf("summary %+v: want the hops counted, no journeys, marked not assembled", res.Summary)
+	}
 	if len(rec.journeys) != 0 || rec.hops != 2*len(jt.ClientToWeb) || res.Summary.Loss.Hops != 2 || len(rec.summaries) != 1 {
 		t.Errorf("journeys %v, hops %d, summary %+v", rec.journeys, rec.hops, res.Summary)
 	}

@@ -40,6 +40,10 @@ type Summary struct {
 	Duration time.Duration
 	// Names counts journeys held for their names (journey.NameWait).
 	Names journey.NameStats
+	// NotAssembled: the events were recorded, not assembled into journeys
+	// (record without --print: replay assembles them); Stats has only the
+	// hop and drop counts.
+	NotAssembled bool
 }
 
 func (o *Options) wall(mono uint64) time.Time {

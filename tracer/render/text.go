@@ -200,7 +200,11 @@ func (t *Text) Summary(s Summary) error {
 		fmt.Fprintf(w, "%s\n", t.paint(cRed+cBold, fmt.Sprintf("WARNING: %d packets evicted in flight (kernel packet table full): their journeys split, later drops unseen",
 			s.Loss.Evicted)))
 	}
-	fmt.Fprintf(w, "journeys %d", st.Journeys)
+	if s.NotAssembled {
+		fmt.Fprintf(w, "recorded hops %d", st.Hops)
+	} else {
+		fmt.Fprintf(w, "journeys %d", st.Journeys)
+	}
 	var vs []string
 	for _, v := range []journey.Verdict{journey.VerdictContainer, journey.VerdictHost, journey.VerdictLeftHost, journey.VerdictDropped, journey.VerdictIncomplete} {
 		if n := st.ByVerdict[v]; n > 0 {
@@ -210,7 +214,9 @@ func (t *Text) Summary(s Summary) error {
 	if len(vs) > 0 {
 		fmt.Fprintf(w, " (%s)", strings.Join(vs, ", "))
 	}
-	fmt.Fprintf(w, ", hops %d", st.Hops)
+	if !s.NotAssembled {
+		fmt.Fprintf(w, ", hops %d", st.Hops)
+	}
 	if s.Duration > 0 {
 		fmt.Fprintf(w, " in %s", s.Duration.Round(time.Millisecond))
 	}
