@@ -83,7 +83,9 @@ func (a *Assembler) AddHop(h event.Hop) []*Journey {
 
 	ep, resolved := a.resolve(h.NetnsIno, h.Ifindex)
 	role := a.role(&ep)
-	o := a.find(&h, role)
+	t := tupleOf(&h.Pkt)
+	fk := flowKey(h.Fingerprint, &t)
+	o := a.find(&h, role, &t, fk)
 	if o == nil {
 		out = a.makeRoom(out)
 		o = a.start(h.Fingerprint, h.TimeNS)
@@ -114,7 +116,7 @@ func (a *Assembler) AddHop(h event.Hop) []*Journey {
 		}
 	}
 	o.hooks |= hookBit(h.Ifindex, h.NetnsIno, h.Dir)
-	a.index(o, &h, role)
+	a.index(o, &h, role, &t, fk)
 	if a.kind(&j.Hops[len(j.Hops)-1]) != VerdictIncomplete {
 		o.terminal = true
 	}
@@ -204,8 +206,9 @@ func (a *Assembler) resolve(netns, ifindex uint32) (topology.Endpoint, bool) {
 }
 
 // find returns the open journey a hop continues, or nil when the hop starts
-// a new journey. role is the hop's interface role (see Assembler.role).
-func (a *Assembler) find(h *event.Hop, role topology.Role) *open {
+// a new journey. role is the hop's interface role (see Assembler.role), t
+// its tuple and fk its flow key.
+func (a *Assembler) find(h *event.Hop, role topology.Role, t *tuple, fk joinKey) *open {
 	// The kernel's packet ID is exact when it was keyed by the skb. Keyed by
 	// content (no skb key) it mixes up equal packets in flight, even of two
 	// flows; the content join below does better. A clone gets a new ID at
@@ -237,9 +240,8 @@ func (a *Assembler) find(h *event.Hop, role topology.Role) *open {
 		// kernel would have given this hop its ID.
 		return o.j.Fingerprint == h.Fingerprint && !o.passed(h) && !(keyed && holdsSkb(o.j, h.SkbKey))
 	}
-	t := tupleOf(&h.Pkt)
-	same := func(o *open) bool { return free(o) && o.hasTuple(&t) }
-	if o := a.content.newest(flowKey(h.Fingerprint, &t), same, 0); o != nil {
+	same := func(o *open) bool { return free(o) && o.hasTuple(t) }
+	if o := a.content.newest(fk, same, 0); o != nil {
 		return o
 	}
 	if !routedOut(role, h.Dir) {
@@ -253,21 +255,21 @@ func (a *Assembler) find(h *event.Hop, role topology.Role) *open {
 // routing, plausibly left it with tuple t: the same fingerprint and one side
 // of the tuple kept (looked up by that side), the other rewritten. The one
 // that kept most of the rewritten side wins, the oldest on a tie.
-func (a *Assembler) natCandidate(fp uint64, t tuple, free func(*open) bool) *open {
+func (a *Assembler) natCandidate(fp uint64, t *tuple, free func(*open) bool) *open {
 	score := func(o *open) int {
 		if !free(o) {
 			return -1
 		}
 		return o.natScore(t)
 	}
-	o, top := a.content.best(dstKey(fp, &t), score, nil, -1) // SNAT, MASQUERADE: the destination kept
-	o, _ = a.content.best(srcKey(fp, &t), score, o, top)     // DNAT: the source kept
+	o, top := a.content.best(dstKey(fp, t), score, nil, -1) // SNAT, MASQUERADE: the destination kept
+	o, _ = a.content.best(srcKey(fp, t), score, o, top)     // DNAT: the source kept
 	return o
 }
 
 // natScore is the best tuple.nat score from a hop where o's packet entered
 // host routing to t, -1 when t is no plausible rewrite of any.
-func (o *open) natScore(t tuple) int {
+func (o *open) natScore(t *tuple) int {
 	top := -1
 	for i := range o.j.Hops {
 		p := &o.j.Hops[i]
@@ -280,15 +282,14 @@ func (o *open) natScore(t tuple) int {
 
 // index puts o in the content index under the hop's fingerprint and tuple,
 // and by each side of the tuple where host routing (and NAT) follows.
-func (a *Assembler) index(o *open, h *event.Hop, role topology.Role) {
+func (a *Assembler) index(o *open, h *event.Hop, role topology.Role, t *tuple, fk joinKey) {
 	if h.Fingerprint == 0 {
 		return
 	}
-	t := tupleOf(&h.Pkt)
-	a.content.add(o, flowKey(h.Fingerprint, &t))
+	a.content.add(o, fk)
 	if routedIn(role, h.Dir) {
-		a.content.add(o, srcKey(h.Fingerprint, &t))
-		a.content.add(o, dstKey(h.Fingerprint, &t))
+		a.content.add(o, srcKey(h.Fingerprint, t))
+		a.content.add(o, dstKey(h.Fingerprint, t))
 	}
 }
 
@@ -373,7 +374,7 @@ func (a *Assembler) findDrop(d *event.Drop) *open {
 	if o := a.content.newest(flowKey(d.Fingerprint, &t), same, lookahead); o != nil {
 		return o
 	}
-	return a.natCandidate(d.Fingerprint, t, free)
+	return a.natCandidate(d.Fingerprint, &t, free)
 }
 
 // hookBit is a hook's bit in open.hooks.

@@ -68,7 +68,7 @@ func tupleOf(p *event.Packet) tuple {
 // changing is plausible: MASQUERADE and SNAT rewrite the source, a
 // published port (DNAT) the destination, and un-NAT of a reply the other
 // side of each.
-func (f tuple) nat(t tuple) int {
+func (f tuple) nat(t *tuple) int {
 	srcSame := f.src == t.src && f.sport == t.sport
 	dstSame := f.dst == t.dst && f.dport == t.dport
 	switch {

@@ -27,7 +27,7 @@ func TestNATPlausible(t *testing.T) {
 		{"both sides", udp("10.9.0.254", 40000, "172.17.0.3", 80), -1},
 		{"another flow", udp("172.17.0.4", 40001, "10.9.0.2", 53), -1},
 	} {
-		if got := from.nat(tc.to); got != tc.want {
+		if got := from.nat(&tc.to); got != tc.want {
 			t.Errorf("%s: score %d, want %d", tc.name, got, tc.want)
 		}
 	}
@@ -42,7 +42,7 @@ func TestTupleOfICMPEcho(t *testing.T) {
 		t.Errorf("request %d>%d reply %d>%d", req.sport, req.dport, rep.sport, rep.dport)
 	}
 	masq := tupleOf(&event.Packet{Layers: event.LayerIPv4 | event.LayerICMP, Src: netip.MustParseAddr("10.9.0.254"), Dst: b, ICMPType: 8, ICMPID: 1})
-	if req.nat(masq) != 0 {
-		t.Errorf("MASQUERADE of a ping: score %d, want 0", req.nat(masq))
+	if req.nat(&masq) != 0 {
+		t.Errorf("MASQUERADE of a ping: score %d, want 0", req.nat(&masq))
 	}
 }
