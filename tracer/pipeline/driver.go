@@ -19,13 +19,13 @@ type driver struct {
 	events []int // indexes of the sinks that take events
 	cancel context.CancelCauseFunc
 
-	now   uint64 // the newest event time or watermark
-	loss  event.Loss
+	now  uint64 // the newest event time or watermark
+	loss event.Loss
 	// Without assembly, the events are only counted.
 	hops, drops uint64
 	reasons     map[string]uint64
-	shown int
-	err   error // the first sink error, or ErrCountReached
+	shown       int
+	err         error // the first sink error, or ErrCountReached
 }
 
 type sinkState struct {
