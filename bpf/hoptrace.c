@@ -759,8 +759,8 @@ static __always_inline __u32 at_hook(__u32 netns_ino, __u32 ifindex, __u8 dir)
  * write nothing: at their later hooks the filter is evaluated again, so a
  * packet NAT rewrites to match is traced from where it matches. At a
  * packet's last traced hook its entry moves to this CPU's arrivals. A new
- * packet at the ingress of a veth whose peer is traced lost its entry on
- * the way (evicted): counted. */
+ * packet at the ingress of a veth whose peer is traced, with nothing under
+ * its key, lost its entry on the way (evicted): counted. */
 static __always_inline __u64 packet_id(__u64 key, __u64 fp, __u64 now, __u32 hook, __u32 netns_ino,
 				       __u32 ifindex, __u8 dir, const struct pkt *p)
 {
@@ -796,7 +796,11 @@ static __always_inline __u64 packet_id(__u64 key, __u64 fp, __u64 now, __u32 hoo
 	if (filter_on && !filter_match(p))
 		return 0;
 	__u32 at = at_hook(netns_ino, ifindex, dir);
-	if (at & AT_AFTER_PEER)
+	/* Nothing known under the key where every packet comes known: its
+	 * entry was evicted. An entry that is there but does not continue
+	 * belongs to another packet with the same key (a content key's equal
+	 * content), which is not an eviction. */
+	if ((at & AT_AFTER_PEER) && !s && !(a && a->key == key))
 		count(&lost, LOST_EVICTED);
 	fresh.id = new_id();
 	fresh.fp = fp;

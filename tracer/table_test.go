@@ -389,3 +389,44 @@ func TestRoutedThroughBridge(t *testing.T) {
 		}
 	})
 }
+
+// TestEqualContentIsNoEviction: without the skb key, a packet with the
+// content of one that already passed the hook is a new packet under the
+// same key; at the ingress of a veth whose peer is traced that is not an
+// eviction (IPv6 duplicate address detection and MLD send such packets
+// from every namespace at once).
+func TestEqualContentIsNoEviction(t *testing.T) {
+	topo := testenv.NewTopology(t, 1)
+	a := topo.Hosts[0]
+	tr := load(t, Options{ForceLegacy: true, noSkbKey: true})
+	if tr.drop != nil { // BPF_PROG_TEST_RUN frees its skb with kfree_skb
+		if err := tr.drop.Close(); err != nil {
+			t.Fatal(err)
+		}
+		tr.drop = nil
+	}
+	for _, i := range []Iface{{Name: a.HostVeth}, {Name: a.Iface, Netns: a.Path}} {
+		if err := tr.Attach(i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	in, eg := tr.coll.Programs["hop_ingress_legacy"], tr.coll.Programs["hop_egress_legacy"]
+	run := func(p *ebpf.Program, ifindex int) {
+		t.Helper()
+		var ctx [11]uint32
+		ctx[10] = uint32(ifindex)
+		if _, err := p.Run(&ebpf.RunOptions{Data: udpTestFrame(0x4444, 5001), Context: ctx}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run(eg, 1)
+	run(in, a.HostVethIndex) // continues
+	run(in, a.HostVethIndex) // the same content again: a new packet
+	loss, err := tr.Loss()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if loss.Evicted != 0 {
+		t.Errorf("%d evictions counted for a packet of equal content", loss.Evicted)
+	}
+}
