@@ -43,9 +43,17 @@ vmtest: ## run the privileged suite in VMs on Debian kernels 6.1 and 6.12 (KERNE
 	vmtests/testbed.sh --vm
 	$(GO) run ./cmd/vmtest $(if $(KERNEL),-kernel $(KERNEL))
 
-bench: build ## run the Go benchmarks, then the whole-system overhead script (root, Docker)
+bench: build ## Go benchmarks, then the overhead harness beside tcpdump (root, Docker; writes docs/BENCHMARKS.md); BENCH=go or BENCH=system for one, QUICK=1 for a short try
+ifneq ($(BENCH),system)
 	$(GO) test -run '^$$' -bench . -benchmem ./...
-	vmtests/overhead.sh ./hoptrace
+endif
+ifneq ($(BENCH),go)
+	$(ROOT_CHECK)
+	vmtests/testbed.sh
+	@command -v tcpdump >/dev/null || { echo "bench: installing tcpdump"; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends tcpdump >/dev/null; }
+	$(GO) run ./cmd/benchharness -hoptrace ./hoptrace -out docs/BENCHMARKS.md $(if $(filter 1,$(QUICK)),-quick) $(BENCH_FLAGS) \
+		-command "make bench$(if $(BENCH), BENCH=$(BENCH))$(if $(QUICK), QUICK=$(QUICK))$(if $(BENCH_FLAGS), BENCH_FLAGS='$(BENCH_FLAGS)')"
+endif
 
 lint: ## gofmt and go vet
 	@test -z "$$(gofmt -l .)" || { gofmt -l .; exit 1; }

@@ -1,0 +1,287 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+const (
+	clientCPU    = 0
+	serverCPU    = 1
+	iperfPort    = "5201"
+	pingpongPort = "7777"
+	udpLen       = 64
+)
+
+type harness struct {
+	o                 options
+	bed               testbed
+	tmp               string
+	logf              func(string, ...any)
+	servers           []*exec.Cmd
+	serveHasReadyFile bool
+}
+
+// startServers starts iperf3 and pingpong servers in the server's namespace,
+// pinned to the server CPU, in their own process groups (stopped by PID).
+func (h *harness) startServers(ctx context.Context) error {
+	for _, argv := range [][]string{
+		{"iperf3", "-s", "-p", iperfPort},
+		{h.o.pingpong, "server", "-l", ":" + pingpongPort},
+	} {
+		cmd := h.bed.inServer(ctx, serverCPU, argv...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+		cmd.WaitDelay = 5 * time.Second
+		if err := cmd.Start(); err != nil {
+			return fmt.Errorf("start %s server: %w", argv[0], err)
+		}
+		h.servers = append(h.servers, cmd)
+	}
+	time.Sleep(time.Second)
+	for _, s := range h.servers {
+		// Not exited already? (Signal 0 checks the PID is alive.)
+		if err := s.Process.Signal(syscall.Signal(0)); err != nil {
+			return fmt.Errorf("server %s did not stay up: %w", strings.Join(s.Args, " "), err)
+		}
+	}
+	return nil
+}
+
+func (h *harness) stopServers() {
+	for _, s := range h.servers {
+		_ = s.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = s.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			_ = s.Process.Kill()
+			<-done
+		}
+	}
+	h.servers = nil
+}
+
+func (h *harness) secs() string {
+	return strconv.Itoa(max(1, int(h.o.duration.Round(time.Second).Seconds())))
+}
+
+// iperf3 runs an iperf3 client in the client namespace and returns its JSON.
+func (h *harness) iperf3(ctx context.Context, args ...string) (map[string]any, error) {
+	argv := append([]string{"iperf3", "-c", h.bed.serverIP(), "-p", iperfPort, "-J"}, args...)
+	var last error
+	for attempt := 0; attempt < 3; attempt++ {
+		cctx, cancel := context.WithTimeout(ctx, h.o.duration+60*time.Second)
+		out, err := h.bed.inClient(cctx, clientCPU, argv...).Output()
+		cancel()
+		var res map[string]any
+		if jerr := json.Unmarshal(out, &res); jerr == nil {
+			if e, _ := res["error"].(string); e != "" {
+				// "the server is busy running a test": the previous test's
+				// end is still in flight; try again in a moment.
+				last = fmt.Errorf("iperf3: %s", e)
+				time.Sleep(time.Second)
+				continue
+			}
+			return res, nil
+		}
+		if err == nil {
+			err = errors.New("no JSON")
+		}
+		last = fmt.Errorf("iperf3 %s: %w", strings.Join(args, " "), err)
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		time.Sleep(time.Second)
+	}
+	return nil, last
+}
+
+func num(m map[string]any, path ...string) float64 {
+	var v any = m
+	for _, p := range path {
+		mm, ok := v.(map[string]any)
+		if !ok {
+			return 0
+		}
+		v = mm[p]
+	}
+	f, _ := v.(float64)
+	return f
+}
+
+// runWorkloads runs W1, W2 and W3 one after the other and fills s.
+func (h *harness) runWorkloads(ctx context.Context, s *sample) error {
+	var errs []error
+	// W1: TCP throughput, as the receiver counted it.
+	if r, err := h.iperf3(ctx, "-t", h.secs()); err != nil {
+		errs = append(errs, fmt.Errorf("W1: %w", err))
+	} else {
+		s.w1Gbit = num(r, "end", "sum_received", "bits_per_second") / 1e9
+	}
+	time.Sleep(200 * time.Millisecond)
+	// W2: UDP, 64-byte datagrams as fast as the sender can; what arrived
+	// (sent minus lost) per second is the measure.
+	if r, err := h.iperf3(ctx, "-u", "-l", strconv.Itoa(udpLen), "-b", "0", "-t", h.secs()); err != nil {
+		errs = append(errs, fmt.Errorf("W2: %w", err))
+	} else {
+		if sec := num(r, "end", "sum_received", "seconds"); sec > 0 {
+			s.w2RxKpps = (num(r, "end", "sum_received", "packets") - num(r, "end", "sum_received", "lost_packets")) / sec / 1e3
+		}
+		if sec := num(r, "end", "sum_sent", "seconds"); sec > 0 {
+			s.w2TxKpps = num(r, "end", "sum_sent", "packets") / sec / 1e3
+		}
+	}
+	time.Sleep(200 * time.Millisecond)
+	// W3: 1-byte TCP ping-pong.
+	cctx, cancel := context.WithTimeout(ctx, h.o.duration+30*time.Second)
+	out, err := h.bed.inClient(cctx, clientCPU, h.o.pingpong, "client", "-c", h.bed.serverIP()+":"+pingpongPort,
+		"-d", h.o.duration.String(), "-json").Output()
+	cancel()
+	var pp struct {
+		TPS   float64 `json:"tps"`
+		P50us float64 `json:"p50_us"`
+		P99us float64 `json:"p99_us"`
+	}
+	if err != nil {
+		errs = append(errs, fmt.Errorf("W3: %w", err))
+	} else if err := json.Unmarshal(out, &pp); err != nil {
+		errs = append(errs, fmt.Errorf("W3: %w: %q", err, out))
+	} else {
+		s.w3TPS, s.w3P50, s.w3P99 = pp.TPS, pp.P50us, pp.P99us
+	}
+	return errors.Join(errs...)
+}
+
+// available says why a condition cannot run here, or "".
+func (h *harness) available(ctx context.Context, c condition) string {
+	if c.needs != "" {
+		out, err := exec.CommandContext(ctx, h.o.hoptrace, c.needs, "--help").CombinedOutput()
+		if err != nil {
+			return fmt.Sprintf("skipped: this hoptrace has no %q subcommand yet", c.needs)
+		}
+		if c.name == "serve" {
+			h.serveHasReadyFile = strings.Contains(string(out), "--ready-file")
+		}
+	}
+	return ""
+}
+
+func rotate[T any](s []T, k int) []T {
+	if len(s) == 0 {
+		return nil
+	}
+	k %= len(s)
+	return append(append([]T(nil), s[k:]...), s[:k]...)
+}
+
+func (h *harness) measure(ctx context.Context) (*report, error) {
+	rep := newReport(h)
+	var conds []condition
+	for _, c := range allConditions() {
+		if h.o.conditions != nil && !contains(h.o.conditions, c.name) {
+			continue
+		}
+		rep.conds = append(rep.conds, c)
+		if why := h.available(ctx, c); why != "" {
+			rep.skipped[c.name] = why
+			h.logf("%s: %s", c.name, why)
+			continue
+		}
+		conds = append(conds, c)
+	}
+
+	h.logf("warm-up: each workload once for 1s, no tracer")
+	warm := *h
+	warm.o.duration = time.Second
+	if err := warm.runWorkloads(ctx, &sample{}); err != nil {
+		return nil, fmt.Errorf("warm-up: %w", err)
+	}
+
+	for r := 0; r < h.o.rounds; r++ {
+		for _, c := range rotate(conds, r) {
+			s, err := h.runCondition(ctx, r, c)
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			if err != nil {
+				s.note = joinNote(s.note, err.Error())
+			}
+			rep.samples = append(rep.samples, s)
+			rep.sampleLoad()
+			h.logf("round %d/%d %-13s %s", r+1, h.o.rounds, c.name, s.oneLine())
+		}
+	}
+	rep.finish()
+	return rep, nil
+}
+
+func contains(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+func (h *harness) runCondition(ctx context.Context, round int, c condition) (*sample, error) {
+	s := &sample{round: round + 1, cond: c.name, hops: -1, lost: -1, evicted: -1}
+	t, err := h.startTracer(ctx, c)
+	if err != nil {
+		return s, err
+	}
+	defer func() {
+		if t.outFile != "" {
+			os.Remove(t.outFile) // a recording or JSON lines: can be GBs
+		}
+	}()
+	all0, host0, err := h.bed.counters()
+	if err != nil {
+		t.stop()
+		return s, err
+	}
+	t.all0, t.host0 = all0, host0
+	werr := h.runWorkloads(ctx, s)
+	all1, host1, err := h.bed.counters()
+	if err != nil {
+		t.stop()
+		return s, err
+	}
+	t.finish(s, all1, host1)
+	return s, werr
+}
+
+func (s *sample) oneLine() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "W1 %.2f Gbit/s  W2 %.0f kpps rx (%.0f tx)  W3 %.0f tps p50 %.1fus p99 %.1fus",
+		s.w1Gbit, s.w2RxKpps, s.w2TxKpps, s.w3TPS, s.w3P50, s.w3P99)
+	if s.cond != "none" {
+		fmt.Fprintf(&b, "  CPU %.0f%%", s.cpuWindowPct)
+		if s.hops >= 0 {
+			fmt.Fprintf(&b, "  hops %d/%d", s.hops, s.truth)
+			if sh := s.share(); sh >= 0 {
+				fmt.Fprintf(&b, " (%.3f)", sh)
+			}
+		}
+		if s.lost >= 0 {
+			fmt.Fprintf(&b, " lost %d", s.lost)
+		}
+		if s.evicted > 0 {
+			fmt.Fprintf(&b, " evicted %d", s.evicted)
+		}
+	}
+	if s.note != "" {
+		b.WriteString("  NOTE: " + s.note)
+	}
+	return b.String()
+}

@@ -1,0 +1,133 @@
+package main
+
+import (
+	"math"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseStatTicks(t *testing.T) {
+	// comm with a space and a parenthesis; utime 1234, stime 56.
+	stat := "4242 (hop trace)) S 1 4242 4242 0 -1 4194560 100 0 0 0 1234 56 0 0 20 0 9 0 100 1000 10\n"
+	n, err := parseStatTicks(stat)
+	if err != nil || n != 1290 {
+		t.Fatalf("got %d, %v; want 1290", n, err)
+	}
+	if _, err := parseStatTicks("garbage"); err == nil {
+		t.Error("no error for garbage")
+	}
+}
+
+func TestJSONSummary(t *testing.T) {
+	out := `{"type":"journey","id":1}
+{"type":"summary","journeys":10,"hops":40,"drops":0,"lost":3,"lost_hops":3,"evicted_in_flight":2}
+`
+	h, l, e, err := jsonSummary(out)
+	if err != nil || h != 40 || l != 3 || e != 2 {
+		t.Fatalf("got %d %d %d %v", h, l, e, err)
+	}
+	// The tail of a big file starts mid-line: only the last line counts.
+	if _, _, _, err := jsonSummary(`ney","id":7}` + "\n" + `{"type":"journey"}`); err == nil {
+		t.Error("a journey taken for the summary")
+	}
+}
+
+func TestTextSummary(t *testing.T) {
+	stderr := `recording to /tmp/x.hop
+WARNING: 12 events lost (ring buffer full): 12 hops, 0 drops
+journeys 1000 (delivered 990, incomplete 10), hops 3990 in 17.2s
+drops 0
+events lost 12, packets evicted in flight 5, journeys evicted 0 (in-flight cap), timed out 10
+recorded to /tmp/x.hop
+`
+	h, l, e, err := textSummary(stderr)
+	if err != nil || h != 3990 || l != 12 || e != 5 {
+		t.Fatalf("got %d %d %d %v", h, l, e, err)
+	}
+	if _, _, _, err := textSummary("nothing"); err == nil {
+		t.Error("no error without a summary")
+	}
+}
+
+func TestTcpdumpStats(t *testing.T) {
+	stderr := `tcpdump: data link type LINUX_SLL2
+tcpdump: listening on any, link-type LINUX_SLL2 (Linux cooked v2), snapshot length 128 bytes
+123456 packets captured
+130000 packets received by filter
+6544 packets dropped by kernel
+`
+	c, d, err := tcpdumpStats(stderr)
+	if err != nil || c != 123456 || d != 6544 {
+		t.Fatalf("got %d %d %v", c, d, err)
+	}
+}
+
+func TestMedianStat(t *testing.T) {
+	if m := median([]float64{3, 1, 2}); m != 2 {
+		t.Errorf("median %v", m)
+	}
+	if m := median([]float64{4, 1, 2, 3}); m != 2.5 {
+		t.Errorf("median %v", m)
+	}
+	if !math.IsNaN(median(nil)) {
+		t.Error("median of nothing")
+	}
+	if s := stat([]float64{0.9, 0.8, 0.85}, "%.2f"); s != "0.85 (0.80–0.90)" {
+		t.Errorf("stat %q", s)
+	}
+	if s := stat(nil, "%.2f"); s != "-" {
+		t.Errorf("stat %q", s)
+	}
+}
+
+func TestRotate(t *testing.T) {
+	s := []int{1, 2, 3}
+	if got := rotate(s, 4); got[0] != 2 || got[2] != 1 || len(got) != 3 {
+		t.Errorf("rotate %v", got)
+	}
+}
+
+func TestReport(t *testing.T) {
+	r := &report{rounds: 2, duration: 5 * time.Second, skipped: map[string]string{"serve": "skipped: no serve"}}
+	for _, c := range allConditions() {
+		if c.name == "none" || c.name == "record" || c.name == "serve" || c.name == "trace-nomatch" {
+			r.conds = append(r.conds, c)
+		}
+	}
+	for round := 1; round <= 2; round++ {
+		r.samples = append(r.samples,
+			&sample{round: round, cond: "none", w1Gbit: 10, w2RxKpps: 300, w3TPS: 20000, w3P50: 40, w3P99: 80, hops: -1, lost: -1, evicted: -1},
+			&sample{round: round, cond: "record", w1Gbit: 8, w2RxKpps: 150 * float64(round), w3TPS: 18000, w3P50: 44, w3P99: 100,
+				hops: 900, truth: 1000, lost: 0, evicted: 0, cpuWindowPct: 50, outBytes: 5e6},
+			&sample{round: round, cond: "trace-nomatch", w1Gbit: 9, w2RxKpps: 270, w3TPS: 19000, w3P50: 42, w3P99: 90,
+				hops: 0, truth: 1000, lost: 0, evicted: 0, filtered: true, outBytes: 300})
+	}
+	r.finish()
+	md := r.markdown()
+	for _, want := range []string{
+		"| hoptrace record -w FILE | 0.80 (0.80–0.80) | 0.75 (0.50–1.00) | 0.90 (0.90–0.90) | x1.10 (1.10–1.10) | x1.25 (1.25–1.25) |",
+		"| hoptrace serve --listen 127.0.0.1:19477 | skipped: no serve |",
+		"0.900 (0.900–0.900)",
+		"5 (5–5) MB",
+		"counted only 90.0%",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q:\n%s", want, md)
+		}
+	}
+	if strings.Contains(md, "matching nothing (udp port 9): in one round") {
+		t.Errorf("a filtered condition got a share note:\n%s", md)
+	}
+}
+
+func TestParseFlags(t *testing.T) {
+	var sb strings.Builder
+	o, err := parseFlags([]string{"-quick", "-conditions", "tcpdump,record"}, &sb)
+	if err != nil || o.rounds != 2 || o.duration != 2*time.Second || strings.Join(o.conditions, ",") != "none,tcpdump,record" {
+		t.Fatalf("%+v %v", o, err)
+	}
+	if _, err := parseFlags([]string{"-conditions", "bogus"}, &sb); err == nil {
+		t.Error("unknown condition accepted")
+	}
+}

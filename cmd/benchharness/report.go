@@ -1,0 +1,344 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+type report struct {
+	started, ended time.Time
+	kernel         string
+	cpuModel       string
+	nproc          int
+	memGB          float64
+	load           [][3]float64 // 1, 5, 15 min: at the start, after each condition, at the end
+	versions       []string
+	command        string
+	bed, counted   string
+	notes          []string
+	rounds         int
+	duration       time.Duration
+	conds          []condition
+	skipped        map[string]string
+	samples        []*sample
+}
+
+func newReport(h *harness) *report {
+	r := &report{
+		started:  time.Now(),
+		nproc:    runtime.NumCPU(),
+		command:  h.o.command,
+		bed:      h.bed.name(),
+		counted:  h.bed.describe(),
+		rounds:   h.o.rounds,
+		duration: h.o.duration,
+		skipped:  map[string]string{},
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		r.kernel = strings.TrimSpace(string(b))
+	}
+	r.cpuModel = procField("/proc/cpuinfo", "model name")
+	if kb, err := strconv.ParseFloat(strings.Fields(procField("/proc/meminfo", "MemTotal") + " 0")[0], 64); err == nil {
+		r.memGB = kb / (1 << 20)
+	}
+	ctx := context.Background()
+	for _, v := range [][]string{
+		{h.o.hoptrace, "version"},
+		{"tcpdump", "--version"},
+		{"iperf3", "--version"},
+	} {
+		out, _ := exec.CommandContext(ctx, v[0], v[1:]...).CombinedOutput()
+		line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
+		if v[0] == h.o.hoptrace && !strings.HasPrefix(line, "hoptrace") {
+			line = "hoptrace " + line
+		}
+		r.versions = append(r.versions, line)
+	}
+	r.sampleLoad()
+	return r
+}
+
+func procField(path, key string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if ok && strings.TrimSpace(k) == key {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+func (r *report) sampleLoad() {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return
+	}
+	f := strings.Fields(string(b))
+	var l [3]float64
+	for i := 0; i < 3 && i < len(f); i++ {
+		l[i], _ = strconv.ParseFloat(f[i], 64)
+	}
+	r.load = append(r.load, l)
+}
+
+func (r *report) finish() {
+	r.ended = time.Now()
+	r.sampleLoad()
+	// Anomalies worth a sentence.
+	for _, c := range r.conds {
+		shares := r.values(c.name, func(s *sample) float64 { return s.share() })
+		if len(shares) == 0 {
+			continue
+		}
+		lo := slices.Min(shares)
+		var lost, evicted int64
+		for _, s := range r.of(c.name) {
+			lost += max(s.lost, 0)
+			evicted += max(s.evicted, 0)
+		}
+		switch {
+		case lo < 0.95 && lost == 0 && evicted == 0:
+			r.notes = append(r.notes, fmt.Sprintf("%s: in one round it counted only %.1f%% of the packets the interface counters saw, and reported no loss.", c.label, 100*lo))
+		case lo < 0.95:
+			r.notes = append(r.notes, fmt.Sprintf("%s: as little as %.1f%% of the counters' packets in a round; it reported %d events lost and %d packets evicted in flight over all rounds.", c.label, 100*lo, lost, evicted))
+		case slices.Max(shares) > 1.05:
+			r.notes = append(r.notes, fmt.Sprintf("%s: up to %.1f%% of the counters' packets (more than the counters: traffic the counters do not see, or packets dropped inside veth xmit that the egress hook had seen).", c.label, 100*slices.Max(shares)))
+		}
+	}
+	for _, s := range r.samples {
+		if s.note != "" {
+			r.notes = append(r.notes, fmt.Sprintf("round %d, %s: %s", s.round, s.cond, s.note))
+		}
+	}
+}
+
+func (r *report) of(cond string) []*sample {
+	var out []*sample
+	for _, s := range r.samples {
+		if s.cond == cond {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// values of f over a condition's samples, leaving out negatives (unknown).
+func (r *report) values(cond string, f func(*sample) float64) []float64 {
+	var v []float64
+	for _, s := range r.of(cond) {
+		if x := f(s); x >= 0 && !math.IsNaN(x) {
+			v = append(v, x)
+		}
+	}
+	return v
+}
+
+// ratios of f, condition over none in the same round.
+func (r *report) ratios(cond string, f func(*sample) float64) []float64 {
+	base := map[int]float64{}
+	for _, s := range r.of("none") {
+		base[s.round] = f(s)
+	}
+	var v []float64
+	for _, s := range r.of(cond) {
+		b, x := base[s.round], f(s)
+		if b > 0 && x > 0 {
+			v = append(v, x/b)
+		}
+	}
+	return v
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return math.NaN()
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}
+
+// stat is "median (min-max)" with format f, or "-" when there is nothing.
+func stat(v []float64, f string) string {
+	if len(v) == 0 {
+		return "-"
+	}
+	m := fmt.Sprintf(f, median(v))
+	if len(v) == 1 {
+		return m
+	}
+	return m + " (" + fmt.Sprintf(f, slices.Min(v)) + "–" + fmt.Sprintf(f, slices.Max(v)) + ")"
+}
+
+func (r *report) markdown() string {
+	var b strings.Builder
+	p := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
+	p("# Benchmarks\n\n")
+	p("Whole-system overhead of hoptrace next to tcpdump and no tracer, measured side by side in one run\n")
+	p("by `make bench` (the harness `cmd/benchharness`, issue 12). The harness writes this file; each run\n")
+	p("replaces it. To run it: `sudo make bench BENCH=system` (the harness only; `make bench` runs the Go\n")
+	p("benchmarks first), `QUICK=1` for 2 rounds of 2 s to try it. Needs root, Docker and busybox:local\n")
+	p("(`make testbed`), iperf3 and tcpdump.\n\n")
+
+	p("## Latest run\n\n")
+	p("- **When:** %s, %s to %s (%s)\n", r.started.Format("2006-01-02"), r.started.Format("15:04:05"), r.ended.Format("15:04:05 MST"), r.ended.Sub(r.started).Round(time.Second))
+	p("- **Machine:** Linux %s, %d CPUs (%s), %.0f GiB memory\n", r.kernel, r.nproc, r.cpuModel, r.memGB)
+	if len(r.load) > 0 {
+		first, last := r.load[0], r.load[len(r.load)-1]
+		var ones []float64
+		for _, l := range r.load {
+			ones = append(ones, l[0])
+		}
+		p("- **Load average** (1, 5, 15 min): %.2f %.2f %.2f at the start, %.2f %.2f %.2f at the end; the 1-min load, sampled after every condition, ranged %.2f–%.2f (median %.2f) on %d CPUs. The harness itself keeps about two CPUs busy while a workload runs; a load well above that means something else ran too.\n",
+			first[0], first[1], first[2], last[0], last[1], last[2], slices.Min(ones), slices.Max(ones), median(ones), r.nproc)
+	}
+	p("- **Command:** `%s`\n", r.command)
+	p("- **Versions:** %s\n", strings.Join(r.versions, "; "))
+	p("- **Test bed:** %s\n", r.bed)
+	p("- **Rounds:** %d, each running every condition once in an order rotated by one per round; each workload runs %s per condition.\n\n", r.rounds, r.duration)
+
+	p("## Throughput and latency, relative to no tracer\n\n")
+	p("Median of the per-round ratios (the condition's result over the no-tracer result of the same round),\n")
+	p("with the range over the rounds in parentheses. W1, W2, W3 tps: 1.00 is no cost, lower is slower.\n")
+	p("p50, p99: W3's latency as a factor, x1.00 is no cost.\n\n")
+	p("| condition | W1 iperf3 TCP | W2 iperf3 UDP 64 B | W3 tps | W3 p50 | W3 p99 |\n")
+	p("| --- | --- | --- | --- | --- | --- |\n")
+	for _, c := range r.conds {
+		if c.name == "none" {
+			continue
+		}
+		if why, ok := r.skipped[c.name]; ok {
+			p("| %s | %s | | | | |\n", c.label, why)
+			continue
+		}
+		p("| %s | %s | %s | %s | x%s | x%s |\n", c.label,
+			stat(r.ratios(c.name, func(s *sample) float64 { return s.w1Gbit }), "%.2f"),
+			stat(r.ratios(c.name, func(s *sample) float64 { return s.w2RxKpps }), "%.2f"),
+			stat(r.ratios(c.name, func(s *sample) float64 { return s.w3TPS }), "%.2f"),
+			stat(r.ratios(c.name, func(s *sample) float64 { return s.w3P50 }), "%.2f"),
+			stat(r.ratios(c.name, func(s *sample) float64 { return s.w3P99 }), "%.2f"))
+	}
+
+	p("\n## The tracer's own cost, and what it saw\n\n")
+	p("| condition | CPU while the workloads ran (%% of one CPU) | CPU s per run (start and stop included) | peak RSS MB | packets seen / counters | events lost per run | packets evicted in flight per run | output per run |\n")
+	p("| --- | --- | --- | --- | --- | --- | --- | --- |\n")
+	for _, c := range r.conds {
+		if c.name == "none" {
+			continue
+		}
+		if _, ok := r.skipped[c.name]; ok {
+			continue
+		}
+		asFloat := func(f func(*sample) int64) func(*sample) float64 {
+			return func(s *sample) float64 { return float64(f(s)) }
+		}
+		p("| %s | %s | %s | %s | %s | %s | %s | %s |\n", c.label,
+			stat(r.values(c.name, func(s *sample) float64 { return s.cpuWindowPct }), "%.1f"),
+			stat(r.values(c.name, func(s *sample) float64 { return s.cpuTotal }), "%.2f"),
+			stat(r.values(c.name, func(s *sample) float64 { return s.maxRSSMB }), "%.0f"),
+			stat(r.values(c.name, func(s *sample) float64 { return s.share() }), "%.3f"),
+			stat(r.values(c.name, asFloat(func(s *sample) int64 { return s.lost })), "%.0f"),
+			stat(r.values(c.name, asFloat(func(s *sample) int64 { return s.evicted })), "%.0f"),
+			sizeStat(r.values(c.name, func(s *sample) float64 {
+				if s.outBytes == 0 {
+					return -1
+				}
+				return float64(s.outBytes)
+			})))
+	}
+	p("\nPackets seen / counters: hoptrace's hop count (its summary: `hops`) over the packet counters of\n")
+	p("the interfaces it hooks, read when it was attached and again before it was stopped: %s. ", r.counted)
+	p("For tcpdump: its \"packets captured\" over the host-side counters only (it captures in the host's\n")
+	p("namespace), and its \"dropped by kernel\" as events lost. With GSO and GRO a hook sees a\n")
+	p("super-packet, and so do the counters. The tracer's CPU is its process's user and system time\n")
+	p("(`/proc/PID/stat` while the workloads ran; rusage over its life); the BPF programs' own time is\n")
+	p("charged to the packets' senders and shows in the ratios, not here.\n\n")
+
+	p("## No tracer, absolute\n\n")
+	p("| W1 TCP Gbit/s | W2 UDP 64 B received kpps | W2 sent kpps | W3 tps | W3 p50 µs | W3 p99 µs |\n")
+	p("| --- | --- | --- | --- | --- | --- |\n")
+	p("| %s | %s | %s | %s | %s | %s |\n\n",
+		stat(r.values("none", func(s *sample) float64 { return s.w1Gbit }), "%.2f"),
+		stat(r.values("none", func(s *sample) float64 { return s.w2RxKpps }), "%.0f"),
+		stat(r.values("none", func(s *sample) float64 { return s.w2TxKpps }), "%.0f"),
+		stat(r.values("none", func(s *sample) float64 { return s.w3TPS }), "%.0f"),
+		stat(r.values("none", func(s *sample) float64 { return s.w3P50 }), "%.1f"),
+		stat(r.values("none", func(s *sample) float64 { return s.w3P99 }), "%.1f"))
+
+	p("## How it is measured\n\n")
+	p("- The client runs inside the client's network namespace (`nsenter -t PID -n`, or `ip netns exec`)\n")
+	p("  pinned to CPU 0 (`taskset -c 0`); the iperf3 and pingpong servers inside the server's, pinned to\n")
+	p("  CPU 1. The tracers are not pinned. Traffic flows only between the two endpoints the harness made.\n")
+	p("- W1: `iperf3 -c SERVER -t N` (TCP, the receiver's bits per second). W2: `iperf3 -c SERVER -u -l 64\n")
+	p("  -b 0 -t N` (datagrams that arrived per second: sent minus lost). W3: `pingpong client -d N`\n")
+	p("  (`cmd/pingpong`): one connection, one byte each way per transaction, back to back.\n")
+	p("- A tracer is started before the three workloads and stopped after them with SIGINT; hoptrace is\n")
+	p("  known to be attached once its `--ready-file` exists, tcpdump once it says \"listening on\".\n")
+	p("  Recordings and JSON output go to a file in a temporary directory and are deleted after each run.\n")
+	p("- A warm-up runs each workload for 1 s before the first round.\n\n")
+
+	if len(r.notes) > 0 {
+		p("## Notes from this run\n\n")
+		for _, n := range r.notes {
+			p("- %s\n", n)
+		}
+		p("\n")
+	}
+
+	p("## Every round\n\n")
+	p("| round | condition | W1 Gbit/s | W2 rx kpps | W2 tx kpps | W3 tps | p50 µs | p99 µs | CPU %% | seen | counters | share | lost | evicted |\n")
+	p("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+	for _, s := range r.samples {
+		p("| %d | %s | %.2f | %.0f | %.0f | %.0f | %.1f | %.1f |", s.round, s.cond, s.w1Gbit, s.w2RxKpps, s.w2TxKpps, s.w3TPS, s.w3P50, s.w3P99)
+		if s.cond == "none" {
+			p(" | | | | | |\n")
+			continue
+		}
+		opt := func(v int64) string {
+			if v < 0 {
+				return ""
+			}
+			return strconv.FormatInt(v, 10)
+		}
+		share := ""
+		if x := s.share(); x >= 0 {
+			share = fmt.Sprintf("%.3f", x)
+		}
+		p(" %.1f | %s | %d | %s | %s | %s |\n", s.cpuWindowPct, opt(s.hops), s.truth, share, opt(s.lost), opt(s.evicted))
+	}
+	return b.String()
+}
+
+func sizeStat(v []float64) string {
+	if len(v) == 0 {
+		return "-"
+	}
+	unit, div, f := "MB", 1e6, "%.0f"
+	if median(v) < 1e6 {
+		unit, div, f = "kB", 1e3, "%.1f"
+	}
+	scaled := make([]float64, len(v))
+	for i, x := range v {
+		scaled[i] = x / div
+	}
+	return stat(scaled, f) + " " + unit
+}
