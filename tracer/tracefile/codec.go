@@ -66,34 +66,6 @@ const (
 	dropKnownBits = 1<<1 - 1
 )
 
-// Packet field mask bits: a set bit means the field differs from the
-// reference packet and its value follows.
-const (
-	pLayers = 1 << iota
-	pSrcMAC
-	pDstMAC
-	pEtherType
-	pVLAN
-	pSrc
-	pDst
-	pProto
-	pIPID
-	pTTL
-	pSrcPort
-	pDstPort
-	pTCPFlags
-	pSeq
-	pAck
-	pICMPType
-	pICMPCode
-	pICMPID
-	pICMPSeq
-	pARPOp
-	pARPSenderMAC
-	pARPTargetMAC
-	pKnownBits = 1<<iota - 1
-)
-
 // enc appends to a buffer.
 type enc struct{ b []byte }
 
@@ -107,6 +79,9 @@ func (e *enc) bytes(p []byte)   { e.uvarint(uint64(len(p))); e.b = append(e.b, p
 // distance from the reference, which is small for consecutive packets.
 func (e *enc) delta32(v, ref uint32) { e.varint(int64(int32(v - ref))) }
 
+// delta16 is delta32 for a 16-bit counter (ICMP sequence).
+func (e *enc) delta16(v, ref uint16) { e.varint(int64(int16(v - ref))) }
+
 func (e *enc) addr(a netip.Addr) {
 	switch {
 	case !a.IsValid():
@@ -119,104 +94,6 @@ func (e *enc) addr(a netip.Addr) {
 		e.u8(6)
 		b := a.As16()
 		e.b = append(e.b, b[:]...)
-	}
-}
-
-func (e *enc) packet(p, ref *event.Packet) {
-	var m uint64
-	set := func(bit uint64, differ bool) {
-		if differ {
-			m |= bit
-		}
-	}
-	set(pLayers, p.Layers != ref.Layers)
-	set(pSrcMAC, p.SrcMAC != ref.SrcMAC)
-	set(pDstMAC, p.DstMAC != ref.DstMAC)
-	set(pEtherType, p.EtherType != ref.EtherType)
-	set(pVLAN, p.VLAN != ref.VLAN)
-	set(pSrc, p.Src != ref.Src)
-	set(pDst, p.Dst != ref.Dst)
-	set(pProto, p.Proto != ref.Proto)
-	set(pIPID, p.IPID != ref.IPID)
-	set(pTTL, p.TTL != ref.TTL)
-	set(pSrcPort, p.SrcPort != ref.SrcPort)
-	set(pDstPort, p.DstPort != ref.DstPort)
-	set(pTCPFlags, p.TCPFlags != ref.TCPFlags)
-	set(pSeq, p.Seq != ref.Seq)
-	set(pAck, p.Ack != ref.Ack)
-	set(pICMPType, p.ICMPType != ref.ICMPType)
-	set(pICMPCode, p.ICMPCode != ref.ICMPCode)
-	set(pICMPID, p.ICMPID != ref.ICMPID)
-	set(pICMPSeq, p.ICMPSeq != ref.ICMPSeq)
-	set(pARPOp, p.ARPOp != ref.ARPOp)
-	set(pARPSenderMAC, p.ARPSenderMAC != ref.ARPSenderMAC)
-	set(pARPTargetMAC, p.ARPTargetMAC != ref.ARPTargetMAC)
-	e.uvarint(m)
-	if m&pLayers != 0 {
-		e.uvarint(uint64(p.Layers))
-	}
-	if m&pSrcMAC != 0 {
-		e.b = append(e.b, p.SrcMAC[:]...)
-	}
-	if m&pDstMAC != 0 {
-		e.b = append(e.b, p.DstMAC[:]...)
-	}
-	if m&pEtherType != 0 {
-		e.uvarint(uint64(p.EtherType))
-	}
-	if m&pVLAN != 0 {
-		e.uvarint(uint64(p.VLAN))
-	}
-	if m&pSrc != 0 {
-		e.addr(p.Src)
-	}
-	if m&pDst != 0 {
-		e.addr(p.Dst)
-	}
-	if m&pProto != 0 {
-		e.u8(p.Proto)
-	}
-	if m&pIPID != 0 {
-		e.delta32(p.IPID, ref.IPID)
-	}
-	if m&pTTL != 0 {
-		e.u8(p.TTL)
-	}
-	if m&pSrcPort != 0 {
-		e.uvarint(uint64(p.SrcPort))
-	}
-	if m&pDstPort != 0 {
-		e.uvarint(uint64(p.DstPort))
-	}
-	if m&pTCPFlags != 0 {
-		e.u8(p.TCPFlags)
-	}
-	if m&pSeq != 0 {
-		e.delta32(p.Seq, ref.Seq)
-	}
-	if m&pAck != 0 {
-		e.delta32(p.Ack, ref.Ack)
-	}
-	if m&pICMPType != 0 {
-		e.u8(p.ICMPType)
-	}
-	if m&pICMPCode != 0 {
-		e.u8(p.ICMPCode)
-	}
-	if m&pICMPID != 0 {
-		e.uvarint(uint64(p.ICMPID))
-	}
-	if m&pICMPSeq != 0 {
-		e.varint(int64(int16(p.ICMPSeq - ref.ICMPSeq)))
-	}
-	if m&pARPOp != 0 {
-		e.uvarint(uint64(p.ARPOp))
-	}
-	if m&pARPSenderMAC != 0 {
-		e.b = append(e.b, p.ARPSenderMAC[:]...)
-	}
-	if m&pARPTargetMAC != 0 {
-		e.b = append(e.b, p.ARPTargetMAC[:]...)
 	}
 }
 
@@ -435,6 +312,15 @@ func (d *dec) delta32(ref uint32) uint32 {
 	return ref + uint32(v)
 }
 
+func (d *dec) delta16(ref uint16, what string) uint16 {
+	v := d.varint()
+	if v < -1<<15 || v >= 1<<15 {
+		d.fail(fmt.Errorf("%s delta %d out of range", what, v))
+		return 0
+	}
+	return ref + uint16(v)
+}
+
 func (d *dec) addr() netip.Addr {
 	switch tag := d.u8(); tag {
 	case 0:
@@ -451,85 +337,6 @@ func (d *dec) addr() netip.Addr {
 		d.fail(fmt.Errorf("bad address tag %d", tag))
 	}
 	return netip.Addr{}
-}
-
-func (d *dec) packet(p *event.Packet, ref *event.Packet) {
-	*p = *ref
-	m := d.uvarint()
-	if m&^pKnownBits != 0 {
-		d.fail(fmt.Errorf("unknown packet fields %#x", m&^pKnownBits))
-		return
-	}
-	if m&pLayers != 0 {
-		p.Layers = event.Layer(d.uint(16, "layers"))
-	}
-	if m&pSrcMAC != 0 {
-		d.mac(&p.SrcMAC)
-	}
-	if m&pDstMAC != 0 {
-		d.mac(&p.DstMAC)
-	}
-	if m&pEtherType != 0 {
-		p.EtherType = uint16(d.uint(16, "ethertype"))
-	}
-	if m&pVLAN != 0 {
-		p.VLAN = uint16(d.uint(16, "vlan"))
-	}
-	if m&pSrc != 0 {
-		p.Src = d.addr()
-	}
-	if m&pDst != 0 {
-		p.Dst = d.addr()
-	}
-	if m&pProto != 0 {
-		p.Proto = d.u8()
-	}
-	if m&pIPID != 0 {
-		p.IPID = d.delta32(ref.IPID)
-	}
-	if m&pTTL != 0 {
-		p.TTL = d.u8()
-	}
-	if m&pSrcPort != 0 {
-		p.SrcPort = uint16(d.uint(16, "port"))
-	}
-	if m&pDstPort != 0 {
-		p.DstPort = uint16(d.uint(16, "port"))
-	}
-	if m&pTCPFlags != 0 {
-		p.TCPFlags = d.u8()
-	}
-	if m&pSeq != 0 {
-		p.Seq = d.delta32(ref.Seq)
-	}
-	if m&pAck != 0 {
-		p.Ack = d.delta32(ref.Ack)
-	}
-	if m&pICMPType != 0 {
-		p.ICMPType = d.u8()
-	}
-	if m&pICMPCode != 0 {
-		p.ICMPCode = d.u8()
-	}
-	if m&pICMPID != 0 {
-		p.ICMPID = uint16(d.uint(16, "icmp id"))
-	}
-	if m&pICMPSeq != 0 {
-		v := d.varint()
-		if v < -1<<15 || v >= 1<<15 {
-			d.fail(fmt.Errorf("icmp seq delta %d out of range", v))
-		}
-		p.ICMPSeq = ref.ICMPSeq + uint16(v)
-	}
-	if m&pARPOp != 0 {
-		p.ARPOp = uint16(d.uint(16, "arp op"))
-	}
-	if m&pARPSenderMAC != 0 {
-		d.mac(&p.ARPSenderMAC)
-	}
-	if m&pARPTargetMAC != 0 {
-		d.mac(&p.ARPTargetMAC)
-	}
 }
 
 func (d *dec) end() {
