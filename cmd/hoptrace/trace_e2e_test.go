@@ -205,7 +205,9 @@ func TestTraceSurvivesDockerRestart(t *testing.T) {
 	}
 	// Docker's events are ignored: names of the containers started below
 	// come from listing, after the reconnect or on a name miss.
-	run := startHoptraceEnv(t, []string{"HOPTRACE_TEST_IGNORE_DOCKER_EVENTS=1"}, "trace", "-o", "json")
+	// Only docker0's traffic: a busy host's other traffic must not starve
+	// the refresh this test is about.
+	run := startHoptraceEnv(t, []string{"HOPTRACE_TEST_IGNORE_DOCKER_EVENTS=1"}, "trace", "-o", "json", "net", docker0Subnet(t))
 	restartDockerd(t)
 	web, client := webAndClient(t)
 	cip, wip := client.IP().String(), web.IP().String()
@@ -231,7 +233,7 @@ func TestTraceSurvivesDockerRestart(t *testing.T) {
 // an unknown namespace asks for; their first journeys wait for it.
 func TestTraceNamesOnMiss(t *testing.T) {
 	testenv.RequireDocker(t)
-	run := startHoptraceEnv(t, []string{"HOPTRACE_TEST_IGNORE_DOCKER_EVENTS=1"}, "trace", "-o", "json")
+	run := startHoptraceEnv(t, []string{"HOPTRACE_TEST_IGNORE_DOCKER_EVENTS=1"}, "trace", "-o", "json", "net", docker0Subnet(t))
 	web, client := webAndClient(t)
 	cip, wip := client.IP().String(), web.IP().String()
 	deadline := time.Now().Add(10 * time.Second)
@@ -252,6 +254,12 @@ func TestTraceNamesOnMiss(t *testing.T) {
 	if sum != nil && sum.NamesWaited == 0 {
 		t.Errorf("summary %+v: no journey waited for names, yet Docker's events were ignored", sum)
 	}
+}
+
+// docker0Subnet is the subnet of Docker's default bridge network.
+func docker0Subnet(t *testing.T) string {
+	t.Helper()
+	return strings.TrimSpace(testenv.Command(t, "docker", "network", "inspect", "-f", "{{range .IPAM.Config}}{{.Subnet}}{{end}}", "bridge"))
 }
 
 // assertNamedFromFirst checks that every journey of the two containers
