@@ -12,17 +12,33 @@ import (
 
 // JSON prints one object per line: a "journey" per journey and a "summary"
 // at the end. The schema is docs/journey-json.md; field names are stable.
+//
+// Each line goes to the writer in one Write as soon as it is made, so live
+// output is not held back. Journey lines are appended into a reused buffer
+// (jsonline.go) with the bytes encoding/json would write for JourneyObject;
+// the summary, once a run, goes through encoding/json.
 type JSON struct {
-	enc *json.Encoder
-	opt Options
+	w      io.Writer
+	enc    *json.Encoder
+	opt    Options
+	buf    []byte
+	second secondCache
+	err    error // the first write error; later writes return it
 }
 
 // NewJSON returns a JSON-lines printer writing to w.
 func NewJSON(w io.Writer, opt Options) *JSON {
 	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
-	return &JSON{enc: enc, opt: opt}
+	enc.SetEscapeHTML(false) // appendEscaped matches this
+	return &JSON{w: w, enc: enc, opt: opt}
 }
+
+// timeLayout is the journey's "time": RFC 3339 with all nine digits of ns.
+const timeLayout = "2006-01-02T15:04:05.000000000Z07:00"
+
+// maxKeptBuf bounds the line buffer kept between journeys, so one huge
+// flood does not hold its memory for the rest of the run.
+const maxKeptBuf = 64 << 10
 
 // JourneyJSON is the "journey" object.
 type JourneyJSON struct {
@@ -158,17 +174,32 @@ type SummaryJSON struct {
 }
 
 // Journey writes one journey object.
-func (p *JSON) Journey(j *journey.Journey) error { return p.enc.Encode(p.JourneyObject(j)) }
+func (p *JSON) Journey(j *journey.Journey) error {
+	if p.err != nil {
+		return p.err
+	}
+	p.buf = p.appendJourney(p.buf[:0], j)
+	_, p.err = p.w.Write(p.buf)
+	if cap(p.buf) > maxKeptBuf {
+		p.buf = nil
+	}
+	return p.err
+}
 
 // Summary writes the summary object.
-func (p *JSON) Summary(s Summary) error { return p.enc.Encode(SummaryObject(s)) }
+func (p *JSON) Summary(s Summary) error {
+	if p.err != nil {
+		return p.err
+	}
+	return p.enc.Encode(SummaryObject(s))
+}
 
 // JourneyObject builds the "journey" object (exported for other encoders).
 func (p *JSON) JourneyObject(j *journey.Journey) *JourneyJSON {
 	o := &JourneyJSON{
 		Type:        "journey",
 		ID:          j.ID,
-		Time:        p.opt.wall(j.Start).Format("2006-01-02T15:04:05.000000000Z07:00"),
+		Time:        p.opt.wall(j.Start).Format(timeLayout),
 		StartNS:     j.Start,
 		EndNS:       j.End,
 		TransitNS:   int64(j.Transit),

@@ -1,0 +1,301 @@
+package render
+
+import (
+	"net/netip"
+	"strconv"
+	"unicode/utf8"
+
+	"github.com/hoptrace/hoptrace/resolver/topology"
+	"github.com/hoptrace/hoptrace/tracer/event"
+	"github.com/hoptrace/hoptrace/tracer/journey"
+)
+
+// The strings of a journey line, appended as escaped JSON string content
+// (without the quotes) instead of being built as Go strings first. Each
+// appendX says which function's string it appends; the render tests compare
+// them with that function for every case.
+
+const hexDigits = "0123456789abcdef"
+
+// appendQuoted appends s as a JSON string.
+func appendQuoted(b []byte, s string) []byte {
+	b = append(b, '"')
+	b = appendEscaped(b, s)
+	return append(b, '"')
+}
+
+// appendEscaped appends s escaped as encoding/json escapes it with
+// SetEscapeHTML(false): `"` and `\` and control characters escaped (\b \f
+// \n \r \t, else \u00XX), each byte of invalid UTF-8 as \ufffd, U+2028 and
+// U+2029 as \u2028 and \u2029; <, > and & as they are.
+func appendEscaped(b []byte, s string) []byte {
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\f':
+				b = append(b, '\\', 'f')
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+		case r == '\u2028' || r == '\u2029':
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
+		default:
+			i += size
+			continue
+		}
+		i += size
+		start = i
+	}
+	return append(b, s[start:]...)
+}
+
+// appendLabel appends topology.Endpoint.Label.
+func appendLabel(b []byte, e *topology.Endpoint) []byte {
+	switch {
+	case e.Role == topology.RoleContainer && e.Container != nil:
+		b = appendEscaped(b, e.Container.Name)
+		b = append(b, ':')
+	case e.NetnsName != "" && e.Role != topology.RoleHostVeth && e.Role != topology.RoleBridge && e.Role != topology.RoleHost:
+		b = appendEscaped(b, e.NetnsName)
+		b = append(b, ':')
+	}
+	return appendEscaped(b, e.Name)
+}
+
+// appendBridgeLabel appends journey.BridgeStep.Label.
+func appendBridgeLabel(b []byte, s journey.BridgeStep) []byte {
+	b = appendEscaped(b, s.Bridge)
+	if s.Network == "" || s.Network == "bridge" || s.Network == s.Bridge {
+		return b
+	}
+	b = append(b, '(')
+	b = appendEscaped(b, s.Network)
+	return append(b, ')')
+}
+
+// appendAction appends journey.Hop.Action.
+func appendAction(b []byte, h *journey.Hop) []byte {
+	e := &h.Endpoint
+	who := e.Name
+	if e.Container != nil {
+		who = e.Container.Name
+	} else if e.NetnsName != "" {
+		who = e.NetnsName
+	}
+	in := h.Dir == event.Ingress
+	switch e.Role {
+	case topology.RoleContainer, topology.RoleNetns:
+		if in {
+			return appendEscaped(append(b, "arrived in "...), who)
+		}
+		return appendEscaped(append(b, "left "...), who)
+	case topology.RoleHostVeth:
+		br := e.Bridge
+		if br == "" {
+			br = "bridge"
+		}
+		switch {
+		case in && e.Container != nil:
+			b = appendEscaped(append(b, "left "...), who)
+			return appendEscaped(append(b, ", entered "...), br)
+		case in:
+			return appendEscaped(append(b, "entered "...), br)
+		case e.Container != nil:
+			b = appendEscaped(append(b, "left "...), br)
+			return appendEscaped(append(b, " toward "...), who)
+		}
+		return appendEscaped(append(b, "left "...), br)
+	case topology.RoleBridge:
+		if in {
+			return appendEscaped(append(b, "passed up to host by "...), e.Name)
+		}
+		return appendEscaped(append(b, "sent down by host into "...), e.Name)
+	case topology.RoleHost:
+		if in {
+			return appendEscaped(append(b, "entered host at "...), e.Name)
+		}
+		return appendEscaped(append(b, "left host at "...), e.Name)
+	}
+	return appendEscaped(b, h.Dir.String())
+}
+
+// appendDescribe appends Describe.
+func appendDescribe(b []byte, p *event.Packet) []byte {
+	switch {
+	case p.Layers.Has(event.LayerARP):
+		switch p.ARPOp {
+		case 1:
+			b = appendAddrOrQ(append(b, "ARP who-has "...), p.Dst)
+			return appendAddrOrQ(append(b, " tell "...), p.Src)
+		case 2:
+			b = appendAddrOrQ(append(b, "ARP reply "...), p.Src)
+			return appendMAC(append(b, " is-at "...), &p.ARPSenderMAC)
+		}
+		b = strconv.AppendUint(append(b, "ARP op "...), uint64(p.ARPOp), 10)
+		b = appendAddrOrQ(append(b, ' '), p.Src)
+		return appendAddrOrQ(append(b, " > "...), p.Dst)
+	case p.Layers.Has(event.LayerTCP):
+		b = appendHostPort(append(b, "TCP "...), p.Src, p.SrcPort)
+		b = appendHostPort(append(b, " > "...), p.Dst, p.DstPort)
+		b = appendTCPFlags(append(b, " ["...), p.TCPFlags)
+		return append(b, ']')
+	case p.Layers.Has(event.LayerUDP):
+		b = appendHostPort(append(b, "UDP "...), p.Src, p.SrcPort)
+		return appendHostPort(append(b, " > "...), p.Dst, p.DstPort)
+	case p.Layers.Has(event.LayerICMP), p.Layers.Has(event.LayerICMPv6):
+		b = appendAddrOrQ(append(appendProto(b, p), ' '), p.Src)
+		b = appendAddrOrQ(append(b, " > "...), p.Dst)
+		return appendICMPName(append(b, ' '), p)
+	case p.Layers.Has(event.LayerIPv4), p.Layers.Has(event.LayerIPv6):
+		b = appendAddrOrQ(append(appendProto(b, p), ' '), p.Src)
+		return appendAddrOrQ(append(b, " > "...), p.Dst)
+	}
+	b = appendHexPad(append(b, "ether 0x"...), uint64(p.EtherType), 4)
+	b = appendMAC(append(b, ' '), &p.SrcMAC)
+	return appendMAC(append(b, " > "...), &p.DstMAC)
+}
+
+// appendICMPName appends icmpName.
+func appendICMPName(b []byte, p *event.Packet) []byte {
+	v6 := p.Layers.Has(event.LayerICMPv6)
+	switch {
+	case !v6 && p.ICMPType == 8, v6 && p.ICMPType == 128:
+		b = strconv.AppendUint(append(b, "echo request id "...), uint64(p.ICMPID), 10)
+		return strconv.AppendUint(append(b, " seq "...), uint64(p.ICMPSeq), 10)
+	case !v6 && p.ICMPType == 0, v6 && p.ICMPType == 129:
+		b = strconv.AppendUint(append(b, "echo reply id "...), uint64(p.ICMPID), 10)
+		return strconv.AppendUint(append(b, " seq "...), uint64(p.ICMPSeq), 10)
+	case !v6 && p.ICMPType == 3:
+		return strconv.AppendUint(append(b, "unreachable code "...), uint64(p.ICMPCode), 10)
+	}
+	b = strconv.AppendUint(append(b, "type "...), uint64(p.ICMPType), 10)
+	return strconv.AppendUint(append(b, " code "...), uint64(p.ICMPCode), 10)
+}
+
+// appendProto appends Proto.
+func appendProto(b []byte, p *event.Packet) []byte {
+	switch {
+	case p.Layers.Has(event.LayerARP):
+		return append(b, "ARP"...)
+	case p.Layers.Has(event.LayerTCP):
+		return append(b, "TCP"...)
+	case p.Layers.Has(event.LayerUDP):
+		return append(b, "UDP"...)
+	case p.Layers.Has(event.LayerICMP):
+		return append(b, "ICMP"...)
+	case p.Layers.Has(event.LayerICMPv6):
+		return append(b, "ICMPv6"...)
+	case p.Layers.Has(event.LayerIPv4), p.Layers.Has(event.LayerIPv6):
+		return strconv.AppendUint(append(b, "IP/"...), uint64(p.Proto), 10)
+	}
+	return appendHexPad(append(b, "0x"...), uint64(p.EtherType), 4)
+}
+
+// tcpFlagLetters are TCPFlags' letters in its order.
+var tcpFlagLetters = [...]struct {
+	bit uint8
+	c   byte
+}{{event.TCPSyn, 'S'}, {event.TCPFin, 'F'}, {event.TCPRst, 'R'}, {event.TCPPsh, 'P'}, {event.TCPUrg, 'U'}, {event.TCPEce, 'E'}, {event.TCPCwr, 'W'}, {event.TCPAck, '.'}}
+
+// appendTCPFlags appends TCPFlags.
+func appendTCPFlags(b []byte, f uint8) []byte {
+	n := len(b)
+	for _, x := range tcpFlagLetters {
+		if f&x.bit != 0 {
+			b = append(b, x.c)
+		}
+	}
+	if len(b) == n {
+		b = append(b, "none"...)
+	}
+	return b
+}
+
+// appendMAC appends net.HardwareAddr.String of a 6-byte address.
+func appendMAC(b []byte, m *[6]byte) []byte {
+	for i, c := range m {
+		if i > 0 {
+			b = append(b, ':')
+		}
+		b = append(b, hexDigits[c>>4], hexDigits[c&0xf])
+	}
+	return b
+}
+
+// appendAddr appends netip.Addr.String.
+func appendAddr(b []byte, a netip.Addr) []byte {
+	switch {
+	case !a.IsValid():
+		return append(b, "invalid IP"...)
+	case a.Zone() != "":
+		return appendEscaped(b, a.String()) // a zone may hold anything
+	}
+	return a.AppendTo(b)
+}
+
+// appendAddrOrQ appends addr: "?" for no address.
+func appendAddrOrQ(b []byte, a netip.Addr) []byte {
+	if !a.IsValid() {
+		return append(b, '?')
+	}
+	return appendAddr(b, a)
+}
+
+// appendHostPort appends hostPort, that is netip.AddrPort.String.
+func appendHostPort(b []byte, a netip.Addr, port uint16) []byte {
+	ap := netip.AddrPortFrom(a, port)
+	switch {
+	case !a.IsValid():
+		return append(b, "invalid AddrPort"...)
+	case a.Zone() != "":
+		return appendEscaped(b, ap.String())
+	}
+	return ap.AppendTo(b)
+}
+
+// appendFlow appends journey.Flow.String.
+func appendFlow(b []byte, f journey.Flow) []byte {
+	b = appendHostPort(b, f.Src.Addr(), f.Src.Port())
+	b = append(b, " > "...)
+	return appendHostPort(b, f.Dst.Addr(), f.Dst.Port())
+}
+
+// appendHexPad appends x in lower-case hex, zero-padded to width digits
+// (fmt's %0<width>x).
+func appendHexPad(b []byte, x uint64, width int) []byte {
+	n := 1
+	for y := x >> 4; y != 0; y >>= 4 {
+		n++
+	}
+	for ; n < width; n++ {
+		b = append(b, '0')
+	}
+	return strconv.AppendUint(b, x, 16)
+}
