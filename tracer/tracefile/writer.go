@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
 	"os"
+	"syscall"
 
 	"github.com/hoptrace/hoptrace/resolver/topology"
 	"github.com/hoptrace/hoptrace/tracer/event"
@@ -267,7 +269,9 @@ func (w *Writer) close(flags uint64) error {
 	}
 	if w.file != nil {
 		if err == nil {
-			if serr := w.file.Sync(); serr != nil {
+			// EINVAL: a file that cannot be synced (/dev/null, a FIFO);
+			// there is nothing to make durable.
+			if serr := w.file.Sync(); serr != nil && !errors.Is(serr, syscall.EINVAL) {
 				err = fmt.Errorf("sync recording: %w", serr)
 			}
 		}
