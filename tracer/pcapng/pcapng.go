@@ -3,10 +3,14 @@
 // Each traced interface becomes one interface block named after what it is
 // ("web:eth0", "veth3c4d@docker0", "docker0"); each hop becomes one packet on
 // its interface with the direction flag (inbound for a TC ingress hook,
-// outbound for egress) and a comment saying which journey and hop it is, the
-// containers along the way and the time since the previous hop. An Exporter
-// is a pipeline sink: the journeys come from the same pipeline as live
-// tracing (recordings read back by playback.Source).
+// outbound for egress), the journey ID as its packet ID (epb_packetid, so
+// every sighting of one packet shares it: frame.packet_id in Wireshark) and
+// a comment saying which journey and hop it is, the containers along the way
+// and the time since the previous hop. At the end an interface statistics
+// block per interface gives its packet count and, with the recording's loss
+// counters, what could not be exported (see Summary). An Exporter is a
+// pipeline sink: the journeys come from the same pipeline as live tracing
+// (recordings read back by playback.Source).
 //
 // Hops recorded without packet bytes (snaplen 0) are exported with headers
 // built from what the kernel decoded (see Synthesize).
@@ -38,6 +42,14 @@ type Options struct {
 	// Header is the (first) recording's header: the clock, host and
 	// capture settings the section and interface blocks tell of.
 	Header tracefile.Header
+	// At, if set, exports the hops at these interfaces only: one vantage
+	// point, as a capture there would have seen it. Each is a name as
+	// InterfaceName gives it ("web:eth0", "veth3c4d@docker0"), an
+	// interface name ("veth3c4d", "docker0") or a label.
+	At []string
+	// Stream flushes the output whenever packets were written, so the
+	// reader of a pipe sees them as they come (tshark -i -, wireshark -k -i -).
+	Stream bool
 }
 
 // Stats count what an export wrote.
@@ -63,7 +75,8 @@ type Exporter struct {
 	opts   Options
 	hdr    *tracefile.Header
 	w      *pcapgo.NgWriter
-	ifaces map[ifaceKey]int
+	ifaces map[ifaceKey]*ifaceState
+	order  []*ifaceState // in the order of their blocks
 	queue  packetHeap
 	seq    uint64
 	newest uint64
@@ -89,15 +102,15 @@ type packet struct {
 
 // New returns an exporter writing to w.
 func New(w io.Writer, opts Options) *Exporter {
-	return &Exporter{out: w, opts: opts, hdr: &opts.Header, ifaces: make(map[ifaceKey]int)}
+	return &Exporter{out: w, opts: opts, hdr: &opts.Header, ifaces: make(map[ifaceKey]*ifaceState)}
 }
 
 // Journey implements pipeline.Sink: the journey's hops become packets.
 func (e *Exporter) Journey(j *journey.Journey) error { return e.journey(j) }
 
-// Summary implements pipeline.Sink: it writes the remaining packets and
-// flushes (the underlying writer stays open). ErrNoPackets when nothing
-// was exported.
+// Summary implements pipeline.Sink: it writes the remaining packets, the
+// interface statistics (statistics.go) and flushes (the underlying writer
+// stays open). ErrNoPackets when nothing was exported.
 func (e *Exporter) Summary(s render.Summary) error {
 	if err := e.drain(^uint64(0)); err != nil {
 		return err
@@ -105,6 +118,9 @@ func (e *Exporter) Summary(s render.Summary) error {
 	e.stats.Loss = s.Loss
 	if e.w == nil {
 		return ErrNoPackets
+	}
+	if err := e.writeStatistics(s.Loss); err != nil {
+		return err
 	}
 	if err := e.w.Flush(); err != nil {
 		return fmt.Errorf("write pcapng: %w", err)
@@ -120,10 +136,15 @@ func (e *Exporter) journey(j *journey.Journey) error {
 	if len(j.Hops) == 0 {
 		return nil
 	}
-	e.stats.Journeys++
 	who := containers(j)
+	id := j.ID
+	queued := false
 	for i := range j.Hops {
 		h := &j.Hops[i]
+		if !e.at(h) {
+			continue
+		}
+		queued = true
 		pk := packet{time: h.TimeNS, seq: e.seq, iface: ifaceKey{h.Endpoint.NetnsIno, h.Endpoint.Ifindex, InterfaceName(h)}, desc: describe(h)}
 		e.seq++
 		pk.data = h.Data
@@ -141,8 +162,12 @@ func (e *Exporter) journey(j *journey.Journey) error {
 			dir = pcapgo.NgEpbFlagDirectionOutbound
 		}
 		pk.opts.Flags = &pcapgo.NgEpbFlags{Direction: dir}
+		pk.opts.PacketID = &id
 		pk.opts.Comments = []string{comment(j, i, who)}
 		heap.Push(&e.queue, pk)
+	}
+	if queued {
+		e.stats.Journeys++
 	}
 	e.newest = max(e.newest, j.End)
 	if e.newest > uint64(reorderWindow) {
@@ -151,62 +176,103 @@ func (e *Exporter) journey(j *journey.Journey) error {
 	return nil
 }
 
-// drain writes queued packets older than before, in time order.
+// at reports whether a hop is at an interface of Options.At (any, without).
+func (e *Exporter) at(h *journey.Hop) bool {
+	if len(e.opts.At) == 0 {
+		return true
+	}
+	for _, want := range e.opts.At {
+		if want == h.Endpoint.Name || want == h.Endpoint.Label() || want == InterfaceName(h) {
+			return true
+		}
+	}
+	return false
+}
+
+// drain writes queued packets older than before, in time order; streaming,
+// it flushes them.
 func (e *Exporter) drain(before uint64) error {
+	wrote := false
 	for e.queue.Len() > 0 && e.queue[0].time < before {
 		pk := heap.Pop(&e.queue).(packet)
 		if err := e.write(&pk); err != nil {
 			return err
+		}
+		wrote = true
+	}
+	if wrote && e.opts.Stream {
+		if err := e.w.Flush(); err != nil {
+			return fmt.Errorf("write pcapng: %w", err)
 		}
 	}
 	return nil
 }
 
 func (e *Exporter) write(pk *packet) error {
-	id, ok := e.ifaces[pk.iface]
-	intf := pcapgo.NgInterface{
-		Name:                pk.iface.name,
-		Description:         pk.desc,
-		OS:                  "Linux " + e.hdr.Kernel,
-		LinkType:            layers.LinkTypeEthernet,
-		TimestampResolution: 9,
-		SnapLength:          0,
+	st, err := e.iface(pk.iface, pk.desc)
+	if err != nil {
+		return err
 	}
-	if e.hdr.Filter != "" {
-		intf.Filter = e.hdr.Filter
-	}
-	switch {
-	case e.w == nil:
-		info := pcapgo.NgSectionInfo{
-			Application: strings.TrimSpace("hoptrace " + e.opts.HoptraceVersion),
-			OS:          "Linux " + e.hdr.Kernel,
-			Comment: fmt.Sprintf("recorded by hoptrace %s on %s, started %s; one packet per hop, comments give journey and hop",
-				e.hdr.HoptraceVersion, e.hdr.Hostname, e.hdr.Start.UTC().Format(time.RFC3339)),
-		}
-		w, err := pcapgo.NewNgWriterInterface(e.out, intf, pcapgo.NgWriterOptions{SectionInfo: info})
-		if err != nil {
-			return fmt.Errorf("write pcapng: %w", err)
-		}
-		e.w, id = w, 0
-		e.ifaces[pk.iface] = id
-		e.stats.Interfaces++
-	case !ok:
-		var err error
-		if id, err = e.w.AddInterface(intf); err != nil {
-			return fmt.Errorf("write pcapng: %w", err)
-		}
-		e.ifaces[pk.iface] = id
-		e.stats.Interfaces++
-	}
-	pk.ci.InterfaceIndex = id
+	pk.ci.InterfaceIndex = st.id
 	if err := e.w.WritePacketWithOptions(pk.ci, pk.data, pk.opts); err != nil {
 		return fmt.Errorf("write pcapng: %w", err)
 	}
+	st.count(pk.ci.Timestamp)
 	e.stats.Packets++
 	if pk.synth {
 		e.stats.Synthesized++
 	}
 	return nil
+}
+
+// iface returns an interface's state, writing its block (and, the first
+// time, the section header) when it is new.
+func (e *Exporter) iface(k ifaceKey, desc string) (*ifaceState, error) {
+	if st, ok := e.ifaces[k]; ok {
+		return st, nil
+	}
+	intf := pcapgo.NgInterface{
+		Name:                k.name,
+		Description:         desc,
+		OS:                  "Linux " + e.hdr.Kernel,
+		LinkType:            layers.LinkTypeEthernet,
+		TimestampResolution: 9,
+		SnapLength:          0,
+		Filter:              e.hdr.Filter,
+	}
+	id, err := e.addInterface(intf)
+	if err != nil {
+		return nil, err
+	}
+	st := &ifaceState{id: id}
+	e.ifaces[k] = st
+	e.order = append(e.order, st)
+	e.stats.Interfaces++
+	return st, nil
+}
+
+// addInterface writes an interface block, and before the first one the
+// section header.
+func (e *Exporter) addInterface(intf pcapgo.NgInterface) (int, error) {
+	if e.w == nil {
+		info := pcapgo.NgSectionInfo{
+			Application: strings.TrimSpace("hoptrace " + e.opts.HoptraceVersion),
+			OS:          "Linux " + e.hdr.Kernel,
+			Comment: fmt.Sprintf("recorded by hoptrace %s on %s, started %s; one packet per hop, comments give journey and hop, the packet ID is the journey ID",
+				e.hdr.HoptraceVersion, e.hdr.Hostname, e.hdr.Start.UTC().Format(time.RFC3339)),
+		}
+		w, err := pcapgo.NewNgWriterInterface(e.out, intf, pcapgo.NgWriterOptions{SectionInfo: info})
+		if err != nil {
+			return 0, fmt.Errorf("write pcapng: %w", err)
+		}
+		e.w = w
+		return 0, nil
+	}
+	id, err := e.w.AddInterface(intf)
+	if err != nil {
+		return 0, fmt.Errorf("write pcapng: %w", err)
+	}
+	return id, nil
 }
 
 // InterfaceName names a hop's interface for Wireshark: "web:eth0" for a
