@@ -37,6 +37,9 @@ const (
 	maxSnaplen       = 1536 // MAX_SNAPLEN in bpf/hoptrace.c
 )
 
+// MaxSnaplen is the most packet bytes a hop can carry (Options.Snaplen).
+const MaxSnaplen = maxSnaplen
+
 // Options configure Load. The zero value is a good default.
 type Options struct {
 	// Snaplen is how many leading packet bytes each hop carries (0: none,

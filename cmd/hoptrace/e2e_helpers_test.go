@@ -149,22 +149,16 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-// jsonLines splits -o json output into journeys and the summary.
-func jsonLines(t testing.TB, out []byte) ([]render.JourneyJSON, *render.SummaryJSON) {
+// jsonLines splits -o json output into journeys and the summary: the
+// journeys are on stdout, the summary is a JSON line on stderr (among the
+// notes there). A summary on stdout is an error: stdout holds only what
+// was asked for.
+func jsonLines(t testing.TB, stdout []byte, stderr ...[]byte) ([]render.JourneyJSON, *render.SummaryJSON) {
 	t.Helper()
 	var js []render.JourneyJSON
 	var sum *render.SummaryJSON
-	sc := bufio.NewScanner(bytes.NewReader(out))
-	sc.Buffer(make([]byte, 1<<20), 1<<24)
-	for sc.Scan() {
-		line := sc.Bytes()
-		var typ struct {
-			Type string `json:"type"`
-		}
-		if err := json.Unmarshal(line, &typ); err != nil {
-			t.Fatalf("not JSON: %q: %v", line, err)
-		}
-		switch typ.Type {
+	for _, line := range splitLines(stdout) {
+		switch jsonType(t, line) {
 		case "journey":
 			var j render.JourneyJSON
 			if err := json.Unmarshal(line, &j); err != nil {
@@ -172,15 +166,50 @@ func jsonLines(t testing.TB, out []byte) ([]render.JourneyJSON, *render.SummaryJ
 			}
 			js = append(js, j)
 		case "summary":
+			t.Errorf("summary on stdout: %s", line)
+		default:
+			t.Fatalf("unknown line type in %s", line)
+		}
+	}
+	for _, b := range stderr {
+		for _, line := range splitLines(b) {
+			if !bytes.HasPrefix(line, []byte("{")) || jsonType(t, line) != "summary" {
+				continue
+			}
 			sum = &render.SummaryJSON{}
 			if err := json.Unmarshal(line, sum); err != nil {
 				t.Fatal(err)
 			}
-		default:
-			t.Fatalf("unknown line type %q", typ.Type)
 		}
 	}
 	return js, sum
+}
+
+// jsonOut is jsonLines of a finished run's stdout and stderr.
+func (p *proc) jsonOut(t testing.TB) ([]render.JourneyJSON, *render.SummaryJSON) {
+	t.Helper()
+	return jsonLines(t, p.stdout.Bytes(), p.stderr.Bytes())
+}
+
+func splitLines(b []byte) [][]byte {
+	var out [][]byte
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	sc.Buffer(make([]byte, 1<<20), 1<<24)
+	for sc.Scan() {
+		out = append(out, append([]byte(nil), sc.Bytes()...))
+	}
+	return out
+}
+
+func jsonType(t testing.TB, line []byte) string {
+	t.Helper()
+	var typ struct {
+		Type string `json:"type"`
+	}
+	if err := json.Unmarshal(line, &typ); err != nil {
+		t.Fatalf("not JSON: %q: %v", line, err)
+	}
+	return typ.Type
 }
 
 // labels is the hop labels of a journey, in order.

@@ -7,12 +7,14 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"github.com/hoptrace/hoptrace/tracer/pcapng"
 	"github.com/hoptrace/hoptrace/tracer/pipeline"
 )
 
 const exportUsage = `Usage: hoptrace export --pcapng OUT [flags] FILE...
+       hoptrace export --pcapng OUT [flags] -r FILE [EXPRESSION]
 
 Writes a recording as a pcapng file for Wireshark or tshark. Every hop is one
 packet, on an interface named after what it is: web:eth0 (eth0 inside container
@@ -23,6 +25,12 @@ the previous hop, e.g.
   hoptrace journey 12 hop 2/4 (+2.1us after hop 1): veth1a2b@docker0 ingress,
   left client, entered docker0; client -> web; delivered
 In Wireshark: View > Packet Comments, or the filter frame.comment contains "journey 12".
+Every packet's ID (frame.packet_id) is its journey ID, so the filter
+frame.packet_id == 12 shows every sighting of one packet. --at IFACE writes
+only what one interface saw, as a capture there would have. Interface
+statistics at the end count each interface's packets; events the kernel
+could not deliver (ring buffer full) are counted as dropped on an interface
+of their own, hoptrace:lost.
 
 Packet bytes: a recording made with 'record --snaplen N' keeps the first N bytes
 of each packet, and those are exported. Without them (the default, snaplen 0)
@@ -33,27 +41,36 @@ no payload, no IP or TCP options, TCP window 65535 and zero L4 checksums, so
 Wireshark shows them as cut short by the snaplen ("packet size limited").
 
 Several files are read in order as one recording (the parts of a rotated one).
+FILE "-" reads standard input and OUT "-" writes standard output, flushed as
+packets are written, so a live capture can be watched in Wireshark:
+  hoptrace record -w - | hoptrace export --pcapng - - | wireshark -k -i -
+(packets appear a few seconds late: journeys finish out of order, and the
+export puts them back in time order). As in tcpdump, -r FILE reads a
+recording, and words after it are a filter expression. Notes go to stderr.
 Needs neither root nor Docker.
+
+Examples:
+  hoptrace export --pcapng x.pcapng x.hop
+  hoptrace export --pcapng web.pcapng --at web:eth0 x.hop    one vantage point
+  hoptrace export -w - -r x.hop tcp port 80 | tshark -r - -Y 'frame.packet_id == 3'
 `
 
 // runExport converts recordings to pcapng.
 func runExport(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
 	fs, help := newFlagSet("export", exportUsage, stdout, stderr)
 	out := fs.StringP("pcapng", "w", "", "write pcapng to this file (\"-\" for standard output); required")
+	at := fs.StringArray("at", nil, "write only the packets seen at this interface (web:eth0, veth3c4d, docker0): one vantage point; repeatable")
 	var of offlineFlags
 	of.register(fs, "export")
 	if err := parseFlags(fs, help, args); err != nil {
 		return err
 	}
-	sel, err := of.selection("export")
+	if *out == "" {
+		return usagef("export: --pcapng OUT is required (see 'hoptrace export --help')")
+	}
+	files, sel, err := of.selection("export", fs.Args())
 	if err != nil {
 		return err
-	}
-	switch {
-	case *out == "":
-		return usagef("export: --pcapng OUT is required (see 'hoptrace export --help')")
-	case fs.NArg() == 0:
-		return usagef("export: no recording given (see 'hoptrace export --help')")
 	}
 
 	var w io.Writer = stdout
@@ -88,18 +105,30 @@ func runExport(ctx context.Context, args []string, stdout, stderr io.Writer) (er
 		}()
 	}
 
-	src, err := openRecordings("export", fs.Args(), stderr, of.quiet)
+	src, err := openRecordings("export", files, stderr, of.quiet)
 	if err != nil {
 		return err
 	}
 	defer src.Close()
-	ex := pcapng.New(w, pcapng.Options{HoptraceVersion: version, Header: src.Header()})
+	// To stdout the packets are flushed as they are written, so
+	// 'hoptrace record -w - | hoptrace export --pcapng - - | wireshark -k -i -'
+	// shows them live.
+	ex := pcapng.New(w, pcapng.Options{HoptraceVersion: versionString(), Header: src.Header(), At: *at, Stream: *out == "-"})
 	err = offline(ctx, "export", src, pipeline.Config{Journey: of.journey, Select: sel}, stderr, ex)
-	if errors.Is(err, pcapng.ErrNoPackets) {
+	switch {
+	case errors.Is(err, syscall.EPIPE):
+		return nil // the reader went away: a quiet end
+	case errors.Is(err, pcapng.ErrNoPackets) && len(*at) > 0:
+		return fmt.Errorf("export: no hops to export (nothing recorded, or nothing matched -C/-i/--at)")
+	case errors.Is(err, pcapng.ErrNoPackets):
 		return fmt.Errorf("export: no hops to export (nothing recorded, or nothing matched -C/-i)")
-	}
-	if err != nil {
+	case err != nil:
 		return err
+	}
+	if *out == "-" {
+		if err := flushOutput(stdout); errors.Is(err, syscall.EPIPE) {
+			return nil
+		}
 	}
 	st := ex.Stats()
 	if !of.quiet {

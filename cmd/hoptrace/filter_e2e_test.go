@@ -22,7 +22,7 @@ func TestTraceFilter(t *testing.T) {
 	if err := run.stop(t); err != nil {
 		t.Fatalf("trace: %v\n%s", err, run.stderr)
 	}
-	js, sum := jsonLines(t, run.stdout.Bytes())
+	js, sum := run.jsonOut(t)
 	if sum == nil {
 		t.Fatalf("no summary in\n%s", run.stdout)
 	}

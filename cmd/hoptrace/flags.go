@@ -87,6 +87,7 @@ func (c *captureFlags) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&c.noDocker, "no-docker", false, "do not ask Docker; name namespaces only")
 	fs.BoolVarP(&c.quiet, "quiet", "q", false, "no progress notes on stderr")
 	fs.StringVar(&c.verifierLog, "verifier-log", "", "if the kernel's verifier rejects a BPF program, write its full log to this file")
+	tcpdumpHabits(fs)
 }
 
 func (c *captureFlags) validate(fs *pflag.FlagSet) error {

@@ -13,6 +13,7 @@ import (
 )
 
 const latencyUsage = `Usage: hoptrace latency [flags] [FILE... | EXPRESSION]
+       hoptrace latency [flags] -r FILE [EXPRESSION]
 
 Per-path and per-hop latency percentiles (count, min, p50, p90, p99, max): for
 each path (client:eth0 -> web:eth0, ...) the time between consecutive hops and
@@ -29,6 +30,7 @@ Examples:
   hoptrace latency -C web --duration 30s
   hoptrace latency -C web --duration 30s tcp port 8080
   hoptrace latency -o json trace.0001.hop trace.0002.hop
+  hoptrace latency -r incident.hop tcp port 8080
 `
 
 func runLatency(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -37,8 +39,17 @@ func runLatency(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	cf.register(fs)
 	output := fs.StringP("output", "o", "text", "output format: text or json")
 	expr := fs.StringP("filter", "f", "", "only packets matching this filter expression, e.g. 'tcp port 8080' (live or from recordings)")
+	var read readFlag
+	read.register(fs)
 	if err := parseFlags(fs, help, args); err != nil {
 		return err
+	}
+	files, words := read.split(fs.Args())
+	if len(read.files) > 0 && words != "" {
+		if *expr != "" {
+			return usagef("latency: give the filter either with -f or as trailing words, not both")
+		}
+		*expr = words
 	}
 	pf, err := packetFilter("latency", *expr)
 	if err != nil {
@@ -55,8 +66,8 @@ func runLatency(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	agg := latency.New(latency.Config{})
 
-	if fs.NArg() > 0 && !isFilterArg(fs.Arg(0)) {
-		src, err := openRecordings("latency", fs.Args(), stderr, cf.quiet)
+	if len(read.files) > 0 || fs.NArg() > 0 && !isFilterArg(fs.Arg(0)) {
+		src, err := openRecordings("latency", files, stderr, cf.quiet)
 		if err != nil {
 			return err
 		}

@@ -8,13 +8,15 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"time"
 
 	"github.com/hoptrace/hoptrace/resolver/topology"
 )
 
-// version is stamped at build time with -ldflags "-X main.version=...".
+// version is stamped at build time with -ldflags "-X main.version=...";
+// without, versionString asks the build info.
 var version = "dev"
 
 func main() {
@@ -73,6 +75,10 @@ func exitCode(stderr io.Writer, err error) int {
 	switch {
 	case err == nil, errors.Is(err, errHelp):
 		return exitOK
+	case errors.Is(err, syscall.EPIPE):
+		// The reader of our output went away (hoptrace ... | head): the
+		// normal end of a pipeline, not a failure worth a word.
+		return exitOK
 	}
 	fmt.Fprintf(stderr, "hoptrace: %v\n", err)
 	var ue usageError
@@ -100,6 +106,7 @@ func commands() []command {
 		{"export", "export a recording to pcapng for Wireshark", runExport},
 		{"cleanup", "remove legacy TC filters left behind by a killed hoptrace", runCleanup},
 		{"version", "print the version", runVersion},
+		{"help", "show the help of a command: hoptrace help trace", runHelp},
 	}
 }
 
@@ -115,7 +122,7 @@ Commands:
 	for _, c := range commands() {
 		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
 	}
-	fmt.Fprintf(w, "\nRun 'hoptrace <command> --help' for the flags of a command.\n")
+	fmt.Fprintf(w, "\nRun 'hoptrace help <command>' (or 'hoptrace <command> --help') for the flags of a command.\n")
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -125,9 +132,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	name := args[0]
 	switch name {
-	case "-h", "--help", "help":
+	case "-h", "--help":
 		printUsage(stdout)
 		return nil
+	case "help":
+		return runHelp(ctx, args[1:], stdout, stderr)
 	case "--version", "-V":
 		name = "version"
 	}
@@ -139,7 +148,71 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return usagef("unknown command %q (run 'hoptrace --help' for the list)", name)
 }
 
+// runHelp is 'hoptrace help [CMD]': the overview, or CMD --help.
+func runHelp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	switch {
+	case len(args) == 0:
+		printUsage(stdout)
+		return nil
+	case len(args) > 1:
+		return usagef("help: one command at a time (run 'hoptrace help' for the list)")
+	}
+	for _, c := range commands() {
+		if c.name == args[0] {
+			return c.run(ctx, []string{"--help"}, stdout, stderr)
+		}
+	}
+	return usagef("help: unknown command %q (run 'hoptrace help' for the list)", args[0])
+}
+
 func runVersion(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fmt.Fprintf(stdout, "hoptrace %s\n", version)
+	if len(args) > 0 {
+		return usagef("version: unexpected argument %q", args[0])
+	}
+	fmt.Fprintf(stdout, "hoptrace %s\n", versionString())
 	return nil
+}
+
+// versionString is the version stamped by 'make build' (-X main.version),
+// else what the Go toolchain recorded: the module version of 'go install
+// ...@v1.2.3', or the VCS revision and time of a plain 'go build' in a
+// checkout (with "+dirty" for uncommitted changes).
+func versionString() string {
+	if version != "dev" {
+		return version
+	}
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return version
+	}
+	return versionFromBuildInfo(bi)
+}
+
+func versionFromBuildInfo(bi *debug.BuildInfo) string {
+	if v := bi.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	var rev, at string
+	dirty := false
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.time":
+			at = s.Value
+		case "vcs.modified":
+			dirty = s.Value == "true"
+		}
+	}
+	if rev == "" {
+		return version
+	}
+	v := "dev-" + rev[:min(12, len(rev))]
+	if dirty {
+		v += "+dirty"
+	}
+	if at != "" {
+		v += " (" + at + ")"
+	}
+	return v
 }

@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/hoptrace/hoptrace/tracer"
 	"github.com/hoptrace/hoptrace/tracer/capture"
 	"github.com/hoptrace/hoptrace/tracer/event"
 	"github.com/hoptrace/hoptrace/tracer/journey"
@@ -44,10 +45,10 @@ Examples:
 
 func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, help := newFlagSet("record", recordUsage, stdout, stderr)
-	path := fs.StringP("write", "w", "", "write the recording to this file (required)")
+	path := fs.StringP("write", "w", "", "write the recording to this file (\"-\": standard output); required")
 	var cf captureFlags
 	cf.register(fs)
-	snaplen := fs.Uint32P("snaplen", "s", 0, "keep the first N bytes of each packet (0: decoded headers only)")
+	snaplen := fs.Uint32P("snaplen", "s", 0, fmt.Sprintf("keep the first N bytes of each packet; 0: whole packets (up to %d bytes), as in tcpdump; without -s: decoded headers only", tracer.MaxSnaplen))
 	print := fs.Bool("print", false, "also print journeys live, as 'hoptrace trace' does")
 	var pf printFlags
 	pf.register(fs, "with --print: ")
@@ -66,13 +67,12 @@ func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := pf.validate("record"); err != nil {
 		return err
 	}
-	if *snaplen > tracefile.MaxSnaplen {
-		return usagef("record: --snaplen %d is more than the %d supported", *snaplen, tracefile.MaxSnaplen)
-	}
-	cf.snaplen = *snaplen
 	maxBytes, err := parseSize(*rotSize)
 	if err != nil {
 		return usagef("record: --rotate-size: %v", err)
+	}
+	if cf.snaplen, err = snaplenOf(*snaplen, fs.Changed("snaplen")); err != nil {
+		return err
 	}
 	if *rotFiles < 0 {
 		return usagef("record: --rotate-files must not be negative")
@@ -80,6 +80,13 @@ func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	rotating := maxBytes > 0 || *rotAge > 0
 	if *rotFiles > 0 && !rotating {
 		return usagef("record: --rotate-files needs --rotate-size or --rotate-time")
+	}
+	toStdout := *path == "-"
+	switch {
+	case toStdout && rotating:
+		return usagef("record: -w - (standard output) cannot be rotated")
+	case toStdout && *print:
+		return usagef("record: -w - writes the recording to standard output: --print would mix journeys into it (pipe it to 'hoptrace replay -' instead)")
 	}
 
 	var files func() []string
@@ -98,7 +105,7 @@ func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) err
 				}
 				sink, files = r, r.Files
 			} else {
-				w, err := tracefile.CreateFile(*path, hdr)
+				w, err := createRecording(*path, hdr, stdout)
 				if err != nil {
 					return nil, err
 				}
@@ -117,7 +124,9 @@ func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			if files == nil || errors.As(runErr, &we) {
 				return nil
 			}
-			fmt.Fprintf(stderr, "recorded to %s\n", strings.Join(files(), ", "))
+			if !toStdout {
+				fmt.Fprintf(stderr, "recorded to %s\n", strings.Join(files(), ", "))
+			}
 			return nil
 		},
 	}
@@ -125,9 +134,29 @@ func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if !*print {
 			return summaryOnly{render.NewText(stderr, opt)}
 		}
-		return pf.printer(stdout, opt)
+		return pf.printer(stdout, stderr, opt)
 	}
 	return liveJourneys(ctx, "record", &cf, stdout, stderr, printer, hooks)
+}
+
+// snaplenOf is tcpdump's rule for -s: 0 means whole packets (up to what
+// the tracer can carry); without -s hops carry decoded headers only.
+func snaplenOf(n uint32, given bool) (uint32, error) {
+	switch {
+	case n > tracer.MaxSnaplen:
+		return 0, usagef("record: --snaplen %d is more than the %d supported (-s 0 keeps whole packets up to that)", n, tracer.MaxSnaplen)
+	case n == 0 && given:
+		return tracer.MaxSnaplen, nil
+	}
+	return n, nil
+}
+
+// createRecording starts a recording at path, "-" being stdout.
+func createRecording(path string, hdr tracefile.Header, stdout io.Writer) (*tracefile.Writer, error) {
+	if path == "-" {
+		return tracefile.Create(stdout, hdr)
+	}
+	return tracefile.CreateFile(path, hdr)
 }
 
 // recordingSink names the file in its write errors.
@@ -181,7 +210,7 @@ func recordingHeader(s *capture.Session, cf *captureFlags) tracefile.Header {
 		}
 	}
 	return tracefile.Header{
-		HoptraceVersion: version,
+		HoptraceVersion: versionString(),
 		Kernel:          unix.ByteSliceToString(uts.Release[:]),
 		Hostname:        host,
 		Start:           time.Now(),

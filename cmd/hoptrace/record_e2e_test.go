@@ -51,9 +51,12 @@ func TestRecordReplayMatchesLive(t *testing.T) {
 			t.Fatalf("%v: %v\n%s", p.cmd.Args, err, p.stderr)
 		}
 	}
-	out, err := exec.Command(hoptraceBinary(t), "replay", "-o", "json", file).CombinedOutput()
+	var replayErr strings.Builder
+	cmd := exec.Command(hoptraceBinary(t), "replay", "-o", "json", file)
+	cmd.Stderr = &replayErr
+	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("replay: %v\n%s", err, out)
+		t.Fatalf("replay: %v\n%s", err, replayErr.String())
 	}
 	replayed, _ := jsonLines(t, out)
 	printed, _ := jsonLines(t, rec.stdout.Bytes())

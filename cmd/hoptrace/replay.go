@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"strings"
-	"syscall"
 
 	"github.com/hoptrace/hoptrace/resolver/topology"
 	"github.com/hoptrace/hoptrace/tracer/pipeline"
@@ -16,6 +15,7 @@ import (
 )
 
 const replayUsage = `Usage: hoptrace replay [flags] FILE...
+       hoptrace replay [flags] -r FILE [EXPRESSION]
 
 Prints the journeys of a recording made by 'hoptrace record -w FILE' exactly
 as 'hoptrace trace' showed them live: the same journey assembler and printers,
@@ -25,13 +25,18 @@ with the container and interface names the recording host had at the time
 Several files are read in order as one recording, e.g. the parts of a rotated
 recording: hoptrace replay trace.*.hop. A recording that was cut short (hoptrace
 killed, disk full, power loss) replays up to its last complete record, with a
-note on stderr. FILE "-" reads standard input.
+note on stderr. FILE "-" reads standard input, so a live recording can be
+replayed as it is written: hoptrace record -w - | hoptrace replay -.
+Journeys go to stdout; the summary goes to stderr (a JSON line with -o json).
+As in tcpdump, -r FILE reads a recording, and words after it are a filter
+expression.
 
 Examples:
   hoptrace replay x.hop                journeys as text
   hoptrace replay -C web -v x.hop      journeys of container web, one line per hop
   hoptrace replay -o json x.hop        JSON lines (docs/journey-json.md)
   hoptrace replay -f 'tcp port 80' x.hop   only journeys of packets matching a filter
+  hoptrace replay -r x.hop tcp port 80     the same, tcpdump style
 `
 
 // runReplay prints the journeys of recordings.
@@ -45,25 +50,22 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := parseFlags(fs, help, args); err != nil {
 		return err
 	}
-	sel, err := of.selection("replay")
+	files, sel, err := of.selection("replay", fs.Args())
 	if err != nil {
 		return err
 	}
-	switch {
-	case fs.NArg() == 0:
-		return usagef("replay: no recording given (see 'hoptrace replay --help')")
-	case *count < 0:
+	if *count < 0 {
 		return usagef("replay: -c must not be negative")
 	}
 	if err := pf.validate("replay"); err != nil {
 		return err
 	}
-	src, err := openRecordings("replay", fs.Args(), stderr, of.quiet)
+	src, err := openRecordings("replay", files, stderr, of.quiet)
 	if err != nil {
 		return err
 	}
 	defer src.Close()
-	pr := pf.printer(stdout, render.Options{WallOffsetNS: src.Header().MonoOffsetNS})
+	pr := pf.printer(stdout, stderr, render.Options{WallOffsetNS: src.Header().MonoOffsetNS})
 	return offline(ctx, "replay", src, pipeline.Config{Journey: of.journey, Select: sel, Count: *count}, stderr, pr)
 }
 
@@ -87,12 +89,9 @@ func openRecordings(name string, paths []string, stderr io.Writer, quiet bool) (
 
 // offline runs recordings through the pipeline to the sinks. A --container
 // that named nothing in the recording is a warning and exit status 1, a
-// closed stdout a normal end.
+// closed stdout (the error wraps EPIPE) a quiet end (see exitCode).
 func offline(ctx context.Context, name string, src *playback.Source, cfg pipeline.Config, stderr io.Writer, sinks ...pipeline.Sink) error {
 	res, err := pipeline.Run(ctx, src, cfg, sinks...)
-	if errors.Is(err, syscall.EPIPE) {
-		return nil
-	}
 	if err != nil {
 		var amb *topology.AmbiguousError
 		if errors.As(err, &amb) {

@@ -172,8 +172,9 @@ func noFiltersLeft(t *testing.T, topo *testenv.Topology, pid int) {
 func checkStopped(t *testing.T, topo *testenv.Topology, run *blockedRun, err error, legacy bool) {
 	t.Helper()
 	stderr := run.stderr.String()
-	if !strings.Contains(stderr, "journeys ") || !strings.Contains(stderr, "events lost ") {
-		t.Errorf("no summary on stderr:\n%s", stderr)
+	text := strings.Contains(stderr, "journeys ") && strings.Contains(stderr, "events lost ")
+	if !text && !strings.Contains(stderr, `{"type":"summary"`) {
+		t.Errorf("no summary (text or JSON) on stderr:\n%s", stderr)
 	}
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != exitError || !strings.Contains(stderr, "stdout") {

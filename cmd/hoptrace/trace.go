@@ -57,7 +57,7 @@ func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	return liveJourneys(ctx, "trace", &cf, stdout, stderr, func(opt render.Options) render.Printer {
-		return pf.printer(stdout, opt)
+		return pf.printer(stdout, stderr, opt)
 	}, liveHooks{})
 }
 
@@ -132,8 +132,17 @@ func liveJourneys(ctx context.Context, name string, cf *captureFlags, stdout, st
 	}
 	// Detach before waiting for anyone to read the output.
 	closeErr := closeSession(name, sess)
+	if printErr == nil {
+		printErr = flushOutput(stdout)
+	}
+	if errors.Is(printErr, syscall.EPIPE) || errors.Is(runErr, syscall.EPIPE) {
+		// The reader went away (| head): a normal, quiet end.
+		return errors.Join(finishErr, closeErr)
+	}
 	errs := errors.Join(runErr, finishErr, closeErr)
 	if printErr == nil {
+		// The summary (on stderr, but for latency's report), once the
+		// output before it was read.
 		if printErr = out.Printer.Summary(res.Summary); printErr == nil {
 			printErr = flushOutput(stdout)
 		}
@@ -145,7 +154,11 @@ func liveJourneys(ctx context.Context, name string, cf *captureFlags, stdout, st
 		return errs // the reader went away: a normal end
 	case isStuck(printErr):
 		// Nobody reads stdout (a paused pager): the summary goes to stderr.
-		return errors.Join(errs, render.NewText(stderr, render.Options{}).Summary(res.Summary),
+		var sum render.Printer = render.NewText(stderr, render.Options{})
+		if sp, ok := out.Printer.(interface{ stderrSummary() render.Printer }); ok {
+			sum = sp.stderrSummary()
+		}
+		return errors.Join(errs, sum.Summary(res.Summary),
 			fmt.Errorf("%s: stdout: %w; output not written by then was dropped", name, printErr))
 	}
 	return errors.Join(errs, fmt.Errorf("%s: write output: %w", name, printErr))

@@ -61,7 +61,7 @@ func TestTraceClientToWeb(t *testing.T) {
 	if err := textRun.stop(t); err != nil {
 		t.Fatalf("trace: %v\n%s", err, textRun.stderr)
 	}
-	js, sum := jsonLines(t, jsonRun.stdout.Bytes())
+	js, sum := jsonRun.jsonOut(t)
 	if sum == nil || sum.Lost != 0 {
 		t.Fatalf("summary %+v (want one, with nothing lost)", sum)
 	}
@@ -115,8 +115,12 @@ func TestTraceClientToWeb(t *testing.T) {
 	if !found {
 		t.Errorf("text output has no SYN line with path %q:\n%s", wantPath, text)
 	}
-	if !strings.Contains(text, "journeys ") || !strings.Contains(text, "events lost 0") {
-		t.Errorf("text output lacks the summary:\n%s", text)
+	// The summary is on stderr: stdout holds only the journeys.
+	if errText := textRun.stderr.String(); !strings.Contains(errText, "journeys ") || !strings.Contains(errText, "events lost 0") {
+		t.Errorf("stderr lacks the summary:\n%s", errText)
+	}
+	if strings.Contains(text, "events lost") {
+		t.Errorf("the summary is on stdout:\n%s", text)
 	}
 }
 
@@ -137,7 +141,7 @@ func TestTraceDockerUserDrop(t *testing.T) {
 	if err := run.stop(t); err != nil {
 		t.Fatalf("trace: %v\n%s", err, run.stderr)
 	}
-	js, sum := jsonLines(t, run.stdout.Bytes())
+	js, sum := run.jsonOut(t)
 	syns := findTCP(js, client.IP().String(), web.IP().String(), "S")
 	if len(syns) == 0 {
 		t.Fatalf("no SYN journeys in\n%s", run.stdout)
@@ -175,7 +179,7 @@ func TestTraceFollowsNewContainers(t *testing.T) {
 			t.Fatal(err)
 		}
 		time.Sleep(400 * time.Millisecond)
-		js, _ = jsonLines(t, run.stdout.Bytes())
+		js, _ = run.jsonOut(t)
 		if len(findTCP(js, late.IP().String(), web.IP().String(), "S")) > 0 || time.Now().After(deadline) {
 			break
 		}
@@ -183,7 +187,7 @@ func TestTraceFollowsNewContainers(t *testing.T) {
 	if err := run.stop(t); err != nil {
 		t.Fatalf("trace: %v\n%s", err, run.stderr)
 	}
-	js, _ = jsonLines(t, run.stdout.Bytes())
+	js, _ = run.jsonOut(t)
 	syns := findTCP(js, late.IP().String(), web.IP().String(), "S")
 	if len(syns) == 0 {
 		t.Fatalf("no journey from the late container %s:\n%s", late.Name, run.stdout)
@@ -216,7 +220,7 @@ func TestTraceSurvivesDockerRestart(t *testing.T) {
 		if err := wget(client.Name, "http://"+wip+":8080/"); err != nil {
 			t.Fatal(err)
 		}
-		js, _ := jsonLines(t, run.stdout.Bytes())
+		js, _ := run.jsonOut(t)
 		if len(findTCP(js, cip, wip, "S")) > 0 || time.Now().After(deadline) {
 			break
 		}
@@ -241,7 +245,7 @@ func TestTraceNamesOnMiss(t *testing.T) {
 		if err := wget(client.Name, "http://"+wip+":8080/"); err != nil {
 			t.Fatal(err)
 		}
-		js, _ := jsonLines(t, run.stdout.Bytes())
+		js, _ := run.jsonOut(t)
 		if len(findTCP(js, cip, wip, "S")) > 0 || time.Now().After(deadline) {
 			break
 		}
@@ -267,7 +271,7 @@ func docker0Subnet(t *testing.T) string {
 func assertNamedFromFirst(t *testing.T, run *proc, client, web testenv.Container) *render.SummaryJSON {
 	t.Helper()
 	cip, wip := client.IP().String(), web.IP().String()
-	js, sum := jsonLines(t, run.stdout.Bytes())
+	js, sum := run.jsonOut(t)
 	syns := findTCP(js, cip, wip, "S")
 	if len(syns) == 0 {
 		t.Fatalf("no journey after the restart:\n%s\nstderr:\n%s", run.stdout, run.stderr)

@@ -38,7 +38,7 @@ func TestTraceNetnsWithoutDocker(t *testing.T) {
 			if err := run.stop(t); err != nil {
 				t.Fatalf("trace: %v\n%s", err, run.stderr)
 			}
-			js, sum := jsonLines(t, run.stdout.Bytes())
+			js, sum := run.jsonOut(t)
 			want := map[string][]string{
 				"echo request": {a.Name + ":eth0", a.HostVeth, b.HostVeth, b.Name + ":eth0"},
 				"echo reply":   {b.Name + ":eth0", b.HostVeth, a.HostVeth, a.Name + ":eth0"},

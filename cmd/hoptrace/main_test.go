@@ -1,0 +1,54 @@
+package main
+
+import (
+	"errors"
+	"runtime/debug"
+	"strings"
+	"testing"
+)
+
+// TestHelpCommand: 'hoptrace help CMD' is 'hoptrace CMD --help'; 'help'
+// alone lists the commands.
+func TestHelpCommand(t *testing.T) {
+	for _, c := range commands() {
+		want, _, werr := runCmd(t, c.name, "--help")
+		got, _, err := runCmd(t, "help", c.name)
+		if c.name == "help" || c.name == "version" {
+			continue // no flags of their own
+		}
+		if !errors.Is(err, errHelp) || !errors.Is(werr, errHelp) || got != want || !strings.Contains(got, "Usage: hoptrace "+c.name) {
+			t.Errorf("help %s: %v, %.80q; want %s --help's text", c.name, err, got, c.name)
+		}
+	}
+	all, _, err := runCmd(t, "help")
+	if err != nil || !strings.Contains(all, "Commands:") || !strings.Contains(all, "hoptrace help <command>") {
+		t.Errorf("help: %v\n%s", err, all)
+	}
+	if _, _, err := runCmd(t, "help", "nope"); !errors.As(err, new(usageError)) || !strings.Contains(err.Error(), `"nope"`) {
+		t.Errorf("help nope: %v, want a usage error naming it", err)
+	}
+}
+
+func TestVersionFromBuildInfo(t *testing.T) {
+	for _, tc := range []struct {
+		bi   debug.BuildInfo
+		want string
+	}{
+		{debug.BuildInfo{Main: debug.Module{Version: "v1.2.3"}}, "v1.2.3"},
+		{debug.BuildInfo{Main: debug.Module{Version: "(devel)"}, Settings: []debug.BuildSetting{
+			{Key: "vcs.revision", Value: "0123456789abcdef0123"}, {Key: "vcs.time", Value: "2026-01-02T03:04:05Z"}, {Key: "vcs.modified", Value: "true"},
+		}}, "dev-0123456789ab+dirty (2026-01-02T03:04:05Z)"},
+		{debug.BuildInfo{Main: debug.Module{Version: "(devel)"}, Settings: []debug.BuildSetting{
+			{Key: "vcs.revision", Value: "abc"}, {Key: "vcs.modified", Value: "false"},
+		}}, "dev-abc"},
+		{debug.BuildInfo{Main: debug.Module{Version: "(devel)"}}, "dev"},
+	} {
+		if got := versionFromBuildInfo(&tc.bi); got != tc.want {
+			t.Errorf("%+v: %q, want %q", tc.bi, got, tc.want)
+		}
+	}
+	out, _, err := runCmd(t, "version")
+	if err != nil || !strings.HasPrefix(out, "hoptrace ") {
+		t.Errorf("version: %v %q", err, out)
+	}
+}
