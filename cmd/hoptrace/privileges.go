@@ -102,22 +102,27 @@ func (p privileges) need(euid int) []capability {
 // line naming what the command needs and every capability missing. When
 // the capabilities cannot be read it passes: the kernel will say.
 func checkPrivileges(cmd string, p privileges) error {
-	euid, eff, err := procCreds()
-	if err != nil {
+	all, missing, err := p.missing()
+	if err != nil || len(missing) == 0 {
 		return nil
 	}
-	need := p.need(euid)
-	var all, missing []string
-	for _, c := range need {
+	return fmt.Errorf("%s: %w: run as root, or with %s (missing %s)", cmd, errNotPermitted, andList(all), strings.Join(missing, ", "))
+}
+
+// missing lists the capabilities p needs in this process and those of them
+// it lacks; an error when they cannot be read.
+func (p privileges) missing() (all, missing []string, err error) {
+	euid, eff, err := procCreds()
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, c := range p.need(euid) {
 		all = append(all, c.name)
 		if eff&(1<<uint(c.bit)) == 0 {
 			missing = append(missing, c.name)
 		}
 	}
-	if len(missing) == 0 {
-		return nil
-	}
-	return fmt.Errorf("%s: %w: run as root, or with %s (missing %s)", cmd, errNotPermitted, andList(all), strings.Join(missing, ", "))
+	return all, missing, nil
 }
 
 // andList joins names as "A", "A and B", "A, B and C".
