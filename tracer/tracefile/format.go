@@ -69,6 +69,11 @@ const (
 	KindEnd      Kind = 5
 
 	kindOptional Kind = 0x80
+	// kindEvicted (optional): uvarint packets evicted from the kernel's
+	// packet table in flight, a total since the start; it follows a loss
+	// record when the count is not zero. The reader folds it into the
+	// loss it returns; readers from before it skip it.
+	kindEvicted Kind = 0x81
 )
 
 func (k Kind) String() string {

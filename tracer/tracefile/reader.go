@@ -300,10 +300,16 @@ func (r *Reader) next() (Record, error) {
 		err = decodeJSON(r.buf, rec.Snapshot, snapshotJSON)
 	case KindLoss:
 		d := dec{b: r.buf}
-		rec.Loss = event.Loss{Hops: d.uvarint(), Drops: d.uvarint()}
+		rec.Loss = event.Loss{Hops: d.uvarint(), Drops: d.uvarint(), Evicted: r.loss.Evicted}
 		d.end()
 		err = d.err
 		r.loss = rec.Loss
+	case kindEvicted:
+		d := dec{b: r.buf}
+		r.loss.Evicted = d.uvarint()
+		d.end()
+		err = d.err
+		rec.Kind, rec.Loss = KindLoss, r.loss
 	case KindEnd:
 		d := dec{b: r.buf}
 		count, flags := d.uvarint(), d.uvarint()

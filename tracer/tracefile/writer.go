@@ -226,7 +226,12 @@ func (w *Writer) WriteLoss(l event.Loss) error {
 	w.begin()
 	w.e.uvarint(l.Hops)
 	w.e.uvarint(l.Drops)
-	return w.frame(KindLoss)
+	if err := w.frame(KindLoss); err != nil || l.Evicted == 0 {
+		return err
+	}
+	w.begin()
+	w.e.uvarint(l.Evicted)
+	return w.frame(kindEvicted)
 }
 
 // endContinued marks an end record whose recording goes on in the next file.
