@@ -65,7 +65,7 @@ func runLinks(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			if !*watch {
 				enc.SetIndent("", "  ")
 			}
-			return enc.Encode(l)
+			return enc.Encode(linksObject{Type: "links", Schema: linksSchema, Links: l})
 		}
 		if *watch {
 			fmt.Fprintf(stdout, "--- %s\n", l.Time.Format("15:04:05.000"))
@@ -86,4 +86,15 @@ func runLinks(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 	}
 	return nil
+}
+
+// linksSchema is the "schema" of links -o json (docs/links-json.md): it
+// grows when a field changes meaning or goes; added fields keep it.
+const linksSchema = 1
+
+// linksObject is one links -o json object.
+type linksObject struct {
+	Type   string `json:"type"` // "links"
+	Schema int    `json:"schema"`
+	resolver.Links
 }

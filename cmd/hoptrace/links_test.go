@@ -25,11 +25,14 @@ func linksJSON(t *testing.T, args ...string) (resolver.Links, string) {
 	if err := runLinks(ctx, append([]string{"-o", "json"}, args...), &out, &errb); err != nil {
 		t.Fatalf("links: %v\n%s", err, errb.String())
 	}
-	var l resolver.Links
+	var l linksObject
 	if err := json.Unmarshal(out.Bytes(), &l); err != nil {
 		t.Fatalf("decode links output: %v\n%s", err, out.String())
 	}
-	return l, errb.String()
+	if l.Type != "links" || l.Schema != linksSchema {
+		t.Errorf("links -o json: type %q schema %d, want links and %d", l.Type, l.Schema, linksSchema)
+	}
+	return l.Links, errb.String()
 }
 
 func TestLinksUsage(t *testing.T) {

@@ -199,7 +199,7 @@ func TestStdinStdout(t *testing.T) {
 		t.Errorf("replay -r -: %d journeys, want 20", n)
 	}
 	lat, _ := runBin("latency", "-o", "json", "-")
-	if !bytes.Contains(lat, []byte(`"type":"latency"`)) {
+	if !bytes.Contains(lat, []byte(`{"type":"latency","schema":1,`)) {
 		t.Errorf("latency -: %s", lat)
 	}
 	pc, notes := runBin("export", "--pcapng", "-", "-")

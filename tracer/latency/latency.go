@@ -194,12 +194,17 @@ func row(w io.Writer, name string, s Summary) {
 
 func d(x time.Duration) string { return render.FormatDuration(x) }
 
+// SchemaVersion is the "schema" of the JSON report (docs/latency-json.md):
+// it grows when a field changes meaning or goes; added fields keep it.
+const SchemaVersion = 1
+
 // WriteJSON prints the report as one JSON object (durations in ns) and a newline.
 func WriteJSON(w io.Writer, r Report) error {
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)
 	return enc.Encode(struct {
-		Type string `json:"type"`
+		Type   string `json:"type"`
+		Schema int    `json:"schema"`
 		Report
-	}{"latency", r})
+	}{"latency", SchemaVersion, r})
 }
