@@ -137,6 +137,19 @@ func TestJourneyLineMutated(t *testing.T) {
 	}
 }
 
+// Every byte value, alone and next to others, in a name.
+func TestJourneyLineEveryByte(t *testing.T) {
+	base := scenarios(t)[0]
+	var js []*journey.Journey
+	for c := range 256 {
+		j := clone(base)
+		j.Hops[0].Endpoint.Container.Name = string([]byte{byte(c)})
+		j.Hops[1].Endpoint.Name = string([]byte{'a', byte(c), 'b', byte(c)})
+		js = append(js, j)
+	}
+	sameLines(t, optionSets[0], js...)
+}
+
 // Strings the printer does not HTML-escape come out as they are: this is
 // what json.Encoder with SetEscapeHTML(false) did before.
 func TestJourneyLineNoHTMLEscape(t *testing.T) {
