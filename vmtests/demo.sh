@@ -12,9 +12,16 @@ duration=${DEMO_DURATION:-12s}
 net=hoptrace-demo
 web=ht-demo-web client=ht-demo-client api=ht-demo-api
 pids=""
+stop=$(mktemp -u /tmp/hoptrace-demo-stop.XXXXXX)
 
+# The traffic loop must end before its containers go: killing it would leave
+# its docker exec of the moment running, and any exec that starts after
+# 'docker rm' fails with "cannot exec in a stopped state". So it is asked to
+# stop (the flag file) and waited for; each exec is bounded by timeout.
 cleanup() {
-	for p in $pids; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+	touch "$stop"
+	for p in $pids; do wait "$p" 2>/dev/null || true; done
+	rm -f "$stop"
 	docker rm -f $web $client $api >/dev/null 2>&1 || true
 	docker network rm $net >/dev/null 2>&1 || true
 }
@@ -35,18 +42,18 @@ echo "demo: the bridge topology"
 echo
 
 # Traffic only among the demo containers: HTTP and ping client -> web on
-# docker0, client -> api on $net.
+# docker0, client -> api on $net, until cleanup asks the loop to stop.
 (
 	sleep 2
-	i=0
-	while [ $i -lt 40 ]; do
-		docker exec $client wget -q -O /dev/null "http://$web_ip:8080/" || true
-		docker exec $client ping -c 1 -W 1 "$api_ip" >/dev/null || true
-		docker exec $client wget -q -O /dev/null "http://$api_ip:9090/" || true
-		i=$((i + 1))
+	while [ ! -e "$stop" ]; do
+		timeout 5 docker exec $client wget -q -O /dev/null "http://$web_ip:8080/" || true
+		[ -e "$stop" ] && break
+		timeout 5 docker exec $client ping -c 1 -W 1 "$api_ip" >/dev/null || true
+		[ -e "$stop" ] && break
+		timeout 5 docker exec $client wget -q -O /dev/null "http://$api_ip:9090/" || true
 		sleep 0.3
 	done
-) 2>/dev/null &
+) &
 pids="$pids $!"
 
 echo "demo: hoptrace trace --duration $duration (client -> web over docker0, client -> api over $net)"
