@@ -113,8 +113,13 @@ func runExport(ctx context.Context, args []string, stdout, stderr io.Writer) (er
 	// To stdout the packets are flushed as they are written, so
 	// 'hoptrace record -w - | hoptrace export --pcapng - - | wireshark -k -i -'
 	// shows them live.
-	ex := pcapng.New(w, pcapng.Options{HoptraceVersion: versionString(), Header: src.Header(), At: *at, Stream: *out == "-"})
-	err = offline(ctx, "export", src, pipeline.Config{Journey: of.journey, Select: sel}, stderr, ex)
+	counted := &countingWriter{w: w}
+	ex := pcapng.New(counted, pcapng.Options{HoptraceVersion: versionString(), Header: src.Header(), At: *at, Stream: *out == "-"})
+	sinks := []pipeline.Sink{ex}
+	if wantProgress(stdout, stderr, of.quiet, false) {
+		sinks = append(sinks, &exportProgress{p: newProgress(stderr, nil), ex: ex, out: counted})
+	}
+	err = offline(ctx, "export", src, pipeline.Config{Journey: of.journey, Select: sel}, stderr, sinks...)
 	switch {
 	case errors.Is(err, syscall.EPIPE):
 		return nil // the reader went away: a quiet end

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
-	"golang.org/x/sys/unix"
 
 	"github.com/hoptrace/hoptrace/resolver"
 	"github.com/hoptrace/hoptrace/tracer"
@@ -195,12 +194,7 @@ func useColor(w io.Writer, noColor bool) bool {
 	if noColor || os.Getenv("NO_COLOR") != "" {
 		return false
 	}
-	f, ok := w.(interface{ Fd() uintptr }) // *os.File, or the outWriter around one
-	if !ok {
-		return false
-	}
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	return err == nil
+	return isTerminal(w)
 }
 
 // packetFilter compiles a --filter expression for offline use (replay,

@@ -98,18 +98,20 @@ func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		sinks: func(s *capture.Session) ([]pipeline.Sink, error) {
 			hdr := recordingHeader(s, &cf)
 			var sink tracefile.Sink
+			var size func() int64
 			if rotating {
 				r, err := tracefile.CreateRotating(tracefile.RotateConfig{Path: *path, MaxBytes: maxBytes, MaxAge: *rotAge, MaxFiles: *rotFiles}, hdr)
 				if err != nil {
 					return nil, err
 				}
 				sink, files = r, r.Files
+				size = func() int64 { return filesSize(r.Files()) }
 			} else {
 				w, err := createRecording(*path, hdr, stdout)
 				if err != nil {
 					return nil, err
 				}
-				sink, files = w, func() []string { return []string{*path} }
+				sink, files, size = w, func() []string { return []string{*path} }, w.Size
 			}
 			rec := &recordingSink{Recorder: pipeline.NewRecorder(sink), path: *path}
 			// The topology at the start: names must be in the file before any hop.
@@ -117,7 +119,11 @@ func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) err
 				rec.Close(event.Loss{})
 				return nil, err
 			}
-			return []pipeline.Sink{rec}, nil
+			sinks := []pipeline.Sink{rec}
+			if wantProgress(stdout, stderr, cf.quiet, *print) {
+				sinks = append(sinks, &recordProgress{p: newProgress(stderr, nil), bytes: size})
+			}
+			return sinks, nil
 		},
 		finish: func(runErr error) error {
 			var we *recordWriteError
