@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hoptrace/hoptrace/resolver/topology"
+	"github.com/hoptrace/hoptrace/tracer/nsio"
 )
 
 // ErrNotPermitted is returned when namespaces or netlink cannot be read for
@@ -72,7 +73,7 @@ func newScanner() (*scanner, error) {
 		return nil, fmt.Errorf("open host netns: %w", permErr(err))
 	}
 	defer ns.Close()
-	ino, err := fdIno(int(ns))
+	ino, err := nsio.FdIno(int(ns))
 	if err != nil {
 		return nil, err
 	}
@@ -116,36 +117,6 @@ func permErr(err error) error {
 	return err
 }
 
-func fdIno(fd int) (uint32, error) {
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		return 0, fmt.Errorf("stat netns: %w", err)
-	}
-	return uint32(st.Ino), nil
-}
-
-func pathIno(path string) (uint32, error) {
-	var st unix.Stat_t
-	if err := unix.Stat(path, &st); err != nil {
-		return 0, err
-	}
-	return uint32(st.Ino), nil
-}
-
-// retryDump retries a netlink dump the kernel interrupted because the
-// table changed while it was read.
-func retryDump[T any](f func() (T, error)) (T, error) {
-	var v T
-	var err error
-	for i := 0; i < 5; i++ {
-		v, err = f()
-		if !errors.Is(err, netlink.ErrDumpInterrupted) {
-			return v, err
-		}
-	}
-	return v, err
-}
-
 // scanResult is one full scan.
 type scanResult struct {
 	Host   nsInfo
@@ -183,11 +154,11 @@ func (s *scanner) scan(containers []topology.Container) (scanResult, error) {
 		var path string
 		if c.PID > 0 {
 			path = filepath.Join(s.procDir, strconv.Itoa(c.PID), "ns", "net")
-			ino, err = pathIno(path)
+			ino, err = nsio.PathIno(path)
 		}
 		if ino == 0 && c.SandboxKey != "" {
 			path = c.SandboxKey
-			ino, err = pathIno(path)
+			ino, err = nsio.PathIno(path)
 		}
 		if ino == 0 {
 			if err != nil && (errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES)) {
@@ -201,7 +172,7 @@ func (s *scanner) scan(containers []topology.Container) (scanResult, error) {
 	for _, dir := range s.namedDirs {
 		for _, e := range readDir(dir) {
 			p := filepath.Join(dir, e)
-			if ino, err := pathIno(p); err == nil {
+			if ino, err := nsio.PathIno(p); err == nil {
 				add(ino, nsRef{Path: p, Name: e, Source: topology.NetnsNamed})
 			}
 		}
@@ -209,7 +180,7 @@ func (s *scanner) scan(containers []topology.Container) (scanResult, error) {
 	procs := s.procNamespaces()
 	for _, e := range readDir(s.dockerDir) {
 		p := filepath.Join(s.dockerDir, e)
-		if ino, err := pathIno(p); err == nil {
+		if ino, err := nsio.PathIno(p); err == nil {
 			r := nsRef{Path: p, Name: e, Source: topology.NetnsSandbox}
 			if pr, ok := procs[ino]; ok {
 				// A process name tells more than a sandbox ID.
@@ -311,7 +282,7 @@ func (s *scanner) scanNetns(ino uint32, r nsRef) (nsInfo, error) {
 	}
 	defer ns.Close()
 	// The path may now name another namespace (PID reuse): trust the fd.
-	if got, err := fdIno(int(ns)); err != nil || got != ino {
+	if got, err := nsio.FdIno(int(ns)); err != nil || got != ino {
 		return nsInfo{}, fmt.Errorf("netns %s changed", r.Path)
 	}
 	nsid, err := s.host.GetNetNsIdByFd(int(ns))
@@ -334,11 +305,11 @@ func (s *scanner) scanNetns(ino uint32, r nsRef) (nsInfo, error) {
 }
 
 func (s *scanner) links(h *netlink.Handle) ([]linkInfo, error) {
-	ls, err := retryDump(h.LinkList)
+	ls, err := nsio.RetryDump(h.LinkList)
 	if err != nil {
 		return nil, err
 	}
-	addrs, err := retryDump(func() ([]netlink.Addr, error) { return h.AddrList(nil, netlink.FAMILY_ALL) })
+	addrs, err := nsio.RetryDump(func() ([]netlink.Addr, error) { return h.AddrList(nil, netlink.FAMILY_ALL) })
 	if err != nil {
 		return nil, fmt.Errorf("list addresses: %w", err)
 	}

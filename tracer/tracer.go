@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hoptrace/hoptrace/tracer/filter"
+	"github.com/hoptrace/hoptrace/tracer/nsio"
 )
 
 // Errors Load can return, for errors.Is.
@@ -325,11 +326,11 @@ func roundRing(n int) int {
 }
 
 func netnsInode(path string) (uint32, error) {
-	var st unix.Stat_t
-	if err := unix.Stat(path, &st); err != nil {
+	ino, err := nsio.PathIno(path)
+	if err != nil {
 		return 0, fmt.Errorf("stat netns %s: %w", path, err)
 	}
-	return uint32(st.Ino), nil
+	return ino, nil
 }
 
 // Features reports what the kernel offers, as found by Load.

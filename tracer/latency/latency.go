@@ -28,6 +28,9 @@ type Aggregator struct {
 	journeys uint64
 	skipped  uint64
 	overflow uint64
+	// Exchanges and retransmissions (exchanges.go), made on first use.
+	exchanges   map[exchangeKey]*exchangeStats
+	retransmits map[string]*retransmitStats
 }
 
 type path struct {
@@ -112,9 +115,15 @@ type Report struct {
 	Journeys uint64 `json:"journeys"`
 	// Skipped journeys had no end-to-end latency (dropped, incomplete, one hop).
 	Skipped uint64 `json:"skipped"`
-	// Overflow counts branches on paths past MaxPaths.
+	// Overflow counts branches on paths past MaxPaths (and exchanges and
+	// retransmissions past as many keys).
 	Overflow uint64       `json:"overflow"`
 	Paths    []PathReport `json:"paths"`
+	// Exchanges are requests paired with responses (tracer/exchange), per
+	// client, server, port and protocol, busiest first.
+	Exchanges []ExchangeReport `json:"exchanges"`
+	// Retransmits are TCP retransmissions per path, most first.
+	Retransmits []RetransmitReport `json:"retransmits"`
 }
 
 // PathReport is one path's end-to-end and per-hop numbers.
@@ -135,7 +144,8 @@ type HopReport struct {
 
 // Report returns the numbers so far.
 func (a *Aggregator) Report() Report {
-	r := Report{Journeys: a.journeys, Skipped: a.skipped, Overflow: a.overflow, Paths: []PathReport{}}
+	r := Report{Journeys: a.journeys, Skipped: a.skipped, Overflow: a.overflow, Paths: []PathReport{},
+		Exchanges: a.exchangeReports(), Retransmits: a.retransmitReports()}
 	ps := make([]*path, 0, len(a.paths))
 	for _, p := range a.paths {
 		ps = append(ps, p)
@@ -185,6 +195,7 @@ func WriteText(w io.Writer, r Report) error {
 		}
 		row(tw, "end to end", p.Total)
 	}
+	writeExchanges(tw, r)
 	return tw.Flush()
 }
 
