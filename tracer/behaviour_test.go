@@ -125,7 +125,7 @@ func iptables(t *testing.T, args ...string) {
 
 func TestNetfilterDrop(t *testing.T) {
 	if _, err := os.Stat("/proc/sys/net/bridge/bridge-nf-call-iptables"); err != nil {
-		t.Skip("br_netfilter is not loaded: bridged traffic skips iptables")
+		testenv.Lacks(t, "br_netfilter", "br_netfilter is not loaded: bridged traffic skips iptables")
 	}
 	allModes(t, func(t *testing.T, opts Options) {
 		topo := testenv.NewTopology(t, 2)

@@ -203,7 +203,7 @@ func ipv6UDPFrame(srcMAC, dstMAC net.HardwareAddr, src, dst netip.Addr, flow uin
 // neighbour discovery before them is ICMPv6 too.
 func TestDecodeIPv6(t *testing.T) {
 	if _, err := os.Stat("/proc/sys/net/ipv6"); err != nil {
-		t.Skip("kernel without IPv6")
+		testenv.Lacks(t, "ipv6", "kernel without IPv6")
 	}
 	modes(t, func(t *testing.T, legacy bool) {
 		topo := testenv.NewTopology(t, 2)
@@ -678,7 +678,7 @@ func TestDecodeGSO(t *testing.T) {
 // datagram with equal sizes are still different packets.
 func TestDecodeFragments(t *testing.T) {
 	if _, err := os.Stat("/proc/sys/net/ipv6"); err != nil {
-		t.Skip("kernel without IPv6")
+		testenv.Lacks(t, "ipv6", "kernel without IPv6")
 	}
 	allModes(t, func(t *testing.T, opts Options) {
 		topo := testenv.NewTopology(t, 2)
