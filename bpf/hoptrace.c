@@ -32,6 +32,9 @@ const volatile bool have_kern_ctx = false; /* bpf_cast_to_kern_ctx works (kernel
 const volatile __u32 attach_netns_ino = 0; /* netns of the attach point when !have_kern_ctx */
 const volatile bool count_hook_calls = false; /* tests: count every hook invocation */
 const volatile __u64 join_window_ns = 1000000000ULL; /* hops further apart are different packets */
+/* serve: aggregate in the kernel (hop_hist, path_hist, drop_counts) instead
+ * of sending events. Off, the aggregation is dead code. */
+const volatile bool aggregate_only = false;
 
 /* IP protocol numbers (linux/in.h drags in libc headers). */
 #define IPPROTO_ICMP 1
@@ -43,6 +46,9 @@ const volatile __u64 join_window_ns = 1000000000ULL; /* hops further apart are d
 #define MAX_HOOKS 8
 #define FILTER_MAX_CLAUSES 16 /* filter.MaxClauses */
 #define FILTER_MAX_PREDS 8    /* filter.MaxPreds */
+#define HIST_BOUNDS 19        /* tracer.HistBounds */
+#define HIST_BUCKETS (HIST_BOUNDS + 1)
+#define AGG_ENTRIES 4096
 
 enum event_kind {
 	EVENT_HOP = 1,
@@ -163,6 +169,12 @@ const volatile __u32 filter_nclauses = 0;
 const volatile __u8 filter_clause_len[FILTER_MAX_CLAUSES] = {};
 const volatile struct filter_pred filter_preds[FILTER_MAX_CLAUSES][FILTER_MAX_PREDS] = {};
 
+/* A hook, for the aggregates: an interface and a direction. */
+struct hook_id {
+	__u32 netns_ino;
+	__u32 ifindex_dir; /* ifindex << 1 | dir (0 ingress, 1 egress) */
+};
+
 /* Where a packet has been: the entry joining a packet's hops and drop. Only
  * packets the filter matched have one. */
 struct seen {
@@ -173,6 +185,10 @@ struct seen {
 	__u32 dst_h;  /* destination address and port at the last hop, hashed */
 	__u32 nhooks;
 	__u32 hooks[MAX_HOOKS];
+	/* Kept only with aggregate_only: */
+	struct hook_id first; /* the packet's first traced hook */
+	struct hook_id last;  /* its latest */
+	__u64 first_ts;
 };
 
 /* A packet past its last traced hook, kept on its CPU for what may still
@@ -212,8 +228,34 @@ enum lost_idx {
 	LOST_HOPS = 0,   /* hop events lost to a full ring buffer */
 	LOST_DROPS = 1,  /* drop events lost to a full ring buffer */
 	LOST_EVICTED = 2, /* packets whose entry went before their next hop */
-	LOST_MAX = 3,
+	LOST_AGGREGATE = 3, /* aggregate_only: updates lost to a full map */
+	LOST_MAX = 4,
 };
+
+/* Latency histogram of hop_hist and path_hist, per CPU: counts of values
+ * up to hist_bounds_ns[i] (and one above them all), and their sum. */
+struct hist {
+	__u64 buckets[HIST_BUCKETS];
+	__u64 sum_ns;
+};
+
+/* A pair of hooks: consecutive ones (hop_hist) or a packet's first and last
+ * (path_hist). */
+struct hook_pair {
+	struct hook_id from;
+	struct hook_id to;
+};
+
+/* A drop: its reason, the device it was on when freed (dir 0) and the
+ * last hook that saw the packet. */
+struct drop_key {
+	__u32 reason;
+	struct hook_id at;
+	struct hook_id last;
+};
+
+/* Upper bounds of the histogram buckets in ns, set by user space. */
+const volatile __u64 hist_bounds_ns[HIST_BOUNDS] = {};
 
 #define ARRIVAL_SLOTS 1024 /* per CPU, direct-mapped by key */
 
@@ -229,6 +271,30 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } lost SEC(".maps");
+
+/* aggregate_only: latency between consecutive hooks of a packet. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, AGG_ENTRIES);
+	__type(key, struct hook_pair);
+	__type(value, struct hist);
+} hop_hist SEC(".maps");
+
+/* aggregate_only: latency from a packet's first to its last traced hook. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, AGG_ENTRIES);
+	__type(key, struct hook_pair);
+	__type(value, struct hist);
+} path_hist SEC(".maps");
+
+/* aggregate_only: drops of traced packets. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, AGG_ENTRIES);
+	__type(key, struct drop_key);
+	__type(value, __u64);
+} drop_counts SEC(".maps");
 
 /* Hook invocations, counted only when count_hook_calls is set. */
 struct {
@@ -304,6 +370,9 @@ const struct hook_key *unused_hook_key __attribute__((unused));
 const struct hook_slot *unused_hook_slot __attribute__((unused));
 const enum hook_flag *unused_hook_flag __attribute__((unused));
 const enum lost_idx *unused_lost_idx __attribute__((unused));
+const struct hist *unused_hist __attribute__((unused));
+const struct hook_pair *unused_hook_pair __attribute__((unused));
+const struct drop_key *unused_drop_key __attribute__((unused));
 
 extern void *bpf_cast_to_kern_ctx(void *obj) __ksym __weak;
 
@@ -752,6 +821,53 @@ static __always_inline __u32 at_hook(__u32 netns_ino, __u32 ifindex, __u8 dir)
 	return (v & HOOK_END_INGRESS ? AT_END : 0) | (v & HOOK_AFTER_PEER ? AT_AFTER_PEER : 0);
 }
 
+static const struct hist zero_hist = {};
+
+/* hist_add counts v (ns) in the histogram of key in map. */
+static __always_inline void hist_add(void *map, const struct hook_pair *key, __u64 v)
+{
+	struct hist *h = bpf_map_lookup_elem(map, key);
+	if (!h) {
+		bpf_map_update_elem(map, key, &zero_hist, BPF_NOEXIST);
+		h = bpf_map_lookup_elem(map, key);
+		if (!h) {
+			count(&lost, LOST_AGGREGATE);
+			return;
+		}
+	}
+	__u32 idx = 0;
+#pragma unroll
+	for (int i = 0; i < HIST_BOUNDS; i++) {
+		if (v > hist_bounds_ns[i])
+			idx++;
+	}
+	if (idx < HIST_BUCKETS)
+		h->buckets[idx] += 1;
+	h->sum_ns += v;
+}
+
+/* agg_hop counts the hop from entry s's last hook to this one (netns_ino,
+ * ifindex_dir) and makes this its last. A subprogram, so its stack is not
+ * added to the hook's, which the filter's call already fills. */
+static __noinline void agg_hop(struct seen *s, __u32 netns_ino, __u32 ifindex_dir, __u64 now)
+{
+	if (!s)
+		return;
+	struct hook_pair k = { .from = s->last, .to = { netns_ino, ifindex_dir } };
+	hist_add(&hop_hist, &k, now - s->ts);
+	s->last = k.to;
+}
+
+/* agg_path counts a packet at its last traced hook (netns_ino,
+ * ifindex_dir). */
+static __noinline void agg_path(const struct seen *s, __u32 netns_ino, __u32 ifindex_dir, __u64 now)
+{
+	if (!s)
+		return;
+	struct hook_pair k = { .from = s->first, .to = { netns_ino, ifindex_dir } };
+	hist_add(&path_hist, &k, now - s->first_ts);
+}
+
 /* packet_id joins a hop to its packet and keeps the packet table, or
  * returns 0 for a packet the filter rejects. A packet continues from its
  * entry in the table or, just past its last traced hook, from this CPU's
@@ -766,11 +882,16 @@ static __always_inline __u64 packet_id(__u64 key, __u64 fp, __u64 now, __u32 hoo
 {
 	__u32 src_h = side_hash(p->src, p->sport);
 	__u32 dst_h = side_hash(p->dst, p->dport);
+	__u32 ifdir = ifindex << 1 | dir; /* the hook, for the aggregates */
 	struct seen *s = bpf_map_lookup_elem(&seen_pkts, &key);
 	if (s && continues(s, fp, src_h, dst_h, now, hook)) {
+		if (aggregate_only)
+			agg_hop(s, netns_ino, ifdir, now);
 		add_hook(s, hook, now, src_h, dst_h);
 		__u64 id = s->id;
 		if (at_hook(netns_ino, ifindex, dir) & AT_END) {
+			if (aggregate_only)
+				agg_path(s, netns_ino, ifdir, now);
 			struct arrival *a = arrival_slot(key);
 			if (a) {
 				a->key = key;
@@ -784,9 +905,14 @@ static __always_inline __u64 packet_id(__u64 key, __u64 fp, __u64 now, __u32 hoo
 	struct seen fresh = {};
 	struct arrival *a = arrival_slot(key);
 	if (a && a->key == key && continues(&a->s, fp, src_h, dst_h, now, hook)) {
+		if (aggregate_only)
+			agg_hop(&a->s, netns_ino, ifdir, now);
 		add_hook(&a->s, hook, now, src_h, dst_h);
-		if (at_hook(netns_ino, ifindex, dir) & AT_END)
+		if (at_hook(netns_ino, ifindex, dir) & AT_END) {
+			if (aggregate_only)
+				agg_path(&a->s, netns_ino, ifdir, now);
 			return a->s.id; /* past another last hook: stays */
+		}
 		__builtin_memcpy(&fresh, &a->s, sizeof(fresh));
 		a->key = 0;
 		bpf_map_update_elem(&seen_pkts, &key, &fresh, BPF_ANY);
@@ -809,7 +935,15 @@ static __always_inline __u64 packet_id(__u64 key, __u64 fp, __u64 now, __u32 hoo
 	fresh.dst_h = dst_h;
 	fresh.nhooks = 1;
 	fresh.hooks[0] = hook;
+	if (aggregate_only) {
+		fresh.first.netns_ino = netns_ino;
+		fresh.first.ifindex_dir = ifdir;
+		fresh.last = fresh.first;
+		fresh.first_ts = now;
+	}
 	if (at & AT_END) {
+		if (aggregate_only)
+			agg_path(&fresh, netns_ino, ifdir, now);
 		if (a) {
 			a->key = key;
 			__builtin_memcpy(&a->s, &fresh, sizeof(fresh));
@@ -854,7 +988,7 @@ static __always_inline void hop(struct __sk_buff *ctx, __u8 dir)
 	__u32 ifindex = ctx->ifindex;
 	__u32 hook = (ifindex << 1 | dir) ^ (netns_ino * 2654435761U);
 	__u64 id = packet_id(have_kern_ctx ? skb : fp, fp, now, hook, netns_ino, ifindex, dir, &p);
-	if (!id)
+	if (!id || aggregate_only)
 		return;
 
 	__u32 cap = snaplen;
@@ -959,6 +1093,30 @@ static __always_inline __u64 drop_id(struct seen *s, __u64 key, __u64 fp, __u32 
 	return id;
 }
 
+/* count_drop counts a drop of a traced packet in drop_counts. */
+static __always_inline void count_drop(struct sk_buff *skb, __u32 reason, struct hook_id last)
+{
+	struct drop_key k = { .reason = reason, .last = last };
+	struct net_device *dev = skb->dev;
+	if (dev) {
+		k.at.netns_ino = dev->nd_net.net->ns.inum;
+		k.at.ifindex_dir = dev->ifindex << 1;
+	}
+	__u64 *v = bpf_map_lookup_elem(&drop_counts, &k);
+	if (v) {
+		*v += 1;
+		return;
+	}
+	__u64 one = 1;
+	if (!bpf_map_update_elem(&drop_counts, &k, &one, BPF_NOEXIST))
+		return;
+	v = bpf_map_lookup_elem(&drop_counts, &k); /* another CPU added it */
+	if (v)
+		*v += 1;
+	else
+		count(&lost, LOST_AGGREGATE);
+}
+
 SEC("tp_btf/kfree_skb")
 int BPF_PROG(drop, struct sk_buff *skb, void *location, unsigned int reason)
 {
@@ -995,15 +1153,24 @@ int BPF_PROG(drop, struct sk_buff *skb, void *location, unsigned int reason)
 	__u32 src_h = side_hash(p.src, p.sport);
 	__u32 dst_h = side_hash(p.dst, p.dport);
 	__u64 id = 0;
+	struct hook_id last = {};
 	if (s) {
+		if (aggregate_only)
+			last = s->last;
 		id = drop_id(s, key, fp, src_h, dst_h, now);
 	} else if (a && same_packet(&a->s, fp, src_h, dst_h, now)) {
 		id = a->s.id;
+		if (aggregate_only)
+			last = a->s.last;
 		if (have_kern_ctx)
 			a->key = 0;
 	}
 	if (!id)
 		return 0;
+	if (aggregate_only) {
+		count_drop(skb, reason, last);
+		return 0;
+	}
 
 	struct drop_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
 	if (!ev) {

@@ -220,7 +220,7 @@ func (t *Tracer) hopPrograms(ino uint32) (hopProgs, error) {
 				return hopProgs{}, fmt.Errorf("set netns: %w", err)
 			}
 			maps := map[string]*ebpf.Map{}
-			for _, name := range []string{"events", "lost", "hook_calls", "id_counter", "seen_pkts", "arrivals", "hook_slots", "hook_more", "scratch"} {
+			for _, name := range append([]string{"events", "lost", "hook_calls", "id_counter", "seen_pkts", "arrivals", "hook_slots", "hook_more", "scratch"}, aggregateMaps...) {
 				maps[name] = t.coll.Maps[name]
 			}
 			c, err := newCollection(spec, maps)

@@ -35,6 +35,13 @@ type hoptraceDropEvent struct {
 	_        [4]byte
 }
 
+type hoptraceDropKey struct {
+	_      structs.HostLayout
+	Reason uint32
+	At     hoptraceHookId
+	Last   hoptraceHookId
+}
+
 type hoptraceEventKind uint32
 
 const (
@@ -66,6 +73,12 @@ type hoptraceFilterPred struct {
 	Mask   [4]uint32
 }
 
+type hoptraceHist struct {
+	_       structs.HostLayout
+	Buckets [20]uint64
+	SumNs   uint64
+}
+
 type hoptraceHookFlag uint32
 
 const (
@@ -75,10 +88,22 @@ const (
 	hoptraceHookFlagHOOK_MORE        hoptraceHookFlag = 1073741824
 )
 
+type hoptraceHookId struct {
+	_          structs.HostLayout
+	NetnsIno   uint32
+	IfindexDir uint32
+}
+
 type hoptraceHookKey struct {
 	_        structs.HostLayout
 	NetnsIno uint32
 	Ifindex  uint32
+}
+
+type hoptraceHookPair struct {
+	_    structs.HostLayout
+	From hoptraceHookId
+	To   hoptraceHookId
 }
 
 type hoptraceHookSlot struct {
@@ -124,10 +149,11 @@ const (
 type hoptraceLostIdx uint32
 
 const (
-	hoptraceLostIdxLOST_HOPS    hoptraceLostIdx = 0
-	hoptraceLostIdxLOST_DROPS   hoptraceLostIdx = 1
-	hoptraceLostIdxLOST_EVICTED hoptraceLostIdx = 2
-	hoptraceLostIdxLOST_MAX     hoptraceLostIdx = 3
+	hoptraceLostIdxLOST_HOPS      hoptraceLostIdx = 0
+	hoptraceLostIdxLOST_DROPS     hoptraceLostIdx = 1
+	hoptraceLostIdxLOST_EVICTED   hoptraceLostIdx = 2
+	hoptraceLostIdxLOST_AGGREGATE hoptraceLostIdx = 3
+	hoptraceLostIdxLOST_MAX       hoptraceLostIdx = 4
 )
 
 type hoptracePkt struct {
@@ -162,15 +188,18 @@ type hoptracePkt struct {
 }
 
 type hoptraceSeen struct {
-	_      structs.HostLayout
-	Id     uint64
-	Fp     uint64
-	Ts     uint64
-	SrcH   uint32
-	DstH   uint32
-	Nhooks uint32
-	Hooks  [8]uint32
-	_      [4]byte
+	_       structs.HostLayout
+	Id      uint64
+	Fp      uint64
+	Ts      uint64
+	SrcH    uint32
+	DstH    uint32
+	Nhooks  uint32
+	Hooks   [8]uint32
+	First   hoptraceHookId
+	Last    hoptraceHookId
+	_       [4]byte
+	FirstTs uint64
 }
 
 // Names of all BPF objects in the ELF.
@@ -178,12 +207,15 @@ type hoptraceSeen struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	hoptraceMapArrivals          = "arrivals"
+	hoptraceMapDropCounts        = "drop_counts"
 	hoptraceMapEvents            = "events"
 	hoptraceMapHookCalls         = "hook_calls"
 	hoptraceMapHookMore          = "hook_more"
 	hoptraceMapHookSlots         = "hook_slots"
+	hoptraceMapHopHist           = "hop_hist"
 	hoptraceMapIdCounter         = "id_counter"
 	hoptraceMapLost              = "lost"
+	hoptraceMapPathHist          = "path_hist"
 	hoptraceMapScratch           = "scratch"
 	hoptraceMapSeenPkts          = "seen_pkts"
 	hoptraceProgDrop             = "drop"
@@ -191,6 +223,7 @@ const (
 	hoptraceProgHopEgressTcx     = "hop_egress_tcx"
 	hoptraceProgHopIngressLegacy = "hop_ingress_legacy"
 	hoptraceProgHopIngressTcx    = "hop_ingress_tcx"
+	hoptraceVarAggregateOnly     = "aggregate_only"
 	hoptraceVarAttachNetnsIno    = "attach_netns_ino"
 	hoptraceVarCountHookCalls    = "count_hook_calls"
 	hoptraceVarFilterClauseLen   = "filter_clause_len"
@@ -198,12 +231,16 @@ const (
 	hoptraceVarFilterOn          = "filter_on"
 	hoptraceVarFilterPreds       = "filter_preds"
 	hoptraceVarHaveKernCtx       = "have_kern_ctx"
+	hoptraceVarHistBoundsNs      = "hist_bounds_ns"
 	hoptraceVarJoinWindowNs      = "join_window_ns"
 	hoptraceVarSnaplen           = "snaplen"
 	hoptraceVarUnusedDrop        = "unused_drop"
+	hoptraceVarUnusedDropKey     = "unused_drop_key"
 	hoptraceVarUnusedField       = "unused_field"
+	hoptraceVarUnusedHist        = "unused_hist"
 	hoptraceVarUnusedHookFlag    = "unused_hook_flag"
 	hoptraceVarUnusedHookKey     = "unused_hook_key"
+	hoptraceVarUnusedHookPair    = "unused_hook_pair"
 	hoptraceVarUnusedHookSlot    = "unused_hook_slot"
 	hoptraceVarUnusedHop         = "unused_hop"
 	hoptraceVarUnusedKind        = "unused_kind"
@@ -265,21 +302,25 @@ type hoptraceProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type hoptraceMapSpecs struct {
-	Arrivals  *ebpf.MapSpec `ebpf:"arrivals"`
-	Events    *ebpf.MapSpec `ebpf:"events"`
-	HookCalls *ebpf.MapSpec `ebpf:"hook_calls"`
-	HookMore  *ebpf.MapSpec `ebpf:"hook_more"`
-	HookSlots *ebpf.MapSpec `ebpf:"hook_slots"`
-	IdCounter *ebpf.MapSpec `ebpf:"id_counter"`
-	Lost      *ebpf.MapSpec `ebpf:"lost"`
-	Scratch   *ebpf.MapSpec `ebpf:"scratch"`
-	SeenPkts  *ebpf.MapSpec `ebpf:"seen_pkts"`
+	Arrivals   *ebpf.MapSpec `ebpf:"arrivals"`
+	DropCounts *ebpf.MapSpec `ebpf:"drop_counts"`
+	Events     *ebpf.MapSpec `ebpf:"events"`
+	HookCalls  *ebpf.MapSpec `ebpf:"hook_calls"`
+	HookMore   *ebpf.MapSpec `ebpf:"hook_more"`
+	HookSlots  *ebpf.MapSpec `ebpf:"hook_slots"`
+	HopHist    *ebpf.MapSpec `ebpf:"hop_hist"`
+	IdCounter  *ebpf.MapSpec `ebpf:"id_counter"`
+	Lost       *ebpf.MapSpec `ebpf:"lost"`
+	PathHist   *ebpf.MapSpec `ebpf:"path_hist"`
+	Scratch    *ebpf.MapSpec `ebpf:"scratch"`
+	SeenPkts   *ebpf.MapSpec `ebpf:"seen_pkts"`
 }
 
 // hoptraceVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type hoptraceVariableSpecs struct {
+	AggregateOnly   *ebpf.VariableSpec `ebpf:"aggregate_only"`
 	AttachNetnsIno  *ebpf.VariableSpec `ebpf:"attach_netns_ino"`
 	CountHookCalls  *ebpf.VariableSpec `ebpf:"count_hook_calls"`
 	FilterClauseLen *ebpf.VariableSpec `ebpf:"filter_clause_len"`
@@ -287,12 +328,16 @@ type hoptraceVariableSpecs struct {
 	FilterOn        *ebpf.VariableSpec `ebpf:"filter_on"`
 	FilterPreds     *ebpf.VariableSpec `ebpf:"filter_preds"`
 	HaveKernCtx     *ebpf.VariableSpec `ebpf:"have_kern_ctx"`
+	HistBoundsNs    *ebpf.VariableSpec `ebpf:"hist_bounds_ns"`
 	JoinWindowNs    *ebpf.VariableSpec `ebpf:"join_window_ns"`
 	Snaplen         *ebpf.VariableSpec `ebpf:"snaplen"`
 	UnusedDrop      *ebpf.VariableSpec `ebpf:"unused_drop"`
+	UnusedDropKey   *ebpf.VariableSpec `ebpf:"unused_drop_key"`
 	UnusedField     *ebpf.VariableSpec `ebpf:"unused_field"`
+	UnusedHist      *ebpf.VariableSpec `ebpf:"unused_hist"`
 	UnusedHookFlag  *ebpf.VariableSpec `ebpf:"unused_hook_flag"`
 	UnusedHookKey   *ebpf.VariableSpec `ebpf:"unused_hook_key"`
+	UnusedHookPair  *ebpf.VariableSpec `ebpf:"unused_hook_pair"`
 	UnusedHookSlot  *ebpf.VariableSpec `ebpf:"unused_hook_slot"`
 	UnusedHop       *ebpf.VariableSpec `ebpf:"unused_hop"`
 	UnusedKind      *ebpf.VariableSpec `ebpf:"unused_kind"`
@@ -321,26 +366,32 @@ func (o *hoptraceObjects) Close() error {
 //
 // It can be passed to loadHoptraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type hoptraceMaps struct {
-	Arrivals  *ebpf.Map `ebpf:"arrivals"`
-	Events    *ebpf.Map `ebpf:"events"`
-	HookCalls *ebpf.Map `ebpf:"hook_calls"`
-	HookMore  *ebpf.Map `ebpf:"hook_more"`
-	HookSlots *ebpf.Map `ebpf:"hook_slots"`
-	IdCounter *ebpf.Map `ebpf:"id_counter"`
-	Lost      *ebpf.Map `ebpf:"lost"`
-	Scratch   *ebpf.Map `ebpf:"scratch"`
-	SeenPkts  *ebpf.Map `ebpf:"seen_pkts"`
+	Arrivals   *ebpf.Map `ebpf:"arrivals"`
+	DropCounts *ebpf.Map `ebpf:"drop_counts"`
+	Events     *ebpf.Map `ebpf:"events"`
+	HookCalls  *ebpf.Map `ebpf:"hook_calls"`
+	HookMore   *ebpf.Map `ebpf:"hook_more"`
+	HookSlots  *ebpf.Map `ebpf:"hook_slots"`
+	HopHist    *ebpf.Map `ebpf:"hop_hist"`
+	IdCounter  *ebpf.Map `ebpf:"id_counter"`
+	Lost       *ebpf.Map `ebpf:"lost"`
+	PathHist   *ebpf.Map `ebpf:"path_hist"`
+	Scratch    *ebpf.Map `ebpf:"scratch"`
+	SeenPkts   *ebpf.Map `ebpf:"seen_pkts"`
 }
 
 func (m *hoptraceMaps) Close() error {
 	return _HoptraceClose(
 		m.Arrivals,
+		m.DropCounts,
 		m.Events,
 		m.HookCalls,
 		m.HookMore,
 		m.HookSlots,
+		m.HopHist,
 		m.IdCounter,
 		m.Lost,
+		m.PathHist,
 		m.Scratch,
 		m.SeenPkts,
 	)
@@ -350,6 +401,7 @@ func (m *hoptraceMaps) Close() error {
 //
 // It can be passed to loadHoptraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type hoptraceVariables struct {
+	AggregateOnly   *ebpf.Variable `ebpf:"aggregate_only"`
 	AttachNetnsIno  *ebpf.Variable `ebpf:"attach_netns_ino"`
 	CountHookCalls  *ebpf.Variable `ebpf:"count_hook_calls"`
 	FilterClauseLen *ebpf.Variable `ebpf:"filter_clause_len"`
@@ -357,12 +409,16 @@ type hoptraceVariables struct {
 	FilterOn        *ebpf.Variable `ebpf:"filter_on"`
 	FilterPreds     *ebpf.Variable `ebpf:"filter_preds"`
 	HaveKernCtx     *ebpf.Variable `ebpf:"have_kern_ctx"`
+	HistBoundsNs    *ebpf.Variable `ebpf:"hist_bounds_ns"`
 	JoinWindowNs    *ebpf.Variable `ebpf:"join_window_ns"`
 	Snaplen         *ebpf.Variable `ebpf:"snaplen"`
 	UnusedDrop      *ebpf.Variable `ebpf:"unused_drop"`
+	UnusedDropKey   *ebpf.Variable `ebpf:"unused_drop_key"`
 	UnusedField     *ebpf.Variable `ebpf:"unused_field"`
+	UnusedHist      *ebpf.Variable `ebpf:"unused_hist"`
 	UnusedHookFlag  *ebpf.Variable `ebpf:"unused_hook_flag"`
 	UnusedHookKey   *ebpf.Variable `ebpf:"unused_hook_key"`
+	UnusedHookPair  *ebpf.Variable `ebpf:"unused_hook_pair"`
 	UnusedHookSlot  *ebpf.Variable `ebpf:"unused_hook_slot"`
 	UnusedHop       *ebpf.Variable `ebpf:"unused_hop"`
 	UnusedKind      *ebpf.Variable `ebpf:"unused_kind"`

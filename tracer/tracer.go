@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hoptrace/hoptrace/tracer/filter"
+
 	"github.com/hoptrace/hoptrace/tracer/nsio"
 )
 
@@ -65,6 +66,10 @@ type Options struct {
 	// forwarding a million packets a second). Past it the oldest are
 	// forgotten, which Loss counts.
 	InFlightPerCPU int
+	// Aggregate makes the hooks count into latency histograms and drop
+	// counters in the kernel (read by Aggregates) instead of sending
+	// events: `hoptrace serve`. ReadInto then delivers nothing.
+	Aggregate bool
 
 	// countHookCalls makes the hooks count every invocation (tests).
 	countHookCalls bool
@@ -162,6 +167,9 @@ func Load(opts Options) (t *Tracer, err error) {
 		}
 	}
 	if err := setFilter(spec, opts.Filter); err != nil {
+		return nil, err
+	}
+	if err := setAggregate(spec, opts.Aggregate); err != nil {
 		return nil, err
 	}
 	if !feat.Drops {

@@ -108,6 +108,7 @@ func commands() []command {
 		{"cleanup", "remove legacy TC filters left behind by a killed hoptrace", runCleanup},
 		{"version", "print the version", runVersion},
 		{"help", "show the help of a command: hoptrace help trace", runHelp},
+		{"completion", "print a shell completion script: bash, zsh or fish", runCompletion},
 	}
 }
 
@@ -140,6 +141,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runHelp(ctx, args[1:], stdout, stderr)
 	case "--version", "-V":
 		name = "version"
+	case "__complete":
+		// Hidden: the completion scripts' helper.
+		return runComplete(ctx, args[1:], stdout, stderr)
 	}
 	for _, c := range commands() {
 		if c.name == name {
