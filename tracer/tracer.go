@@ -24,7 +24,7 @@ import (
 // Errors Load can return, for errors.Is.
 var (
 	// ErrPermission: the process may not load BPF programs.
-	ErrPermission = errors.New("not permitted: run as root, or with CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON")
+	ErrPermission = errors.New("not permitted: run as root, or with CAP_SYS_ADMIN and CAP_NET_ADMIN (see the README's Privileges)")
 	// ErrNoBTF: the kernel has no BTF (/sys/kernel/btf/vmlinux, CONFIG_DEBUG_INFO_BTF).
 	ErrNoBTF = errors.New("kernel has no BTF (needs CONFIG_DEBUG_INFO_BTF=y)")
 	// ErrClosed: the tracer was closed; readers get it once the ring is drained.
