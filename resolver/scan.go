@@ -21,7 +21,7 @@ import (
 
 // ErrNotPermitted is returned when namespaces or netlink cannot be read for
 // lack of privileges (hoptrace links and trace need root).
-var ErrNotPermitted = errors.New("not permitted: run as root (needs CAP_SYS_ADMIN and CAP_NET_ADMIN)")
+var ErrNotPermitted = errors.New("not permitted: run as root, or with CAP_SYS_ADMIN (see the README's Privileges)")
 
 // linkInfo is what the scan keeps of one interface.
 type linkInfo struct {
