@@ -74,7 +74,7 @@ type captureFlags struct {
 
 func (c *captureFlags) register(fs *pflag.FlagSet) {
 	fs.StringArrayVarP(&c.containers, "container", "C", nil, "trace the bridges this container (name or ID) is on and show only its journeys; repeatable")
-	fs.StringArrayVarP(&c.ifaces, "iface", "i", nil, "also trace this host interface (e.g. eth0); alone, trace only these; repeatable")
+	fs.StringArrayVarP(&c.ifaces, "iface", "i", nil, "trace this host interface (e.g. eth0): with -C besides those containers' bridges, without -C instead of the Docker bridges; repeatable")
 	fs.IntVarP(&c.count, "count", "c", 0, "stop after this many journeys (0: no limit)")
 	fs.DurationVar(&c.duration, "duration", 0, "stop after this long, e.g. 30s (0: until Ctrl-C)")
 	fs.BoolVar(&c.noContainerSide, "no-container-side", false, "do not hook eth0 inside containers (host side only)")
