@@ -25,7 +25,7 @@ if [ "$(id -u)" != 0 ]; then
 	exit 1
 fi
 
-pkgs="docker.io busybox-static iproute2 iperf3 iptables nftables tshark file ethtool kmod"
+pkgs="docker.io busybox-static iproute2 iperf3 iptables nftables tshark file ethtool kmod prometheus"
 [ $want_generate = 1 ] && pkgs="$pkgs clang-19 llvm-19 libbpf-dev linux-libc-dev"
 [ $want_vm = 1 ] && pkgs="$pkgs qemu-system-x86 cpio"
 

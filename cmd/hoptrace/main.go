@@ -105,6 +105,7 @@ func commands() []command {
 		{"latency", "per-path and per-hop latency percentiles, live or from a recording", runLatency},
 		{"export", "export a recording to pcapng for Wireshark", runExport},
 		{"check", "what this host offers: kernel features, capabilities, Docker", runCheck},
+		{"serve", "serve Prometheus metrics of latency and drops, aggregated in the kernel", runServe},
 		{"cleanup", "remove legacy TC filters left behind by a killed hoptrace", runCleanup},
 		{"version", "print the version", runVersion},
 		{"help", "show the help of a command: hoptrace help trace", runHelp},

@@ -1,0 +1,140 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/hoptrace/hoptrace/tracer/capture"
+	"github.com/hoptrace/hoptrace/tracer/metrics"
+)
+
+const serveUsage = `Usage: hoptrace serve [flags] [EXPRESSION]
+
+Always-on latency and drop metrics for Prometheus. serve hooks what trace
+hooks (the same -C, -i and filter EXPRESSION), follows containers as they
+come and go, and serves /metrics (Prometheus text and OpenMetrics) and
+/healthz until SIGINT or SIGTERM.
+
+The packets are counted in the kernel: latency histograms between
+consecutive hooks and from a packet's first to its last hook, packets per
+path and drops by reason. No event per packet reaches user space; the
+counts are read when Prometheus scrapes. Series are named by container,
+interface, bridge and network, never by address or port, and those of
+removed containers go. docs/metrics.md lists the metrics.
+
+serve listens on 127.0.0.1:9464 unless --listen says otherwise: exposing
+the metrics on another address is an explicit choice.
+
+Examples:
+  hoptrace serve                               every Docker bridge
+  hoptrace serve --listen 127.0.0.1:9500 -C web tcp port 8080
+`
+
+// serveIgnored are capture flags that mean nothing to serve.
+var serveIgnored = []string{"count", "journey-timeout", "ring-bytes"}
+
+// runServe serves the kernel's aggregates as Prometheus metrics.
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
+	fs, help := newFlagSet("serve", serveUsage, stdout, stderr)
+	var cf captureFlags
+	cf.register(fs)
+	for _, name := range serveIgnored {
+		_ = fs.MarkHidden(name)
+	}
+	listen := fs.String("listen", "127.0.0.1:9464", "serve /metrics and /healthz on this address")
+	if err := parseFlags(fs, help, args); err != nil {
+		return err
+	}
+	for _, name := range serveIgnored {
+		if fs.Changed(name) {
+			return usagef("serve: --%s has no meaning for serve", name)
+		}
+	}
+	if err := cf.validate(fs); err != nil {
+		return err
+	}
+	log := logger(stderr, cf.quiet, cf.verifierLog)
+	if cf.duration > 0 {
+		var stop context.CancelFunc
+		ctx, stop = context.WithTimeout(ctx, cf.duration)
+		defer stop()
+	}
+	if err := checkPrivileges("serve", privileges{netAdmin: true, bpf: true, docker: !cf.noDocker}); err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	defer ln.Close()
+
+	cfg := cf.config(log)
+	cfg.Tracer.Aggregate = true
+	cfg.Tracer.RingBufferBytes = 1 // the least: no events go through it
+	sess, err := capture.Open(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("serve: %w", explainVerifier(err, cf.verifierLog))
+	}
+	defer func() { err = errors.Join(err, closeSession("serve", sess)) }()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		metrics.NewCollector(sess.Metrics, versionString()),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	srv := &http.Server{Handler: serveMux(reg), ReadHeaderTimeout: 10 * time.Second}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ran := make(chan error, 1)
+	go func() { ran <- sess.Run(ctx, capture.Discard{}) }()
+
+	if err := writeReady(cf.readyFile); err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	log.Info(fmt.Sprintf("serving http://%s/metrics: %d interfaces hooked (%s); Ctrl-C to stop", ln.Addr(), len(sess.Attached()), sess.Features()))
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-ran:
+	case runErr = <-served:
+	}
+	cancel()
+	shut, stop := context.WithTimeout(context.Background(), 2*time.Second)
+	defer stop()
+	shutErr := srv.Shutdown(shut)
+	if runErr != nil && !errors.Is(runErr, http.ErrServerClosed) {
+		return fmt.Errorf("serve: %w", runErr)
+	}
+	if shutErr != nil {
+		return fmt.Errorf("serve: stop http server: %w", shutErr)
+	}
+	return nil
+}
+
+// serveMux routes /metrics (text or OpenMetrics, as the scraper asks) and
+// /healthz.
+func serveMux(reg *prometheus.Registry) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{EnableOpenMetrics: true}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/{$}", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "hoptrace serve: metrics at /metrics, health at /healthz")
+	})
+	return mux
+}
