@@ -77,7 +77,7 @@ func runLatency(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			Select:  journey.Selection{Containers: cf.containers, Interfaces: cf.ifaces, Packet: pf},
 			Count:   cf.count,
 		}
-		return offline(ctx, "latency", src, cfg, stderr, &latencyPrinter{agg: agg, write: write})
+		return offline(ctx, "latency", src, cfg, stderr, latencySink(agg, write))
 	}
 
 	if pf != nil && fs.NArg() > 0 {
@@ -90,7 +90,7 @@ func runLatency(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		cf.filter = pf.(*filter.Program) // evaluated in the kernel, as trailing words are
 	}
 	return liveJourneys(ctx, "latency", &cf, stdout, stderr, func(render.Options) render.Printer {
-		return &latencyPrinter{agg: agg, write: write}
+		return latencySink(agg, write)
 	}, liveHooks{})
 }
 

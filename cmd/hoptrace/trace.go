@@ -47,6 +47,7 @@ func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	cf.register(fs)
 	var pf printFlags
 	pf.register(fs, "")
+	exchanges := fs.Bool("exchanges", false, "print one line per completed exchange (request and response, TCP handshake) instead of the journeys (docs/exchanges.md)")
 	if err := parseFlags(fs, help, args); err != nil {
 		return err
 	}
@@ -57,7 +58,10 @@ func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	return liveJourneys(ctx, "trace", &cf, stdout, stderr, func(opt render.Options) render.Printer {
-		return pf.printer(stdout, stderr, opt)
+		if *exchanges {
+			return exchangeLines(&pf, stdout, stderr, opt)
+		}
+		return linked(pf.printer(stdout, stderr, opt))
 	}, liveHooks{})
 }
 

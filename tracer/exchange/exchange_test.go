@@ -1,7 +1,9 @@
 package exchange_test
 
 import (
+	"encoding/json"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -345,5 +347,50 @@ func TestSameInOutOrder(t *testing.T) {
 		if a.exchanges[i] != b.exchanges[i] {
 			t.Fatalf("run 2 differs at %d: %+v vs %+v", i, a.exchanges[i], b.exchanges[i])
 		}
+	}
+}
+
+// TestPrinter: the text and JSON lines of an exchange and a handshake.
+func TestPrinter(t *testing.T) {
+	s := &sim{t: t}
+	s.handshake(at(0))
+	s.send(at(1*ms), jt.ClientToWeb, c2w(psh, 1001), dataLen)
+	s.send(at(51*ms+30*us), jt.WebToClient, w2c(psh, 5001), dataLen)
+	s.send(at(100*ms), jt.ClientToWeb, c2w(psh, 1101), dataLen)
+	s.drop(at(110*ms+30*us), jt.WebToClient, 2, w2c(psh, 5101), dataLen)
+	res := s.run(exchange.Config{})
+	var text, js strings.Builder
+	tp := exchange.NewPrinter(&text, false, -int64(jt.Base), time.UTC)
+	jp := exchange.NewPrinter(&js, true, -int64(jt.Base), time.UTC)
+	for i := range res.exchanges {
+		if err := tp.Exchange(&res.exchanges[i]); err != nil {
+			t.Fatal(err)
+		}
+		if err := jp.Exchange(&res.exchanges[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := `00:00:00.000000 tcp client -> web:8080  handshake  SYN 30us  server 20us  SYN-ACK 30us  (172.17.0.2:40000 > 172.17.0.3:8080, #1 -> #2)
+00:00:00.001000 tcp client -> web:8080  request 30us  server 50ms  response 30us  (172.17.0.2:40000 > 172.17.0.3:8080, #4 -> #5)
+00:00:00.100000 tcp client -> web:8080  request 30us  server 10ms  response not seen arriving  (172.17.0.2:40000 > 172.17.0.3:8080, #6 -> #7)
+`
+	if text.String() != want {
+		t.Errorf("text:\n%s\nwant:\n%s", text.String(), want)
+	}
+	lines := strings.Split(strings.TrimSpace(js.String()), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("JSON lines:\n%s", js.String())
+	}
+	var l exchange.JSONLine
+	if err := json.Unmarshal([]byte(lines[1]), &l); err != nil {
+		t.Fatal(err)
+	}
+	if l.Type != "exchange" || l.Kind != "request" || l.Client != "client" || l.Server != "web" || l.Port != 8080 || l.Proto != "tcp" ||
+		l.ServerNS != int64(50*msD) || l.RequestNS != int64(hop4) || l.ResponseNS == nil || *l.ResponseNS != int64(hop4) ||
+		l.Time != "1970-01-01T00:00:00.001000000Z" || l.RequestID != 4 || l.ResponseID != 5 {
+		t.Errorf("JSON line %+v", l)
+	}
+	if strings.Contains(lines[2], "response_ns") {
+		t.Errorf("a response not seen arriving has a response_ns: %s", lines[2])
 	}
 }
