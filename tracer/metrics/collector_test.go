@@ -61,8 +61,8 @@ func state(withWeb bool) *State {
 		Lost:          Lost{Aggregate: 1, Joins: 2},
 		Agg: Aggregates{
 			Paths: map[Pair]Hist{
-				{clientEth0, webEth0}: hist(map[int]uint64{3: 2, 4: 1}, 40000), // 2 at <=10µs, 1 at <=20µs
-				{clientEth0, clientEth0}: hist(map[int]uint64{0: 4}, 0),        // one hook only
+				{clientEth0, webEth0}:    hist(map[int]uint64{3: 2, 4: 1}, 40000), // 2 at <=10µs, 1 at <=20µs
+				{clientEth0, clientEth0}: hist(map[int]uint64{0: 4}, 0),           // one hook only
 			},
 			Hops: map[Pair]Hist{
 				{clientEth0, clientVeth}: hist(map[int]uint64{0: 3}, 1500),
