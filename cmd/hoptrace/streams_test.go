@@ -147,11 +147,12 @@ func (epipeWriter) Write([]byte) (int, error) {
 	return 0, &os.PathError{Op: "write", Path: "/dev/stdout", Err: syscall.EPIPE}
 }
 
-// TestClosedPipeOffline: a closed stdout ends replay, latency and export
-// with exit status 0 and nothing on stderr.
+// TestClosedPipeOffline: a closed stdout ends replay, latency, export and
+// the other commands that do not capture with exit status 0 and nothing on
+// stderr (trace and record: TestTraceClosedPipe).
 func TestClosedPipeOffline(t *testing.T) {
 	path := recordingFile(t, tracefiletest.Events(tracefiletest.Options{Packets: 50}))
-	for _, args := range [][]string{
+	cmds := [][]string{
 		{"replay", path},
 		{"replay", "-o", "json", path},
 		{"latency", path},
@@ -159,7 +160,12 @@ func TestClosedPipeOffline(t *testing.T) {
 		{"help"},
 		{"version"},
 		{"replay", "--help"},
-	} {
+		{"completion", "bash"},
+	}
+	if os.Geteuid() == 0 { // these read the host
+		cmds = append(cmds, []string{"links", "--no-docker"}, []string{"links", "-o", "json", "--no-docker"}, []string{"check", "--no-docker"})
+	}
+	for _, args := range cmds {
 		var stderr bytes.Buffer
 		err := run(t.Context(), args, epipeWriter{}, &stderr)
 		var exitErr bytes.Buffer

@@ -69,53 +69,69 @@ func TestTraceNetnsWithoutDocker(t *testing.T) {
 }
 
 // TestTraceClosedPipe: `hoptrace trace --legacy | head -1` ends hoptrace
-// cleanly once head exits: exit status 0 and no filter of ours left behind.
+// cleanly once head exits: exit status 0, nothing on stderr, and no filter
+// of ours left behind; so do trace -o json and record -w - (whose reader
+// goes away).
 func TestTraceClosedPipe(t *testing.T) {
 	topo := testenv.NewTopology(t, 2)
 	a, b := topo.Hosts[0], topo.Hosts[1]
-	ready := filepath.Join(t.TempDir(), "ready")
-	cmd := exec.Command(hoptraceBinary(t), "trace", "--legacy", "--no-docker", "-q", "--ready-file", ready)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill() })
-	for i := 0; i < 200; i++ {
-		if _, err := os.Stat(ready); err == nil {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	a.Ping(t, b.IP, 1, 0x5200)
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil || line == "" {
-		t.Fatalf("no journey line: %q %v", line, err)
-	}
-	out.Close() // as head does after one line
-	// The next journey's write fails with EPIPE and ends the capture.
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	for i := 0; i < 50; i++ {
-		a.Ping(t, b.IP, 1, 0x5201)
-		select {
-		case err := <-done:
+	for i, args := range [][]string{
+		{"trace", "--legacy"},
+		{"trace", "-o", "json"},
+		{"record", "-w", "-", "--legacy"},
+	} {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			ready := filepath.Join(t.TempDir(), "ready")
+			cmd := exec.Command(hoptraceBinary(t), append(args, "--no-docker", "-q", "--ready-file", ready)...)
+			var stderr lockedBuffer
+			cmd.Stderr = &stderr
+			out, err := cmd.StdoutPipe()
 			if err != nil {
-				t.Fatalf("hoptrace after its stdout closed: %v (want exit status 0)", err)
+				t.Fatal(err)
 			}
-			for _, dev := range []string{a.HostVeth, topo.Bridge} {
-				for _, dir := range []string{"ingress", "egress"} {
-					tc, _ := exec.Command("tc", "filter", "show", "dev", dev, dir).CombinedOutput()
-					if strings.Contains(string(tc), fmt.Sprintf("hoptrace-%d.", cmd.Process.Pid)) {
-						t.Errorf("filters left on %s %s:\n%s", dev, dir, tc)
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = cmd.Process.Kill() })
+			for i := 0; i < 200; i++ {
+				if _, err := os.Stat(ready); err == nil {
+					break
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			id := uint16(0x5200 + 0x10*i)
+			a.Ping(t, b.IP, 1, id)
+			first, err := bufio.NewReader(out).ReadString('\n')
+			if args[0] == "trace" && (err != nil || first == "") {
+				t.Fatalf("no journey line: %q %v", first, err)
+			}
+			out.Close() // as head does after one line
+			// The next write fails with EPIPE and ends the capture.
+			done := make(chan error, 1)
+			go func() { done <- cmd.Wait() }()
+			for i := 0; i < 50; i++ {
+				a.Ping(t, b.IP, 1, id+1)
+				select {
+				case err := <-done:
+					if err != nil {
+						t.Fatalf("hoptrace after its stdout closed: %v (want exit status 0)\n%s", err, &stderr)
 					}
+					if stderr.String() != "" {
+						t.Errorf("stderr after its stdout closed: %q, want nothing", stderr.String())
+					}
+					for _, dev := range []string{a.HostVeth, topo.Bridge} {
+						for _, dir := range []string{"ingress", "egress"} {
+							tc, _ := exec.Command("tc", "filter", "show", "dev", dev, dir).CombinedOutput()
+							if strings.Contains(string(tc), fmt.Sprintf("hoptrace-%d.", cmd.Process.Pid)) {
+								t.Errorf("filters left on %s %s:\n%s", dev, dir, tc)
+							}
+						}
+					}
+					return
+				case <-time.After(100 * time.Millisecond):
 				}
 			}
-			return
-		case <-time.After(100 * time.Millisecond):
-		}
+			t.Fatal("hoptrace still running 5s after its stdout was closed")
+		})
 	}
-	t.Fatal("hoptrace still running 5s after its stdout was closed")
 }
