@@ -286,8 +286,18 @@ func reportHooks(b *testing.B, tr *Tracer, rt time.Duration, n uint64) {
 // to a third, through a bridge, with all four hooks of each path attached.
 // One op is one datagram; kernel-ns/hook is from bpf_stats.
 func BenchmarkHookCostTraffic(b *testing.B) {
+	hookCostTraffic(b, Options{RingBufferBytes: 16 << 20})
+}
+
+// BenchmarkHookCostTrafficAggregate is BenchmarkHookCostTraffic with the
+// hooks aggregating in the kernel, as in `hoptrace serve`.
+func BenchmarkHookCostTrafficAggregate(b *testing.B) {
+	hookCostTraffic(b, Options{Aggregate: true})
+}
+
+func hookCostTraffic(b *testing.B, opts Options) {
 	topo := testenv.NewTopology(b, 3)
-	tr, err := Load(Options{RingBufferBytes: 16 << 20})
+	tr, err := Load(opts)
 	if err != nil {
 		b.Fatal(err)
 	}
