@@ -140,7 +140,7 @@ func runRecord(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if !*print {
 			return summaryOnly{render.NewText(stderr, opt)}
 		}
-		return pf.printer(stdout, stderr, opt)
+		return linked(pf.printer(stdout, stderr, opt))
 	}
 	return liveJourneys(ctx, "record", &cf, stdout, stderr, printer, hooks)
 }

@@ -65,7 +65,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer src.Close()
-	pr := pf.printer(stdout, stderr, render.Options{WallOffsetNS: src.Header().MonoOffsetNS})
+	pr := linked(pf.printer(stdout, stderr, render.Options{WallOffsetNS: src.Header().MonoOffsetNS}))
 	return offline(ctx, "replay", src, pipeline.Config{Journey: of.journey, Select: sel, Count: *count}, stderr, pr)
 }
 
