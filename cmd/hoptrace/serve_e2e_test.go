@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -210,5 +211,23 @@ func TestServePrometheus(t *testing.T) {
 
 	if err := run.stop(t); err != nil {
 		t.Errorf("serve: %v\n%s", err, run.stderr)
+	}
+}
+
+// TestServeFlags: serve's help names its default address; flags of trace
+// that mean nothing here, and bad filters, are usage errors before anything
+// is loaded.
+func TestServeFlags(t *testing.T) {
+	help, _, err := runCmd(t, "serve", "--help")
+	if !errors.Is(err, errHelp) || !strings.Contains(help, "127.0.0.1:9464") || !strings.Contains(help, "--listen") {
+		t.Errorf("serve --help: %v\n%s", err, help)
+	}
+	if strings.Contains(help, "--journey-timeout") || strings.Contains(help, "--count") {
+		t.Errorf("serve --help lists flags it ignores:\n%s", help)
+	}
+	for _, args := range [][]string{{"-c", "5"}, {"--journey-timeout", "1s"}, {"--ring-bytes", "4096"}, {"port", "nope"}} {
+		if _, _, err := runCmd(t, append([]string{"serve"}, args...)...); !errors.As(err, new(usageError)) {
+			t.Errorf("serve %v: %v, want a usage error", args, err)
+		}
 	}
 }
