@@ -1,6 +1,7 @@
 package resolver
 
 import (
+	"net/netip"
 	"sort"
 	"strings"
 	"time"
@@ -15,6 +16,8 @@ type Network struct {
 	Driver string
 	// Bridge is the Linux bridge of a bridge network (docker0, br-<id[:12]>).
 	Bridge string
+	// Parent is the host interface a macvlan or ipvlan network sits on.
+	Parent string
 }
 
 // dockerState is what the Docker source last told us.
@@ -53,6 +56,7 @@ func build(sc scanResult, d dockerState, now time.Time) *topology.Snapshot {
 			DockerError:     d.Err,
 		},
 		netByBridge:   map[string]string{},
+		netByName:     map[string]Network{},
 		bridgeByNetID: map[string]string{},
 		owner:         map[uint32]*topology.Container{},
 		byNsid:        map[int]uint32{},
@@ -65,6 +69,7 @@ func build(sc scanResult, d dockerState, now time.Time) *topology.Snapshot {
 	b.namespaces()
 	b.hostInterfaces()
 	b.namespaceInterfaces()
+	b.parents()
 	b.sort()
 	return b.snap
 }
@@ -75,6 +80,7 @@ type builder struct {
 	snap *topology.Snapshot
 
 	netByBridge   map[string]string // bridge -> network name
+	netByName     map[string]Network
 	bridgeByNetID map[string]string // network ID -> bridge
 	owner         map[uint32]*topology.Container
 	byNsid        map[int]uint32 // nsid (seen from the host) -> namespace
@@ -86,6 +92,7 @@ type builder struct {
 // networks indexes Docker's bridge networks by bridge and by ID.
 func (b *builder) networks(nets []Network) {
 	for _, n := range nets {
+		b.netByName[n.Name] = n
 		if n.Bridge != "" {
 			b.netByBridge[n.Bridge] = n.Name
 			b.bridgeByNetID[n.ID] = n.Bridge
@@ -206,15 +213,40 @@ func (b *builder) namespaceInterfaces() {
 			} else if l.Type == "veth" && l.Peer != 0 && l.PeerNsid < 0 {
 				e.PeerNetnsIno, e.PeerIfindex = ns.Ino, l.Peer // both ends here
 			}
-			if c != nil && e.Network == "" && e.MAC != "" {
-				// Not on a bridge we see (macvlan, ...): Docker knows by MAC.
+			if c != nil && e.Network == "" {
+				// Not on a bridge we see (macvlan, ipvlan): Docker knows the
+				// interface by its MAC, or (ipvlan shares the parent's MAC)
+				// by its address.
 				for _, n := range c.Networks {
-					if strings.EqualFold(n.MAC, e.MAC) {
+					if (n.MAC != "" && strings.EqualFold(n.MAC, e.MAC)) || holdsAddr(e.Addrs, n.IP) {
 						e.Network, e.Bridge = n.Network, n.Bridge
+						if nw, ok := b.netByName[n.Network]; ok && nw.Parent != "" {
+							e.Driver, e.Parent = nw.Driver, nw.Parent
+						}
+						break
 					}
 				}
 			}
 			b.snap.Endpoints = append(b.snap.Endpoints, e)
+		}
+	}
+}
+
+// parents marks the host interfaces macvlan and ipvlan networks sit on
+// with their driver (and network, when one network uses it).
+func (b *builder) parents() {
+	for _, n := range b.netByName {
+		if n.Parent == "" {
+			continue
+		}
+		for i := range b.snap.Endpoints {
+			e := &b.snap.Endpoints[i]
+			if e.NetnsIno == b.sc.Host.Ino && e.Name == n.Parent && e.Role == topology.RoleHost {
+				e.Driver = n.Driver
+				if e.Network == "" {
+					e.Network = n.Name
+				}
+			}
 		}
 	}
 }
@@ -235,6 +267,19 @@ func (b *builder) sort() {
 		return a.Ifindex < b.Ifindex
 	})
 	sort.Slice(snap.Namespaces[1:], func(i, j int) bool { return snap.Namespaces[i+1].Ino < snap.Namespaces[j+1].Ino })
+}
+
+// holdsAddr reports whether ip is one of the interface's addresses.
+func holdsAddr(addrs []netip.Prefix, ip netip.Addr) bool {
+	if !ip.IsValid() {
+		return false
+	}
+	for _, a := range addrs {
+		if a.Addr() == ip {
+			return true
+		}
+	}
+	return false
 }
 
 // resolvePeer finds the namespace of a host veth's peer: by the nsid the

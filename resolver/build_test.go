@@ -177,11 +177,11 @@ func TestInterfacesOf(t *testing.T) {
 		}
 		return strings.Join(b, " ")
 	}
-	got := names(InterfacesOf(s, Selection{Bridges: []string{"docker0"}}))
+	got := names(InterfacesOf(s, Selection{Limit: true, Bridges: []string{"docker0"}}))
 	if got != "docker0@ vethweb0@" {
 		t.Errorf("docker0 only: %s", got)
 	}
-	got = names(InterfacesOf(s, Selection{Bridges: []string{"docker0"}, ContainerSide: true}))
+	got = names(InterfacesOf(s, Selection{Limit: true, Bridges: []string{"docker0"}, ContainerSide: true}))
 	if got != "docker0@ vethweb0@ eth0@/proc/100/ns/net" {
 		t.Errorf("with container side: %s", got)
 	}

@@ -214,7 +214,11 @@ func (d *mobyDocker) Networks(ctx context.Context) ([]Network, error) {
 	}
 	out := make([]Network, 0, len(l.Items))
 	for _, n := range l.Items {
-		out = append(out, Network{ID: n.ID, Name: n.Name, Driver: n.Driver, Bridge: bridgeName(n.Driver, n.ID, n.Options)})
+		nw := Network{ID: n.ID, Name: n.Name, Driver: n.Driver, Bridge: bridgeName(n.Driver, n.ID, n.Options)}
+		if n.Driver == "macvlan" || n.Driver == "ipvlan" {
+			nw.Parent = n.Options["parent"]
+		}
+		out = append(out, nw)
 	}
 	return out, nil
 }

@@ -1,6 +1,7 @@
 package resolver
 
 import (
+	"slices"
 	"sort"
 
 	"github.com/hoptrace/hoptrace/resolver/topology"
@@ -23,16 +24,23 @@ type Interface struct {
 
 // Selection chooses the interfaces to trace.
 type Selection struct {
-	// Bridges limits the bridges (by name); empty means every bridge.
+	// Limit makes Bridges and Networks the only bridges and macvlan/ipvlan
+	// networks traced (a --container selection); without it, all are.
+	Limit bool
+	// Bridges are the bridges traced (by name) when Limit is set.
 	Bridges []string
 	// ContainerSide adds the far end of each bridge port: eth0 inside each
 	// container (or namespace), so a journey starts where it is sent.
 	ContainerSide bool
+	// Networks are the macvlan and ipvlan networks traced (by name) when
+	// Limit is set.
+	Networks []string
 }
 
 // InterfacesOf lists the interfaces to trace in a snapshot: each selected
 // bridge, each veth port of it, and with ContainerSide the peer of each
-// port. Sorted by namespace, then ifindex.
+// port; the containers' interfaces on macvlan and ipvlan networks and the
+// host interfaces under them. Sorted by namespace, then ifindex.
 func InterfacesOf(s *topology.Snapshot, sel Selection) []Interface {
 	want := map[string]bool{}
 	for _, b := range sel.Bridges {
@@ -41,7 +49,7 @@ func InterfacesOf(s *topology.Snapshot, sel Selection) []Interface {
 	ix := topology.NewIndex(s)
 	var out []Interface
 	for _, e := range s.Endpoints {
-		if e.NetnsIno != s.HostNetnsIno || e.Bridge == "" || len(want) > 0 && !want[e.Bridge] {
+		if e.NetnsIno != s.HostNetnsIno || e.Bridge == "" || sel.Limit && !want[e.Bridge] {
 			continue
 		}
 		if e.Role != topology.RoleBridge && e.Role != topology.RoleHostVeth {
@@ -54,7 +62,32 @@ func InterfacesOf(s *topology.Snapshot, sel Selection) []Interface {
 			}
 		}
 	}
+	out = append(out, parented(s, sel)...)
 	sortInterfaces(out)
+	return out
+}
+
+// parented lists the container interfaces of macvlan and ipvlan networks
+// (there is no veth: the container's own interface is the only place to
+// see its packets) and the host interfaces they sit on, sorted.
+func parented(s *topology.Snapshot, sel Selection) []Interface {
+	var out []Interface
+	parents := map[string]bool{}
+	for _, e := range s.Endpoints {
+		if e.Parent == "" || e.NetnsIno == s.HostNetnsIno {
+			continue
+		}
+		if sel.Limit && !slices.Contains(sel.Networks, e.Network) {
+			continue
+		}
+		out = append(out, ifaceOf(s, e))
+		parents[e.Parent] = true
+	}
+	for _, e := range s.Endpoints {
+		if e.NetnsIno == s.HostNetnsIno && parents[e.Name] {
+			out = append(out, ifaceOf(s, e))
+		}
+	}
 	return out
 }
 

@@ -20,6 +20,9 @@ type Links struct {
 	DockerAvailable bool         `json:"docker_available"`
 	DockerError     string       `json:"docker_error,omitempty"`
 	Bridges         []LinkBridge `json:"bridges"`
+	// Parented are the macvlan and ipvlan networks: the host interface each
+	// sits on and the containers' interfaces on it.
+	Parented []LinkParented `json:"parented_networks"`
 	// NoVeth are containers without any veth (--network host or none).
 	NoVeth []LinkContainer `json:"containers_without_veth"`
 	// Namespaces are the network namespaces not owned by a container.
@@ -46,6 +49,23 @@ type LinkPort struct {
 	Netns string         `json:"netns,omitempty"`
 	MAC   string         `json:"mac,omitempty"` // of the peer (eth0)
 	Addrs []netip.Prefix `json:"addrs,omitempty"`
+}
+
+// LinkParented is a macvlan or ipvlan network and its containers.
+type LinkParented struct {
+	Network string            `json:"network"`
+	Driver  string            `json:"driver"`
+	Parent  string            `json:"parent"`
+	Members []LinkParentedEnd `json:"members"`
+}
+
+// LinkParentedEnd is one container's interface on such a network.
+type LinkParentedEnd struct {
+	Iface     string         `json:"iface"`
+	Ifindex   uint32         `json:"ifindex"`
+	Container *LinkContainer `json:"container,omitempty"`
+	MAC       string         `json:"mac,omitempty"`
+	Addrs     []netip.Prefix `json:"addrs,omitempty"`
 }
 
 // LinkContainer identifies a container.
@@ -95,6 +115,7 @@ func LinksOf(s *topology.Snapshot) Links {
 			hasVeth[e.Container.ID] = true
 		}
 	}
+	l.Parented = parentedOf(s, hasVeth)
 	for i := range s.Containers {
 		if c := &s.Containers[i]; !hasVeth[c.ID] {
 			l.NoVeth = append(l.NoVeth, *linkContainer(c))
@@ -118,6 +139,32 @@ func LinksOf(s *topology.Snapshot) Links {
 		return a.Name < b.Name
 	})
 	return l
+}
+
+// parentedOf groups the containers' macvlan and ipvlan interfaces by
+// network; their containers count as placed (hasVeth).
+func parentedOf(s *topology.Snapshot, placed map[string]bool) []LinkParented {
+	out := []LinkParented{}
+	at := map[string]int{}
+	for _, e := range s.Endpoints {
+		if e.Parent == "" || e.NetnsIno == s.HostNetnsIno {
+			continue
+		}
+		i, ok := at[e.Network]
+		if !ok {
+			i = len(out)
+			at[e.Network] = i
+			out = append(out, LinkParented{Network: e.Network, Driver: e.Driver, Parent: e.Parent})
+		}
+		m := LinkParentedEnd{Iface: e.Name, Ifindex: e.Ifindex, MAC: e.MAC, Addrs: e.Addrs}
+		if e.Container != nil {
+			m.Container = linkContainer(e.Container)
+			placed[e.Container.ID] = true
+		}
+		out[i].Members = append(out[i].Members, m)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Network < out[j].Network })
+	return out
 }
 
 func linkContainer(c *topology.Container) *LinkContainer {
@@ -161,6 +208,16 @@ func (l Links) WriteText(w io.Writer) error {
 				peer = fmt.Sprintf("%s(%d)", orDash(p.PeerName), p.PeerIfindex)
 			}
 			fmt.Fprintf(tw, "  %s(%d)\t<->\t%s\t%s\t%s\t%s\t%s\n", p.Veth, p.Ifindex, peer, who, orDash(id), orDash(p.MAC), orDash(joinPrefixes(p.Addrs)))
+		}
+	}
+	for _, n := range l.Parented {
+		fmt.Fprintf(tw, "%s network %s on %s\n", n.Driver, n.Network, n.Parent)
+		for _, m := range n.Members {
+			who, id := "?", ""
+			if m.Container != nil {
+				who, id = m.Container.Name, shortID(m.Container.ID)
+			}
+			fmt.Fprintf(tw, "  %s(%d)\t%s\t%s\t%s\t%s\n", m.Iface, m.Ifindex, who, orDash(id), orDash(m.MAC), orDash(joinPrefixes(m.Addrs)))
 		}
 	}
 	if len(l.NoVeth) > 0 {

@@ -86,7 +86,7 @@ func TestNetnsTopologyWithoutDocker(t *testing.T) {
 			if s.DockerAvailable || s.DockerError == "" {
 				t.Errorf("docker available %v, error %q", s.DockerAvailable, s.DockerError)
 			}
-			is := r.Interfaces(Selection{Bridges: []string{topo.Bridge}, ContainerSide: true})
+			is := r.Interfaces(Selection{Limit: true, Bridges: []string{topo.Bridge}, ContainerSide: true})
 			if len(is) != 1+2*len(topo.Hosts) {
 				t.Errorf("interfaces: %+v", is)
 			}

@@ -101,6 +101,11 @@ type Endpoint struct {
 	Container *Container `json:"container,omitempty"`
 	// NetnsName names a non-Docker namespace (from /run/netns, or a process name).
 	NetnsName string `json:"netns_name,omitempty"`
+	// Driver and Parent describe a container interface that sits on a host
+	// interface rather than a veth: Docker's macvlan and ipvlan networks
+	// (Driver "macvlan" or "ipvlan", Parent the host interface, e.g. eth1).
+	Driver string `json:"driver,omitempty"`
+	Parent string `json:"parent,omitempty"`
 }
 
 // Key returns the endpoint's lookup key.

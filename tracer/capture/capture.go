@@ -112,8 +112,8 @@ func Open(ctx context.Context, cfg Config) (s *Session, err error) {
 			}
 			return s, fmt.Errorf("container %q: %w (see 'docker ps' or 'hoptrace links')", name, ErrUnknownContainer)
 		}
-		if len(bridgesOf(snap, []string{name})) == 0 {
-			return s, fmt.Errorf("container %q has no veth on a bridge (network mode %q): nothing to trace", name, c.NetworkMode)
+		if br, nets := placesOf(snap, []string{name}); len(br) == 0 && len(nets) == 0 {
+			return s, fmt.Errorf("container %q has no veth on a bridge nor a macvlan or ipvlan interface (network mode %q): nothing to trace", name, c.NetworkMode)
 		}
 	}
 	for _, name := range cfg.Ifaces {
@@ -287,8 +287,9 @@ func Want(cfg *Config, snap *topology.Snapshot) []resolver.Interface {
 	sel := resolver.Selection{ContainerSide: !cfg.NoContainerSide}
 	switch {
 	case len(cfg.Containers) > 0:
-		sel.Bridges = bridgesOf(snap, cfg.Containers)
-		if len(sel.Bridges) == 0 {
+		sel.Limit = true
+		sel.Bridges, sel.Networks = placesOf(snap, cfg.Containers)
+		if len(sel.Bridges) == 0 && len(sel.Networks) == 0 {
 			break // the containers are gone (for now): trace nothing of them
 		}
 		fallthrough
@@ -305,24 +306,29 @@ func Want(cfg *Config, snap *topology.Snapshot) []resolver.Interface {
 	return out
 }
 
-// bridgesOf lists the bridges the named containers have a veth on.
-func bridgesOf(snap *topology.Snapshot, names []string) []string {
-	var out []string
+// placesOf lists the bridges the named containers have a veth on, and the
+// macvlan and ipvlan networks they have an interface on.
+func placesOf(snap *topology.Snapshot, names []string) (bridges, networks []string) {
 	for _, name := range names {
 		c, err := topology.MatchContainer(snap.Containers, name)
 		if err != nil {
 			continue
 		}
 		for _, e := range snap.Endpoints {
-			if e.Role == topology.RoleHostVeth && e.Container != nil && e.Container.ID == c.ID && e.Bridge != "" {
-				if !slices.Contains(out, e.Bridge) {
-					out = append(out, e.Bridge)
-				}
+			if e.Container == nil || e.Container.ID != c.ID {
+				continue
+			}
+			switch {
+			case e.Role == topology.RoleHostVeth && e.Bridge != "" && !slices.Contains(bridges, e.Bridge):
+				bridges = append(bridges, e.Bridge)
+			case e.Parent != "" && e.Network != "" && !slices.Contains(networks, e.Network):
+				networks = append(networks, e.Network)
 			}
 		}
 	}
-	sort.Strings(out)
-	return out
+	sort.Strings(bridges)
+	sort.Strings(networks)
+	return bridges, networks
 }
 
 func hostIface(snap *topology.Snapshot, name string) (resolver.Interface, bool) {

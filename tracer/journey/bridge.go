@@ -10,13 +10,20 @@ import (
 // passes up to the host or the host sends down), so the step is inferred
 // from the topology: one port took the packet in, another sent it out.
 type BridgeStep struct {
-	Bridge  string // docker0, br-1a2b3c4d5e6f
+	// Kind is "" for a Linux bridge, or "macvlan" / "ipvlan": then the
+	// step is the driver forwarding between two containers' interfaces
+	// on the same host interface, Bridge.
+	Kind    string
+	Bridge  string // docker0, br-1a2b3c4d5e6f; the parent for macvlan/ipvlan
 	Network string // the Docker network, when known
 }
 
 // Label names the step in a path: the bridge, with its Docker network when
 // that says more than the bridge's name (user-defined networks).
 func (b BridgeStep) Label() string {
+	if b.Kind != "" {
+		return "(" + b.Kind + " on " + b.Bridge + ")"
+	}
 	if b.Network == "" || b.Network == "bridge" || b.Network == b.Bridge {
 		return b.Bridge
 	}
@@ -25,7 +32,8 @@ func (b BridgeStep) Label() string {
 
 // Bridged returns the bridge hop i was forwarded through from its parent:
 // the parent is a port's ingress and hop i another port's egress of the
-// same bridge. ok is false for any other step.
+// same bridge; or both are containers' interfaces on one macvlan or ipvlan
+// parent. ok is false for any other step.
 func (j *Journey) Bridged(i int) (BridgeStep, bool) {
 	if i <= 0 || i >= len(j.Hops) {
 		return BridgeStep{}, false
@@ -36,6 +44,12 @@ func (j *Journey) Bridged(i int) (BridgeStep, bool) {
 	}
 	p := &j.Hops[h.Parent]
 	he, pe := &h.Endpoint, &p.Endpoint
+	if he.Parent != "" && he.Parent == pe.Parent && he.Role == topology.RoleContainer && pe.Role == topology.RoleContainer &&
+		h.Dir == event.Ingress && p.Dir == event.Egress {
+		// From one container's macvlan (or ipvlan) interface straight into
+		// another's: the driver forwarded it on the parent, unseen.
+		return BridgeStep{Kind: he.Driver, Bridge: he.Parent, Network: he.Network}, true
+	}
 	if he.Role != topology.RoleHostVeth || pe.Role != topology.RoleHostVeth ||
 		h.Dir != event.Egress || p.Dir != event.Ingress || he.Bridge == "" || he.Bridge != pe.Bridge {
 		return BridgeStep{}, false

@@ -169,6 +169,11 @@ func (h *Hop) Action() string {
 		}
 		return "sent down by host into " + e.Name
 	case topology.RoleHost:
+		if e.Driver != "" {
+			// The parent of a macvlan/ipvlan network: the driver carries
+			// its containers' packets through it.
+			return "through " + e.Driver + " on " + e.Name
+		}
 		if in {
 			return "entered host at " + e.Name
 		}

@@ -119,8 +119,11 @@ type HopJSON struct {
 
 // BridgedJSON is the step through a bridge before a hop.
 type BridgedJSON struct {
-	Bridge   string `json:"bridge"`
-	Network  string `json:"network,omitempty"`
+	Bridge  string `json:"bridge"` // or the parent interface, for macvlan/ipvlan
+	Network string `json:"network,omitempty"`
+	// Kind is "macvlan" or "ipvlan" for a step between two containers'
+	// interfaces on one parent; absent for a Linux bridge.
+	Kind     string `json:"kind,omitempty"`
 	Label    string `json:"label"`
 	Inferred bool   `json:"inferred"` // always true: no hook saw it
 }
@@ -231,7 +234,7 @@ func (p *JSON) JourneyObject(j *journey.Journey) *JourneyJSON {
 			hj.Src, hj.Dst = hostPort(h.Pkt.Src, h.Pkt.SrcPort), hostPort(h.Pkt.Dst, h.Pkt.DstPort)
 		}
 		if b, ok := j.Bridged(i); ok {
-			hj.Bridged = &BridgedJSON{Bridge: b.Bridge, Network: b.Network, Label: b.Label(), Inferred: true}
+			hj.Bridged = &BridgedJSON{Bridge: b.Bridge, Network: b.Network, Kind: b.Kind, Label: b.Label(), Inferred: true}
 		}
 		o.Hops[i] = hj
 	}

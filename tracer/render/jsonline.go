@@ -175,6 +175,7 @@ func appendHop(b []byte, j *journey.Journey, i int) []byte {
 		b = append(b, `,"bridged":{"bridge":`...)
 		b = appendQuoted(b, s.Bridge)
 		b = appendStringOmit(b, `,"network":`, s.Network)
+		b = appendStringOmit(b, `,"kind":`, s.Kind)
 		b = append(b, `,"label":"`...)
 		b = appendBridgeLabel(b, s)
 		b = append(b, `","inferred":true}`...)

@@ -100,13 +100,7 @@ func appendLabel(b []byte, e *topology.Endpoint) []byte {
 
 // appendBridgeLabel appends journey.BridgeStep.Label.
 func appendBridgeLabel(b []byte, s journey.BridgeStep) []byte {
-	b = appendEscaped(b, s.Bridge)
-	if s.Network == "" || s.Network == "bridge" || s.Network == s.Bridge {
-		return b
-	}
-	b = append(b, '(')
-	b = appendEscaped(b, s.Network)
-	return append(b, ')')
+	return appendEscaped(b, s.Label())
 }
 
 // appendAction appends journey.Hop.Action.
@@ -147,6 +141,10 @@ func appendAction(b []byte, h *journey.Hop) []byte {
 		}
 		return appendEscaped(append(b, "sent down by host into "...), e.Name)
 	case topology.RoleHost:
+		if e.Driver != "" {
+			b = appendEscaped(append(b, "through "...), e.Driver)
+			return appendEscaped(append(b, " on "...), e.Name)
+		}
 		if in {
 			return appendEscaped(append(b, "entered host at "...), e.Name)
 		}

@@ -159,7 +159,11 @@ func (t *Text) hops(j *journey.Journey) {
 	for i := range j.Hops {
 		h := &j.Hops[i]
 		if b, ok := j.Bridged(i); ok {
-			fmt.Fprintf(w, "    %15s %8s  %-16s %-7s %s\n", "", "", b.Label(), "", t.paint(cDim, "forwarded by the bridge (inferred: its hooks do not see bridged packets)"))
+			what := "forwarded by the bridge (inferred: its hooks do not see bridged packets)"
+			if b.Kind != "" {
+				what = "forwarded by " + b.Kind + " on " + b.Bridge + " (inferred: no hook sees it)"
+			}
+			fmt.Fprintf(w, "    %15s %8s  %-16s %-7s %s\n", "", "", b.Label(), "", t.paint(cDim, what))
 		}
 		fmt.Fprintf(w, "    %s %8s  %-16s %-7s %s",
 			t.opt.wall(h.TimeNS).Format("15:04:05.000000"),
