@@ -74,7 +74,7 @@ type captureFlags struct {
 
 func (c *captureFlags) register(fs *pflag.FlagSet) {
 	fs.StringArrayVarP(&c.containers, "container", "C", nil, "trace the bridges this container (name or ID) is on and show only its journeys; repeatable")
-	fs.StringArrayVarP(&c.ifaces, "iface", "i", nil, "trace this host interface (e.g. eth0): with -C besides those containers' bridges, without -C instead of the Docker bridges; repeatable")
+	fs.StringArrayVarP(&c.ifaces, "iface", "i", nil, "trace this host interface (e.g. eth0): with -C besides those containers' bridges, without -C instead of the Docker bridges; +eth0 adds it to every Docker bridge; repeatable")
 	fs.IntVarP(&c.count, "count", "c", 0, "stop after this many journeys (0: no limit)")
 	fs.DurationVar(&c.duration, "duration", 0, "stop after this long, e.g. 30s (0: until Ctrl-C)")
 	fs.BoolVar(&c.noContainerSide, "no-container-side", false, "do not hook eth0 inside containers (host side only)")
@@ -106,9 +106,19 @@ func (c *captureFlags) validate(fs *pflag.FlagSet) error {
 }
 
 func (c *captureFlags) config(log *slog.Logger) capture.Config {
+	// "-i +eth0": eth0 besides everything Docker, not instead of it.
+	var ifaces []string
+	all := false
+	for _, i := range c.ifaces {
+		if name, ok := strings.CutPrefix(i, "+"); ok {
+			i, all = name, true
+		}
+		ifaces = append(ifaces, i)
+	}
 	cfg := capture.Config{
 		Containers:      c.containers,
-		Ifaces:          c.ifaces,
+		Ifaces:          ifaces,
+		AllBridges:      all,
 		NoContainerSide: c.noContainerSide,
 		Tracer:          tracer.Options{ForceLegacy: c.legacy, RingBufferBytes: c.ringBytes, Snaplen: c.snaplen, Filter: c.filter},
 		Resolver:        resolver.Options{DockerHost: c.dockerHost},

@@ -33,8 +33,12 @@ type Config struct {
 	// both ends) instead of every bridge. Empty: every Docker bridge.
 	Containers []string
 	// Ifaces are extra host interfaces by name (e.g. eth0 to see packets
-	// leave the host). With Ifaces and no Containers only these are traced.
+	// leave the host). With Ifaces and no Containers only these are traced,
+	// unless AllBridges.
 	Ifaces []string
+	// AllBridges traces every Docker bridge (and macvlan/ipvlan network)
+	// besides Ifaces: "everything Docker, plus eth0".
+	AllBridges bool
 	// NoContainerSide skips the eth0 inside each container's namespace.
 	NoContainerSide bool
 	Tracer          tracer.Options
@@ -293,7 +297,7 @@ func Want(cfg *Config, snap *topology.Snapshot) []resolver.Interface {
 			break // the containers are gone (for now): trace nothing of them
 		}
 		fallthrough
-	case len(cfg.Ifaces) == 0:
+	case len(cfg.Ifaces) == 0 || cfg.AllBridges:
 		out = resolver.InterfacesOf(snap, sel)
 	}
 	for _, name := range cfg.Ifaces {

@@ -39,6 +39,12 @@ func TestWantSelection(t *testing.T) {
 	if eth := want(Config{Ifaces: []string{"eth0"}}); !slices.Equal(eth, []string{"eth0@"}) {
 		t.Errorf("-i eth0: %v", eth)
 	}
+	// ... or besides every bridge (-i +eth0).
+	exp := append(slices.Clone(all), "eth0@")
+	sort.Strings(exp)
+	if plus := want(Config{Ifaces: []string{"eth0"}, AllBridges: true, NoContainerSide: true}); !slices.Equal(plus, exp) {
+		t.Errorf("-i +eth0: %v, want every bridge and eth0", plus)
+	}
 	// A container that is gone selects nothing (and no error: it may come back).
 	if gone := want(Config{Containers: []string{"nosuch"}}); len(gone) != 0 {
 		t.Errorf("-C nosuch: %v, want nothing", gone)
