@@ -214,18 +214,7 @@ func TestTraceSurvivesDockerRestart(t *testing.T) {
 	run := startHoptraceEnv(t, []string{"HOPTRACE_TEST_IGNORE_DOCKER_EVENTS=1"}, "trace", "-o", "json", "net", docker0Subnet(t))
 	restartDockerd(t)
 	web, client := webAndClient(t)
-	cip, wip := client.IP().String(), web.IP().String()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if err := wget(client.Name, "http://"+wip+":8080/"); err != nil {
-			t.Fatal(err)
-		}
-		js, _ := run.jsonOut(t)
-		if len(findTCP(js, cip, wip, "S")) > 0 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	fetchUntilTraced(t, run, client, web)
 	if err := run.stop(t); err != nil {
 		t.Fatalf("trace across a dockerd restart: %v\n%s", err, run.stderr)
 	}
@@ -239,6 +228,21 @@ func TestTraceNamesOnMiss(t *testing.T) {
 	testenv.RequireDocker(t)
 	run := startHoptraceEnv(t, []string{"HOPTRACE_TEST_IGNORE_DOCKER_EVENTS=1"}, "trace", "-o", "json", "net", docker0Subnet(t))
 	web, client := webAndClient(t)
+	fetchUntilTraced(t, run, client, web)
+	if err := run.stop(t); err != nil {
+		t.Fatalf("trace: %v\n%s", err, run.stderr)
+	}
+	sum := assertNamedFromFirst(t, run, client, web)
+	if sum != nil && sum.NamesWaited == 0 {
+		t.Errorf("summary %+v: no journey waited for names, yet Docker's events were ignored", sum)
+	}
+}
+
+// fetchUntilTraced fetches web's page from client until the trace shows a
+// SYN between them (the hooks on new containers' veths are attached a
+// moment after they appear), for at most 10s.
+func fetchUntilTraced(t *testing.T, run *proc, client, web testenv.Container) {
+	t.Helper()
 	cip, wip := client.IP().String(), web.IP().String()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -247,16 +251,9 @@ func TestTraceNamesOnMiss(t *testing.T) {
 		}
 		js, _ := run.jsonOut(t)
 		if len(findTCP(js, cip, wip, "S")) > 0 || time.Now().After(deadline) {
-			break
+			return
 		}
 		time.Sleep(200 * time.Millisecond)
-	}
-	if err := run.stop(t); err != nil {
-		t.Fatalf("trace: %v\n%s", err, run.stderr)
-	}
-	sum := assertNamedFromFirst(t, run, client, web)
-	if sum != nil && sum.NamesWaited == 0 {
-		t.Errorf("summary %+v: no journey waited for names, yet Docker's events were ignored", sum)
 	}
 }
 
