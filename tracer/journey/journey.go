@@ -133,7 +133,11 @@ func (h *Hop) Terminal() bool { return terminalKind(h.Endpoint.Role, h.Dir) != V
 
 // Action says what the hop means in the packet's terms: "left client",
 // "entered bridge docker0", "left bridge toward web", "arrived in web", ...
-func (h *Hop) Action() string {
+func (h *Hop) Action() string { return string(h.AppendAction(nil)) }
+
+// AppendAction appends Action to b, for printers that build lines without
+// allocating.
+func (h *Hop) AppendAction(b []byte) []byte {
 	e := &h.Endpoint
 	who := e.Name
 	if e.Container != nil {
@@ -145,41 +149,40 @@ func (h *Hop) Action() string {
 	switch e.Role {
 	case topology.RoleContainer, topology.RoleNetns:
 		if in {
-			return "arrived in " + who
+			return append(append(b, "arrived in "...), who...)
 		}
-		return "left " + who
+		return append(append(b, "left "...), who...)
 	case topology.RoleHostVeth:
 		br := e.Bridge
 		if br == "" {
 			br = "bridge"
 		}
-		if in {
-			if e.Container != nil {
-				return "left " + who + ", entered " + br
-			}
-			return "entered " + br
+		switch {
+		case in && e.Container != nil:
+			return append(append(append(append(b, "left "...), who...), ", entered "...), br...)
+		case in:
+			return append(append(b, "entered "...), br...)
+		case e.Container != nil:
+			return append(append(append(append(b, "left "...), br...), " toward "...), who...)
 		}
-		if e.Container != nil {
-			return "left " + br + " toward " + who
-		}
-		return "left " + br
+		return append(append(b, "left "...), br...)
 	case topology.RoleBridge:
 		if in {
-			return "passed up to host by " + e.Name
+			return append(append(b, "passed up to host by "...), e.Name...)
 		}
-		return "sent down by host into " + e.Name
+		return append(append(b, "sent down by host into "...), e.Name...)
 	case topology.RoleHost:
 		if e.Driver != "" {
 			// The parent of a macvlan/ipvlan network: the driver carries
 			// its containers' packets through it.
-			return "through " + e.Driver + " on " + e.Name
+			return append(append(append(append(b, "through "...), e.Driver...), " on "...), e.Name...)
 		}
 		if in {
-			return "entered host at " + e.Name
+			return append(append(b, "entered host at "...), e.Name...)
 		}
-		return "left host at " + e.Name
+		return append(append(b, "left host at "...), e.Name...)
 	}
-	return h.Dir.String()
+	return append(b, h.Dir.String()...)
 }
 
 // Drop is where and why a journey was dropped.

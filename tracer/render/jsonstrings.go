@@ -28,7 +28,12 @@ func appendQuoted(b []byte, s string) []byte {
 // SetEscapeHTML(false): `"` and `\` and control characters escaped (\b \f
 // \n \r \t, else \u00XX), each byte of invalid UTF-8 as \ufffd, U+2028 and
 // U+2029 as \u2028 and \u2029; <, > and & as they are.
-func appendEscaped(b []byte, s string) []byte {
+func appendEscaped(b []byte, s string) []byte { return appendEscapedText(b, s) }
+
+// appendEscapedBytes is appendEscaped for text built in a byte buffer.
+func appendEscapedBytes(b []byte, s []byte) []byte { return appendEscapedText(b, s) }
+
+func appendEscapedText[T string | []byte](b []byte, s T) []byte {
 	start := 0
 	for i := 0; i < len(s); {
 		c := s[i]
@@ -58,7 +63,7 @@ func appendEscaped(b []byte, s string) []byte {
 			start = i
 			continue
 		}
-		r, size := utf8.DecodeRuneInString(s[i:])
+		r, size := decodeRune(s[i:])
 		switch {
 		case r == utf8.RuneError && size == 1:
 			b = append(b, s[start:i]...)
@@ -74,6 +79,16 @@ func appendEscaped(b []byte, s string) []byte {
 		start = i
 	}
 	return append(b, s[start:]...)
+}
+
+func decodeRune[T string | []byte](s T) (rune, int) {
+	switch v := any(s).(type) {
+	case string:
+		return utf8.DecodeRuneInString(v)
+	case []byte:
+		return utf8.DecodeRune(v)
+	}
+	return utf8.RuneError, 1
 }
 
 // jsonSafe are the bytes appendEscaped copies as they are: ASCII but
@@ -103,54 +118,12 @@ func appendBridgeLabel(b []byte, s journey.BridgeStep) []byte {
 	return appendEscaped(b, s.Label())
 }
 
-// appendAction appends journey.Hop.Action.
+// appendAction appends journey.Hop.Action, escaped: the action is built
+// in a buffer on the stack, then escaped into b.
 func appendAction(b []byte, h *journey.Hop) []byte {
-	e := &h.Endpoint
-	who := e.Name
-	if e.Container != nil {
-		who = e.Container.Name
-	} else if e.NetnsName != "" {
-		who = e.NetnsName
-	}
-	in := h.Dir == event.Ingress
-	switch e.Role {
-	case topology.RoleContainer, topology.RoleNetns:
-		if in {
-			return appendEscaped(append(b, "arrived in "...), who)
-		}
-		return appendEscaped(append(b, "left "...), who)
-	case topology.RoleHostVeth:
-		br := e.Bridge
-		if br == "" {
-			br = "bridge"
-		}
-		switch {
-		case in && e.Container != nil:
-			b = appendEscaped(append(b, "left "...), who)
-			return appendEscaped(append(b, ", entered "...), br)
-		case in:
-			return appendEscaped(append(b, "entered "...), br)
-		case e.Container != nil:
-			b = appendEscaped(append(b, "left "...), br)
-			return appendEscaped(append(b, " toward "...), who)
-		}
-		return appendEscaped(append(b, "left "...), br)
-	case topology.RoleBridge:
-		if in {
-			return appendEscaped(append(b, "passed up to host by "...), e.Name)
-		}
-		return appendEscaped(append(b, "sent down by host into "...), e.Name)
-	case topology.RoleHost:
-		if e.Driver != "" {
-			b = appendEscaped(append(b, "through "...), e.Driver)
-			return appendEscaped(append(b, " on "...), e.Name)
-		}
-		if in {
-			return appendEscaped(append(b, "entered host at "...), e.Name)
-		}
-		return appendEscaped(append(b, "left host at "...), e.Name)
-	}
-	return appendEscaped(b, h.Dir.String())
+	var scratch [128]byte
+	raw := h.AppendAction(scratch[:0])
+	return appendEscapedBytes(b, raw)
 }
 
 // appendDescribe appends Describe.
