@@ -80,6 +80,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 	cfg := cf.config(log)
 	cfg.Tracer.Aggregate = true
 	cfg.Tracer.RingBufferBytes = 1 // the least: no events go through it
+	// Nothing to drain: the reader only looks now and then, and a stop
+	// still ends it within this.
+	cfg.Tracer.DrainInterval = 250 * time.Millisecond
 	sess, err := capture.Open(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("serve: %w", explainVerifier(err, cf.verifierLog))
