@@ -145,7 +145,7 @@ func TestLostRequestSegment(t *testing.T) {
 		if r.After != 200*msD || r.Nth != 1 || r.First != r.Of || r.FirstSent != orig.Hops[0].TimeNS {
 			t.Errorf("link %+v: want after 200ms, the first repeat", r)
 		}
-		if got, want := r.Fate(), "DROPPED at veth1a2b: NETFILTER_DROP"; got != want {
+		if got, want := r.OfFate(), "DROPPED at veth1a2b: NETFILTER_DROP"; got != want {
 			t.Errorf("fate %q, want %q", got, want)
 		}
 	}
@@ -212,8 +212,8 @@ func TestSynRetransmit(t *testing.T) {
 		t.Fatalf("links %+v, want the second SYN to the first", res.links)
 	}
 	for _, r := range res.links {
-		if r.After != 1000*msD || r.Fate() != "DROPPED at veth3c4d: NETFILTER_DROP" {
-			t.Errorf("link %+v (%s)", r, r.Fate())
+		if r.After != 1000*msD || r.OfFate() != "DROPPED at veth3c4d: NETFILTER_DROP" {
+			t.Errorf("link %+v (%s)", r, r.OfFate())
 		}
 	}
 }

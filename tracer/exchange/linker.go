@@ -8,24 +8,15 @@ import (
 	"github.com/hoptrace/hoptrace/tracer/journey"
 )
 
-// Retransmit links a journey to the earlier transmission of the same TCP
-// segment.
+// Retransmit is the link to the previous transmission (set as the
+// journey's Retransmit by the Stage), and to the first.
 type Retransmit struct {
-	// Of is the journey of the previous transmission; After the time from
-	// it to this one (first hop to first hop).
-	Of    uint64
-	After time.Duration
+	journey.Retransmit
 	// First is the journey of the first transmission, FirstSent its time
 	// (kernel monotonic ns); Nth counts this one (1: the first repeat).
 	First     uint64
 	FirstSent uint64
 	Nth       int
-	// OfVerdict is the previous transmission's fate; OfDropWhere and
-	// OfDropReason say where and why it was dropped on the way (empty when
-	// it was not).
-	OfVerdict    journey.Verdict
-	OfDropWhere  string
-	OfDropReason string
 }
 
 // segKey identifies a segment: its flow as sent, where it was sent from,
@@ -102,9 +93,9 @@ func (l *Linker) link(s *seg) (Retransmit, bool) {
 		return Retransmit{}, false
 	}
 	r := Retransmit{
-		Of: prev.id, After: time.Duration(at - prev.at),
+		Retransmit: journey.Retransmit{Of: prev.id, After: time.Duration(at - prev.at),
+			OfVerdict: prev.verdict, OfDropWhere: prev.dropWhere, OfDropReason: prev.why},
 		First: prev.firstID, FirstSent: prev.firstAt, Nth: prev.n,
-		OfVerdict: prev.verdict, OfDropWhere: prev.dropWhere, OfDropReason: prev.why,
 	}
 	l.remember(k, sent{id: s.j.ID, at: at, firstID: prev.firstID, firstAt: prev.firstAt, n: prev.n + 1, verdict: s.j.Verdict}, s.j)
 	return r, true
@@ -149,12 +140,3 @@ func (l *Linker) evict() {
 
 // Remembered is the number of segments held now.
 func (l *Linker) Remembered() int { return len(l.segs) }
-
-// Fate says what became of a journey, as its text line does: "DROPPED at
-// veth82f1: NETFILTER_DROP", "delivered", "incomplete".
-func (r *Retransmit) Fate() string {
-	if r.OfDropWhere != "" {
-		return "DROPPED at " + r.OfDropWhere + ": " + r.OfDropReason
-	}
-	return r.OfVerdict.String()
-}

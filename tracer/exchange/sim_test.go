@@ -40,7 +40,7 @@ var (
 // sim builds the events of a conversation on the synthetic host and runs
 // them through the pipeline with an exchange stage.
 type sim struct {
-	t      *testing.T
+	t      testing.TB
 	events []timed
 	pkt    uint64
 }
@@ -135,7 +135,7 @@ func (s *sim) run(cfg exchange.Config) result {
 	s.t.Helper()
 	sort.SliceStable(s.events, func(a, b int) bool { return s.events[a].at < s.events[b].at })
 	res := result{links: map[uint64]exchange.Retransmit{}, journeys: map[uint64]*journey.Journey{}}
-	sink := &collect{res: &res}
+	sink := &collect{t: s.t, res: &res}
 	stage := exchange.NewStage(sink, exchange.Options{
 		Config:    cfg,
 		Exchanges: func(e *exchange.Exchange) error { res.exchanges = append(res.exchanges, *e); return nil },
@@ -143,7 +143,6 @@ func (s *sim) run(cfg exchange.Config) result {
 			res.links[j.ID] = *r
 		},
 	})
-	sink.stage = stage
 	src := &source{names: finalNames{jt.Namer()}, events: s.events}
 	if _, err := pipeline.Run(context.Background(), src, pipeline.Config{}, stage); err != nil {
 		s.t.Fatal(err)
@@ -151,18 +150,19 @@ func (s *sim) run(cfg exchange.Config) result {
 	return res
 }
 
-// collect keeps the journeys; it checks the stage answers RetransmitOf for
-// the journey it hands on.
+// collect keeps the journeys; a journey's Retransmit must be what the
+// stage's Retransmits callback got.
 type collect struct {
-	res   *result
-	stage *exchange.Stage
+	t   testing.TB
+	res *result
 }
 
 func (c *collect) Journey(j *journey.Journey) error {
 	c.res.journeys[j.ID] = j
 	c.res.order = append(c.res.order, j.ID)
-	if r, ok := c.stage.RetransmitOf(j); ok {
-		c.res.links[j.ID] = r
+	r, ok := c.res.links[j.ID]
+	if (j.Retransmit != nil) != ok || (ok && *j.Retransmit != r.Retransmit) {
+		c.t.Errorf("journey %d: Retransmit %+v, the stage linked %+v (%v)", j.ID, j.Retransmit, r, ok)
 	}
 	return nil
 }

@@ -13,24 +13,25 @@ type Options struct {
 	// sink's does.
 	Exchanges func(*Exchange) error
 	// Retransmits, when set, gets every journey that retransmits an
-	// earlier one, with the link, before the sink after the stage sees it.
+	// earlier one, with the link, before the sink after the stage sees it
+	// (which finds the link in the journey's Retransmit too).
 	Retransmits func(j *journey.Journey, r *Retransmit)
 }
 
 // Stage is a pipeline sink in front of another: it links each journey to
-// the one it retransmits and pairs exchanges, then hands the journey on.
+// the one it retransmits (setting its Retransmit) and pairs exchanges,
+// then hands the journey on.
 type Stage struct {
 	next    render.Printer
 	opt     Options
 	linker  *Linker
 	tracker *Tracker
-	links   map[uint64]Retransmit // of the journey being handed on
 }
 
 // NewStage returns a stage handing journeys to next (a printer, the
 // latency aggregator, any pipeline.Sink).
 func NewStage(next render.Printer, opt Options) *Stage {
-	s := &Stage{next: next, opt: opt, linker: NewLinker(opt.Config), links: map[uint64]Retransmit{}}
+	s := &Stage{next: next, opt: opt, linker: NewLinker(opt.Config)}
 	if opt.Exchanges != nil {
 		s.tracker = NewTracker(opt.Config, opt.Exchanges)
 	}
@@ -41,12 +42,11 @@ func NewStage(next render.Printer, opt Options) *Stage {
 func (s *Stage) Journey(j *journey.Journey) error {
 	var sg seg
 	if classify(j, &sg) {
-		r, ok := s.linker.link(&sg)
 		var rp *Retransmit
-		if ok {
-			rp = &r
-			s.links[j.ID] = r
-			defer delete(s.links, j.ID)
+		if r, ok := s.linker.link(&sg); ok {
+			rc := r // allocated for a retransmission only
+			rp = &rc
+			j.Retransmit = &rc.Retransmit
 			if s.opt.Retransmits != nil {
 				s.opt.Retransmits(j, rp)
 			}
@@ -59,13 +59,6 @@ func (s *Stage) Journey(j *journey.Journey) error {
 		}
 	}
 	return s.next.Journey(j)
-}
-
-// RetransmitOf is the link of the journey the stage is handing on now
-// (sinks after it may ask while they take it).
-func (s *Stage) RetransmitOf(j *journey.Journey) (Retransmit, bool) {
-	r, ok := s.links[j.ID]
-	return r, ok
 }
 
 // Summary lets go the exchanges still waiting, then hands the summary on.

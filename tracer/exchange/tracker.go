@@ -22,10 +22,12 @@ type Tracker struct {
 	now, swept uint64
 	// late collects exchanges a sweep lets go, to emit them in time order.
 	late []Exchange
+	out  Exchange // the one being emitted
 }
 
-// NewTracker returns a tracker handing each completed exchange to emit;
-// emit's first error is kept (Err) and stops further emits.
+// NewTracker returns a tracker handing each completed exchange to emit
+// (the pointer is valid during the call); emit's first error is kept (Err)
+// and stops further emits.
 func NewTracker(cfg Config, emit func(*Exchange) error) *Tracker {
 	return &Tracker{cfg: cfg.withDefaults(), emit: emit, tcp: map[tuple]*tcpConn{}, udp: map[tuple]*udpFlow{}}
 }
@@ -68,9 +70,12 @@ func (t *Tracker) Flush() {
 	t.emitLate()
 }
 
+// send emits e through a field, so e itself does not escape (the pointer
+// emit gets is valid only during the call).
 func (t *Tracker) send(e *Exchange) {
 	if t.err == nil {
-		t.err = t.emit(e)
+		t.out = *e
+		t.err = t.emit(&t.out)
 	}
 }
 

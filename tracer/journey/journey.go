@@ -295,6 +295,9 @@ type Journey struct {
 	// a terminal hop (the journey may still have a verdict from its last hop).
 	TimedOut    bool
 	Fingerprint uint64
+	// Retransmit is set when the packet repeats an earlier journey's TCP
+	// segment (see Retransmit); nil otherwise.
+	Retransmit *Retransmit
 }
 
 // First returns the journey's first hop, or nil when it has none (a lone drop).

@@ -68,9 +68,9 @@ func TestExchangeReport(t *testing.T) {
 	for _, e := range exchanges() {
 		a.AddExchange(&e)
 	}
-	a.AddRetransmit(retransmission(false), &exchange.Retransmit{After: 200 * time.Millisecond})
-	a.AddRetransmit(retransmission(false), &exchange.Retransmit{After: 400 * time.Millisecond})
-	a.AddRetransmit(retransmission(true), &exchange.Retransmit{After: 200 * time.Millisecond})
+	a.AddRetransmit(retransmission(false), &exchange.Retransmit{Retransmit: journey.Retransmit{After: 200 * time.Millisecond}})
+	a.AddRetransmit(retransmission(false), &exchange.Retransmit{Retransmit: journey.Retransmit{After: 400 * time.Millisecond}})
+	a.AddRetransmit(retransmission(true), &exchange.Retransmit{Retransmit: journey.Retransmit{After: 200 * time.Millisecond}})
 	r := a.Report()
 	if len(r.Exchanges) != 2 {
 		t.Fatalf("exchanges %+v", r.Exchanges)

@@ -1,0 +1,80 @@
+package exchange_test
+
+import (
+	"testing"
+
+	"github.com/hoptrace/hoptrace/tracer/exchange"
+	"github.com/hoptrace/hoptrace/tracer/journey"
+	jt "github.com/hoptrace/hoptrace/tracer/journey/journeytest"
+	"github.com/hoptrace/hoptrace/tracer/render"
+)
+
+// BenchmarkStage: the stage's cost per journey (linking and pairing) in a
+// steady state: 64 keep-alive connections, each request answered and
+// ACKed, a retransmission now and then. A warm-up on other connections
+// first fills the stage's tables to their cap, as on a busy host.
+func BenchmarkStage(b *testing.B) {
+	s := &sim{t: b}
+	t := at(0)
+	conversation := func(firstPort uint16, rounds uint32) {
+		for r := range rounds {
+			for c := range uint16(64) {
+				port, seq := firstPort+c, 1+r*100
+				s.send(t, jt.ClientToWeb, jt.TCP(jt.ClientIP, port, jt.WebIP, 8080, psh, seq), dataLen)
+				if (r+uint32(c))%7 == 3 {
+					s.send(t+200*ms, jt.ClientToWeb, jt.TCP(jt.ClientIP, port, jt.WebIP, 8080, psh, seq), dataLen)
+				}
+				s.send(t+1*ms, jt.WebToClient, jt.TCP(jt.WebIP, 8080, jt.ClientIP, port, psh, seq), dataLen)
+				s.send(t+2*ms, jt.ClientToWeb, jt.TCP(jt.ClientIP, port, jt.WebIP, 8080, ack, seq+100), ackLen)
+				t += 20 * us
+			}
+		}
+	}
+	conversation(43000, 20) // the warm-up
+	t += 1000 * ms
+	conversation(42000, 20)
+	res := s.run(exchange.Config{})
+	var warm, js []*journey.Journey
+	for _, id := range res.order {
+		j := res.journeys[id]
+		if p := j.Packet(); p.SrcPort >= 43000 || p.DstPort >= 43000 {
+			warm = append(warm, j)
+		} else {
+			js = append(js, j)
+		}
+	}
+	var n int
+	cfg := exchange.Config{MaxSegments: 1024}
+	newStage := func() *exchange.Stage {
+		st := exchange.NewStage(discard{}, exchange.Options{Config: cfg, Exchanges: func(*exchange.Exchange) error { n++; return nil }})
+		for _, j := range warm {
+			if err := st.Journey(j); err != nil {
+				b.Fatal(err)
+			}
+		}
+		return st
+	}
+	st := newStage()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		k := i % len(js)
+		if k == 0 && i > 0 {
+			b.StopTimer()
+			st = newStage()
+			b.StartTimer()
+		}
+		if err := st.Journey(js[k]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	if n == 0 {
+		b.Fatal("no exchanges")
+	}
+}
+
+type discard struct{}
+
+func (discard) Journey(*journey.Journey) error { return nil }
+func (discard) Summary(render.Summary) error   { return nil }
