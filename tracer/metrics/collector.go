@@ -83,43 +83,26 @@ func (c *Collector) Metrics(st *State) []prometheus.Metric {
 		snap = &topology.Snapshot{}
 	}
 	n := namer{ix: topology.NewIndex(snap)}
-	var out []prometheus.Metric
-
-	type pathKey struct{ src, dst, network string }
-	paths := map[pathKey]*Hist{}
-	packets := map[[2]string]uint64{}
+	ser := newSeries()
 	for p, h := range st.Agg.Paths {
 		src, se, ok1 := n.end(p.From)
 		dst, de, ok2 := n.end(p.To)
 		if !ok1 || !ok2 {
 			continue
 		}
-		packets[[2]string{src, dst}] += h.Count()
+		ser.packets[[2]string{src, dst}] += h.Count()
 		if p.From == p.To {
 			continue // one hook: no latency to speak of
 		}
-		addTo(paths, pathKey{src, dst, network(se, de)}, &h)
+		addTo(ser.paths, pathLabels{src, dst, network(se, de)}, &h)
 	}
-	for k, h := range paths {
-		out = append(out, c.histogram(c.path, h, k.src, k.dst, k.network))
-	}
-	for k, v := range packets {
-		out = append(out, prometheus.MustNewConstMetric(c.packets, prometheus.CounterValue, float64(v), k[0], k[1]))
-	}
-
-	hops := map[[2]string]*Hist{}
 	for p, h := range st.Agg.Hops {
 		from, _, ok1 := n.hook(p.From)
 		to, _, ok2 := n.hook(p.To)
 		if ok1 && ok2 {
-			addTo(hops, [2]string{from, to}, &h)
+			addTo(ser.hops, [2]string{from, to}, &h)
 		}
 	}
-	for k, h := range hops {
-		out = append(out, c.histogram(c.hop, h, k[0], k[1]))
-	}
-
-	drops := map[[3]string]uint64{}
 	for k, v := range st.Agg.Drops {
 		last, le, ok := n.iface(k.Last.Key)
 		if !ok {
@@ -129,28 +112,64 @@ func (c *Collector) Metrics(st *State) []prometheus.Metric {
 		if !ok {
 			where, ae = last, le
 		}
-		container := ""
-		switch {
-		case le.Container != nil:
-			container = le.Container.Name
-		case ae.Container != nil:
-			container = ae.Container.Name
-		}
-		drops[[3]string{k.Reason, where, container}] += v
+		ser.drops[[3]string{k.Reason, where, dropContainer(le, ae)}] += v
 	}
-	for k, v := range drops {
-		out = append(out, prometheus.MustNewConstMetric(c.drops, prometheus.CounterValue, float64(v), k[0], k[1], k[2]))
-	}
-
-	for kind, v := range map[string]uint64{"hop": st.Lost.Hops, "drop": st.Lost.Drops, "aggregate": st.Lost.Aggregate} {
-		out = append(out, prometheus.MustNewConstMetric(c.eventsLost, prometheus.CounterValue, float64(v), kind))
-	}
-	out = append(out,
-		prometheus.MustNewConstMetric(c.joinsLost, prometheus.CounterValue, float64(st.Lost.Joins)),
+	out := c.emit(ser, st.Lost, nil)
+	return append(out,
 		prometheus.MustNewConstMetric(c.hooks, prometheus.GaugeValue, float64(st.HooksAttached)),
 		prometheus.MustNewConstMetric(c.containers, prometheus.GaugeValue, float64(len(snap.Containers))),
 	)
-	return out
+}
+
+// dropContainer is the container a drop is put on: that of the last hook
+// that saw the packet, else that of the device it was on.
+func dropContainer(last, at topology.Endpoint) string {
+	switch {
+	case last.Container != nil:
+		return last.Container.Name
+	case at.Container != nil:
+		return at.Container.Name
+	}
+	return ""
+}
+
+type pathLabels struct{ src, dst, network string }
+
+// series are the values of the metrics by their label values.
+type series struct {
+	paths   map[pathLabels]*Hist
+	hops    map[[2]string]*Hist  // from, to
+	packets map[[2]string]uint64 // src, dst
+	drops   map[[3]string]uint64 // reason, where, container
+}
+
+func newSeries() *series {
+	return &series{
+		paths:   map[pathLabels]*Hist{},
+		hops:    map[[2]string]*Hist{},
+		packets: map[[2]string]uint64{},
+		drops:   map[[3]string]uint64{},
+	}
+}
+
+// emit appends the metrics of ser and lost to out.
+func (c *Collector) emit(ser *series, lost Lost, out []prometheus.Metric) []prometheus.Metric {
+	for k, h := range ser.paths {
+		out = append(out, c.histogram(c.path, h, k.src, k.dst, k.network))
+	}
+	for k, v := range ser.packets {
+		out = append(out, prometheus.MustNewConstMetric(c.packets, prometheus.CounterValue, float64(v), k[0], k[1]))
+	}
+	for k, h := range ser.hops {
+		out = append(out, c.histogram(c.hop, h, k[0], k[1]))
+	}
+	for k, v := range ser.drops {
+		out = append(out, prometheus.MustNewConstMetric(c.drops, prometheus.CounterValue, float64(v), k[0], k[1], k[2]))
+	}
+	for kind, v := range map[string]uint64{"hop": lost.Hops, "drop": lost.Drops, "aggregate": lost.Aggregate} {
+		out = append(out, prometheus.MustNewConstMetric(c.eventsLost, prometheus.CounterValue, float64(v), kind))
+	}
+	return append(out, prometheus.MustNewConstMetric(c.joinsLost, prometheus.CounterValue, float64(lost.Joins)))
 }
 
 func addTo[K comparable](m map[K]*Hist, k K, h *Hist) {

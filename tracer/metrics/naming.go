@@ -15,13 +15,34 @@ func (n namer) iface(k topology.Key) (label string, e topology.Endpoint, ok bool
 	if !ok {
 		return "", e, false
 	}
+	return ifaceLabel(e), e, true
+}
+
+// ifaceLabel is the label of a known interface (see namer.iface).
+func ifaceLabel(e topology.Endpoint) string {
 	switch {
 	case e.Role == topology.RoleContainer && e.Container != nil:
-		return e.Container.Name + ":" + e.Name, e, true
+		return e.Container.Name + ":" + e.Name
 	case e.Role == topology.RoleHostVeth && e.Container != nil:
-		return e.Container.Name + ":veth", e, true
+		return e.Container.Name + ":veth"
 	}
-	return e.Label(), e, true
+	return e.Label()
+}
+
+// hookLabel is an interface label with a direction.
+func hookLabel(iface string, egress bool) string {
+	if egress {
+		return iface + ":egress"
+	}
+	return iface + ":ingress"
+}
+
+// endLabel names one end of a path (see namer.end).
+func endLabel(e topology.Endpoint) string {
+	if e.Container != nil {
+		return e.Container.Name
+	}
+	return ifaceLabel(e)
 }
 
 // hook is the label of a hook: its interface's label and the direction.
@@ -30,23 +51,17 @@ func (n namer) hook(h Hook) (string, topology.Endpoint, bool) {
 	if !ok {
 		return "", e, false
 	}
-	if h.Egress {
-		return label + ":egress", e, true
-	}
-	return label + ":ingress", e, true
+	return hookLabel(label, h.Egress), e, true
 }
 
 // end names one end of a path: the container of the interface, or the
 // interface's label for the host and bridges.
 func (n namer) end(h Hook) (string, topology.Endpoint, bool) {
-	label, e, ok := n.iface(h.Key)
+	_, e, ok := n.iface(h.Key)
 	if !ok {
 		return "", e, false
 	}
-	if e.Container != nil {
-		return e.Container.Name, e, true
-	}
-	return label, e, true
+	return endLabel(e), e, true
 }
 
 // network is the Docker network (or, without Docker's name for it, the
