@@ -61,6 +61,11 @@ type JourneyJSON struct {
 	Rewrites    []RewriteJSON `json:"rewrites,omitempty"`
 	Drop        *DropJSON     `json:"drop,omitempty"`
 	Fingerprint string        `json:"fingerprint"` // hex
+	// RetransmitOf is the ID of the earlier journey whose TCP segment this
+	// one sends again, RetransmitAfterNS the time since it (first hop to
+	// first hop); both absent when it is not a retransmission.
+	RetransmitOf      *uint64 `json:"retransmit_of,omitempty"`
+	RetransmitAfterNS *int64  `json:"retransmit_after_ns,omitempty"`
 }
 
 // PacketJSON is the decoded headers as first seen.
@@ -251,6 +256,10 @@ func (p *JSON) JourneyObject(j *journey.Journey) *JourneyJSON {
 			dj.Location = fmt.Sprintf("0x%x", d.Location)
 		}
 		o.Drop = dj
+	}
+	if r := j.Retransmit; r != nil {
+		of, after := r.Of, int64(r.After)
+		o.RetransmitOf, o.RetransmitAfterNS = &of, &after
 	}
 	return o
 }

@@ -67,7 +67,14 @@ func (p *JSON) appendJourney(b []byte, j *journey.Journey) []byte {
 	}
 	b = append(b, `,"fingerprint":"`...)
 	b = appendHexPad(b, j.Fingerprint, 16)
-	return append(b, "\"}\n"...)
+	b = append(b, '"')
+	if r := j.Retransmit; r != nil {
+		b = append(b, `,"retransmit_of":`...)
+		b = strconv.AppendUint(b, r.Of, 10)
+		b = append(b, `,"retransmit_after_ns":`...)
+		b = strconv.AppendInt(b, int64(r.After), 10)
+	}
+	return append(b, "}\n"...)
 }
 
 // appendPacket is packetJSON's object.

@@ -310,6 +310,12 @@ func mutate(r *rand.Rand, j *journey.Journey) *journey.Journey {
 				To:   journey.Flow{Src: netip.AddrPortFrom(addr(r), 0), Dst: netip.AddrPortFrom(addr(r), uint16(r.Uint32()))}})
 		}
 	}
+	switch r.IntN(3) {
+	case 0:
+		j.Retransmit = nil
+	case 1:
+		j.Retransmit = &journey.Retransmit{Of: r.Uint64() >> r.IntN(64), After: time.Duration(r.Int64() - r.Int64())}
+	}
 	switch r.IntN(4) {
 	case 0:
 		j.Drop = nil

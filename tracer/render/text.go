@@ -45,6 +45,10 @@ func (t *Text) paint(color, s string) string {
 // Journey prints one journey:
 //
 //	12:00:01.123456 TCP 172.17.0.2:41234 > 172.17.0.3:8080 [S] client:eth0 -> veth1a2b -> docker0 -> veth3c4d -> web:eth0  30us
+//
+// and for a TCP retransmission (Journey.Retransmit) what it repeats:
+//
+//	... web:eth0  31us  retransmit of #12 after 1.02s (#12 DROPPED at veth82f1: NETFILTER_DROP)
 func (t *Text) Journey(j *journey.Journey) error {
 	w := t.w
 	w.WriteString(t.opt.wall(j.Start).Format("15:04:05.000000"))
@@ -67,6 +71,10 @@ func (t *Text) Journey(j *journey.Journey) error {
 	}
 	for _, rw := range j.Rewrites {
 		fmt.Fprintf(w, "  [%s %s became %s at %s]", rw.Kind, rw.From, rw.To, j.Hops[rw.Hop].Label())
+	}
+	if r := j.Retransmit; r != nil {
+		w.WriteString("  ")
+		w.WriteString(t.paint(cYellow, fmt.Sprintf("retransmit of #%d after %s (#%d %s)", r.Of, FormatDuration(r.After), r.Of, r.OfFate())))
 	}
 	w.WriteByte('\n')
 	if t.opt.Verbose {
