@@ -136,3 +136,176 @@ func TestExchangesSlowCGI(t *testing.T) {
 		t.Errorf("trace --exchanges: %d requests, %d handshakes, want %d each:\n%s", requests, handshakes, n, lines.stdout)
 	}
 }
+
+// linkJSON is the part of a journey line the retransmission test reads.
+type linkJSON struct {
+	Type         string  `json:"type"`
+	ID           uint64  `json:"id"`
+	Summary      string  `json:"summary"`
+	Verdict      string  `json:"verdict"`
+	RetransmitOf *uint64 `json:"retransmit_of"`
+	AfterNS      *int64  `json:"retransmit_after_ns"`
+	Packet       *struct {
+		Src, Dst string
+		SrcPort  uint16 `json:"src_port"`
+		DstPort  uint16 `json:"dst_port"`
+		TCPFlags string `json:"tcp_flags"`
+		Seq      uint32
+	} `json:"packet"`
+	Drop *struct {
+		Reason string `json:"reason"`
+	} `json:"drop"`
+}
+
+func linkLines(t *testing.T, out []byte) []linkJSON {
+	t.Helper()
+	var js []linkJSON
+	for _, line := range splitLines(out) {
+		var j linkJSON
+		if err := json.Unmarshal(line, &j); err != nil {
+			t.Fatalf("not JSON: %q: %v", line, err)
+		}
+		if j.Type == "journey" {
+			js = append(js, j)
+		}
+	}
+	return js
+}
+
+// links checks every retransmit_of in js and returns them as text that
+// does not depend on journey IDs: "retransmission -> what it repeats".
+func links(t *testing.T, js []linkJSON) []string {
+	t.Helper()
+	byID := map[uint64]*linkJSON{}
+	for i := range js {
+		byID[js[i].ID] = &js[i]
+	}
+	var out []string
+	for _, j := range js {
+		if j.RetransmitOf == nil {
+			continue
+		}
+		of := byID[*j.RetransmitOf]
+		switch {
+		case of == nil:
+			t.Errorf("journey %d (%s) retransmits #%d, which is not in the output", j.ID, j.Summary, *j.RetransmitOf)
+			continue
+		case *j.RetransmitOf >= j.ID || j.AfterNS == nil || *j.AfterNS <= 0:
+			t.Errorf("journey %d (%s): retransmit_of %d after %v: want an earlier journey, a positive delay", j.ID, j.Summary, *j.RetransmitOf, j.AfterNS)
+		case j.Packet == nil || of.Packet == nil || j.Packet.Seq != of.Packet.Seq || j.Packet.Src != of.Packet.Src ||
+			j.Packet.SrcPort != of.Packet.SrcPort || j.Packet.Dst != of.Packet.Dst || j.Packet.DstPort != of.Packet.DstPort:
+			t.Errorf("journey %d (%s) links to %d (%s): not the same segment", j.ID, j.Summary, of.ID, of.Summary)
+		}
+		out = append(out, j.Summary+" -> "+of.Summary+" "+of.Verdict)
+	}
+	return out
+}
+
+// TestRetransmitsLinkToDrops: an iptables rule drops every third packet
+// from client to web:8080; the journeys of their retransmissions link to
+// the dropped journeys (JSON retransmit_of, and the text note), live and
+// in a replay of a recording made alongside.
+func TestRetransmitsLinkToDrops(t *testing.T) {
+	web, client := webAndClient(t)
+	testenv.RequireCommand(t, "iptables")
+	rule := []string{"DOCKER-USER", "-s", client.IP().String(), "-d", web.IP().String(), "-p", "tcp", "--dport", "8080",
+		"-m", "statistic", "--mode", "nth", "--every", "3", "--packet", "0", "-j", "DROP"}
+	testenv.Command(t, "iptables", append([]string{"-I"}, rule...)...)
+	t.Cleanup(func() {
+		if out, err := exec.Command("iptables", append([]string{"-D"}, rule...)...).CombinedOutput(); err != nil {
+			t.Errorf("remove the DOCKER-USER rule: %v: %s", err, out)
+		}
+	})
+	file := filepath.Join(t.TempDir(), "drops.hop")
+	rec := startHoptrace(t, "record", "-w", file, "-q", "-C", client.Name, "-C", web.Name)
+	live := startHoptrace(t, "trace", "-o", "json", "-C", client.Name, "-C", web.Name)
+	text := startHoptrace(t, "trace", "--no-color", "-C", client.Name, "-C", web.Name)
+	url := fmt.Sprintf("http://%s:8080/", web.IP())
+	for i := 0; i < 5; i++ {
+		if err := wget(client.Name, url); err != nil {
+			t.Logf("wget %d: %v (a fetch may give up while its packets are dropped)", i, err)
+		}
+	}
+	time.Sleep(time.Second) // retransmissions still on their way, then grace and drain
+	for _, p := range []*proc{rec, live, text} {
+		if err := p.stop(t); err != nil {
+			t.Fatalf("%v: %v\n%s", p.cmd.Args, err, p.stderr)
+		}
+	}
+
+	js := linkLines(t, live.stdout.Bytes())
+	got := links(t, js)
+	toDrops := 0
+	for _, l := range got {
+		if strings.HasSuffix(l, " dropped") {
+			toDrops++
+		}
+	}
+	t.Logf("%d retransmissions linked, %d of them to a dropped journey", len(got), toDrops)
+	if toDrops == 0 {
+		t.Fatalf("no retransmission links to a dropped journey; links:\n%s", strings.Join(got, "\n"))
+	}
+	// Every dropped SYN or data segment from client to web was sent again,
+	// and its retransmission says so.
+	linked := map[uint64]bool{}
+	for _, j := range js {
+		if j.RetransmitOf != nil {
+			linked[*j.RetransmitOf] = true
+		}
+	}
+	for _, j := range js {
+		p := j.Packet
+		if j.Drop == nil || j.Verdict != "dropped" || p == nil || p.Dst != web.IP().String() || p.DstPort != 8080 {
+			continue
+		}
+		if j.Drop.Reason != "NETFILTER_DROP" {
+			t.Errorf("journey %d (%s) dropped for %s, want NETFILTER_DROP", j.ID, j.Summary, j.Drop.Reason)
+		}
+		if (strings.Contains(p.TCPFlags, "S") || strings.Contains(p.TCPFlags, "P")) && !linked[j.ID] {
+			t.Errorf("dropped journey %d (%s) has no retransmission linked to it", j.ID, j.Summary)
+		}
+	}
+
+	// The text says it on the retransmission's line.
+	found := false
+	for _, line := range strings.Split(text.stdout.String(), "\n") {
+		if strings.Contains(line, "retransmit of #") && strings.Contains(line, "DROPPED at ") && strings.Contains(line, ": NETFILTER_DROP)") {
+			found = true
+			break
+		}
+	}
+	if !found {
+		t.Errorf("no text line says 'retransmit of #N after ... (#N DROPPED at ...: NETFILTER_DROP)':\n%s", text.stdout)
+	}
+
+	// A replay of the recording links the same segments.
+	var stderr strings.Builder
+	cmd := exec.Command(hoptraceBinary(t), "replay", "-o", "json", file)
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("replay: %v\n%s", err, stderr.String())
+	}
+	replayed := links(t, linkLines(t, out))
+	if strings.Join(replayed, "\n") != strings.Join(got, "\n") {
+		t.Errorf("replay links differ from the live trace's:\nreplay:\n%s\nlive:\n%s", strings.Join(replayed, "\n"), strings.Join(got, "\n"))
+	}
+
+	// latency counts them, per path and in the exchanges' connections.
+	stderr.Reset()
+	cmd = exec.Command(hoptraceBinary(t), "latency", "-o", "json", file)
+	cmd.Stderr = &stderr
+	if out, err = cmd.Output(); err != nil {
+		t.Fatalf("latency: %v\n%s", err, stderr.String())
+	}
+	r := parseLatency(t, out)
+	var counted uint64
+	var cost int64
+	for _, rt := range r.Retransmits {
+		counted += rt.Count
+		cost += rt.TotalNS
+	}
+	if counted != uint64(len(got)) || cost <= 0 {
+		t.Errorf("latency counts %d retransmissions costing %v, want %d: %+v", counted, time.Duration(cost), len(got), r.Retransmits)
+	}
+}
