@@ -65,6 +65,7 @@ type captureFlags struct {
 	count           int
 	duration        time.Duration
 	readyFile       string
+	metricsAddr     string
 	timeout         time.Duration
 	quiet           bool
 	verifierLog     string
@@ -82,6 +83,7 @@ func (c *captureFlags) register(fs *pflag.FlagSet) {
 	fs.IntVar(&c.ringBytes, "ring-bytes", 0, "ring buffer size in bytes, rounded up to a power of two (default 4 MiB)")
 	fs.DurationVar(&c.timeout, "journey-timeout", journey.DefaultTimeout, "finish a journey that saw no hop for this long")
 	fs.StringVar(&c.readyFile, "ready-file", "", "create this file once every hook is attached (for scripts and tests)")
+	fs.StringVar(&c.metricsAddr, "metrics-addr", "", "also serve Prometheus metrics of the journeys on this address, e.g. 127.0.0.1:9464 (docs/metrics.md)")
 	fs.StringVar(&c.dockerHost, "docker-host", "", "Docker daemon address (default $DOCKER_HOST, else unix:///var/run/docker.sock)")
 	fs.BoolVar(&c.noDocker, "no-docker", false, "do not ask Docker; name namespaces only")
 	fs.BoolVarP(&c.quiet, "quiet", "q", false, "no progress notes on stderr")

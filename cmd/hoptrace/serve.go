@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/hoptrace/hoptrace/tracer/capture"
 	"github.com/hoptrace/hoptrace/tracer/metrics"
+	"github.com/hoptrace/hoptrace/tracer/pipeline"
 )
 
 const serveUsage = `Usage: hoptrace serve [flags] [EXPRESSION]
@@ -40,7 +42,7 @@ Examples:
 `
 
 // serveIgnored are capture flags that mean nothing to serve.
-var serveIgnored = []string{"count", "journey-timeout", "ring-bytes"}
+var serveIgnored = []string{"count", "journey-timeout", "ring-bytes", "metrics-addr"}
 
 // runServe serves the kernel's aggregates as Prometheus metrics.
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
@@ -140,4 +142,36 @@ func serveMux(reg *prometheus.Registry) *http.ServeMux {
 		fmt.Fprintln(w, "hoptrace serve: metrics at /metrics, health at /healthz")
 	})
 	return mux
+}
+
+// startMetrics serves the journeys of a live capture as metrics on addr
+// (--metrics-addr of trace, record and latency): the same metrics as serve,
+// counted from the journeys assembled in user space. stop shuts the server.
+func startMetrics(addr string, sess *capture.Session) (sink pipeline.Sink, stop func() error, err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("metrics: %w", err)
+	}
+	var (
+		mu   sync.Mutex // scrapes may overlap
+		last metrics.Lost
+	)
+	js := metrics.NewJourneys(versionString(), func() metrics.Lost {
+		mu.Lock()
+		defer mu.Unlock()
+		// Metrics, not Loss: it is safe once the session is closed.
+		if st, err := sess.Metrics(); err == nil {
+			last = st.Lost
+		}
+		return last
+	})
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(js, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	srv := &http.Server{Handler: serveMux(reg), ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	return js, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		return srv.Shutdown(ctx)
+	}, nil
 }

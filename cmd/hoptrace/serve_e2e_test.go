@@ -231,3 +231,43 @@ func TestServeFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestMetricsNetns: without Docker, on a plain bridge with two namespaces
+// (so it runs in the VMs too), serve and trace --metrics-addr both name a
+// ping's path by the namespaces' interfaces and count its hops.
+func TestMetricsNetns(t *testing.T) {
+	topo := testenv.NewTopology(t, 2)
+	a, b := topo.Hosts[0], topo.Hosts[1]
+	for _, tc := range []struct{ name, flag string }{{"serve", "--listen"}, {"trace", "--metrics-addr"}} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr := freeLoopbackAddr(t)
+			args := []string{tc.name, "--no-docker", tc.flag, addr, "icmp"}
+			if tc.name == "trace" {
+				args = append(args, "-o", "json")
+			}
+			run := startHoptrace(t, args...)
+			path := fmt.Sprintf(`hoptrace_path_latency_seconds_count{dst=%q,network=%q,src=%q}`, b.Name+":eth0", topo.Bridge, a.Name+":eth0")
+			hop := fmt.Sprintf(`hoptrace_hop_latency_seconds_count{from=%q,to=%q}`, a.HostVeth+":ingress", b.HostVeth+":egress")
+			var text string
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				if got := a.Ping(t, b.IP, 2, 0x5301); got != 2 {
+					t.Fatalf("ping: %d/2 replies", got)
+				}
+				text = scrapeText(t, addr)
+				if strings.Contains(text, path) && strings.Contains(text, hop) || time.Now().After(deadline) {
+					break
+				}
+				time.Sleep(300 * time.Millisecond)
+			}
+			for _, want := range []string{path, hop, "hoptrace_build_info{"} {
+				if !strings.Contains(text, want) {
+					t.Errorf("%s: no %s in\n%s", tc.name, want, text)
+				}
+			}
+			if err := run.stop(t); err != nil {
+				t.Errorf("%s: %v\n%s", tc.name, err, run.stderr)
+			}
+		})
+	}
+}

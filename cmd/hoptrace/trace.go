@@ -110,6 +110,14 @@ func liveJourneys(ctx context.Context, name string, cf *captureFlags, stdout, st
 			return fmt.Errorf("%s: %w", name, err)
 		}
 	}
+	if cf.metricsAddr != "" {
+		ms, stopMetrics, merr := startMetrics(cf.metricsAddr, sess)
+		if merr != nil {
+			return fmt.Errorf("%s: %w", name, merr)
+		}
+		defer func() { err = errors.Join(err, stopMetrics()) }()
+		extra = append(extra, ms)
+	}
 	out := &heldSummary{Printer: printer(render.Options{WallOffsetNS: sess.Clock().Offset()})}
 	// Journeys of other containers on the same bridges are assembled (so the
 	// counts are right) but not shown.
@@ -117,7 +125,7 @@ func liveJourneys(ctx context.Context, name string, cf *captureFlags, stdout, st
 	if len(cf.containers) > 0 {
 		sel.Interfaces = cf.ifaces
 	}
-	cfg := pipeline.Config{Journey: cf.journeyConfig(sess.Snapshot().HostNetnsIno), Select: sel, Count: cf.count, NoJourneys: hooks.noJourneys}
+	cfg := pipeline.Config{Journey: cf.journeyConfig(sess.Snapshot().HostNetnsIno), Select: sel, Count: cf.count, NoJourneys: hooks.noJourneys && cf.metricsAddr == ""}
 	if err := writeReady(cf.readyFile); err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
