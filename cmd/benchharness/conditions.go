@@ -272,12 +272,12 @@ func (t *tracer) finish(s *sample, all1, host1 uint64) {
 	case t.c.name == "serve":
 		// No per-packet output to count.
 	case t.c.stdoutToFile:
-		s.hops, s.lost, s.evicted, err = jsonSummary(readFileTail(t.outFile, 64<<10))
+		s.hops, s.lost, s.evicted, err = jsonSummary(readFileTail(t.outFile, 64<<10) + "\n" + readFileTail(t.stderrFile, 16<<10))
 	default:
 		s.hops, s.lost, s.evicted, err = textSummary(readFileTail(t.stderrFile, 16<<10))
 	}
 	if err != nil {
-		s.note = joinNote(s.note, err.Error())
+		s.note = joinNote(s.note, fmt.Sprintf("%v (exit: %v; stderr ends: %s)", err, t.waitErr, tail(t.stderrFile, 300)))
 	}
 	if s.killed {
 		s.note = joinNote(s.note, "did not stop within 60s of SIGINT: killed")
@@ -347,24 +347,28 @@ func tail(p string, n int64) string {
 	return strings.Join(strings.Fields(readFileTail(p, n)), " ")
 }
 
-// jsonSummary reads the "summary" object, the last line of hoptrace's JSON lines.
+// jsonSummary finds the "summary" object of hoptrace's JSON output: the
+// last such line of the text (hoptrace prints it on stderr; older builds put
+// it at the end of stdout).
 func jsonSummary(text string) (hops, lost, evicted int64, err error) {
-	lines := strings.Split(strings.TrimRight(text, "\n"), "\n")
-	last := lines[len(lines)-1]
-	var s struct {
-		Type            string `json:"type"`
-		Hops            int64  `json:"hops"`
-		Lost            int64  `json:"lost"`
-		EvictedInFlight int64  `json:"evicted_in_flight"`
+	lines := strings.Split(text, "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		var s struct {
+			Type            string `json:"type"`
+			Hops            int64  `json:"hops"`
+			Lost            int64  `json:"lost"`
+			EvictedInFlight int64  `json:"evicted_in_flight"`
+		}
+		if json.Unmarshal([]byte(lines[i]), &s) == nil && s.Type == "summary" {
+			return s.Hops, s.Lost, s.EvictedInFlight, nil
+		}
 	}
-	if err := json.Unmarshal([]byte(last), &s); err != nil || s.Type != "summary" {
-		return -1, -1, -1, errors.New("no JSON summary at the end of the output")
-	}
-	return s.Hops, s.Lost, s.EvictedInFlight, nil
+	return -1, -1, -1, errors.New("no JSON summary in the output")
 }
 
 var (
-	reHops = regexp.MustCompile(`(?m)^journeys \d+.*, hops (\d+)`)
+	// "journeys 10 (delivered 10), hops 40 in 2s" or "recorded hops 40 in 2s".
+	reHops = regexp.MustCompile(`\bhops (\d+)`)
 	reLost = regexp.MustCompile(`(?m)^events lost (\d+), packets evicted in flight (\d+)`)
 )
 

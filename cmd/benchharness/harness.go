@@ -26,8 +26,13 @@ type harness struct {
 	bed               testbed
 	tmp               string
 	logf              func(string, ...any)
-	servers           []*exec.Cmd
+	servers           []*server
 	serveHasReadyFile bool
+}
+
+type server struct {
+	cmd  *exec.Cmd
+	done chan struct{} // closed when it exited
 }
 
 // startServers starts iperf3 and pingpong servers in the server's namespace,
@@ -44,13 +49,20 @@ func (h *harness) startServers(ctx context.Context) error {
 		if err := cmd.Start(); err != nil {
 			return fmt.Errorf("start %s server: %w", argv[0], err)
 		}
-		h.servers = append(h.servers, cmd)
+		srv := &server{cmd: cmd, done: make(chan struct{})}
+		go func() { _ = cmd.Wait(); close(srv.done) }()
+		h.servers = append(h.servers, srv)
 	}
 	time.Sleep(time.Second)
+	return h.serversUp()
+}
+
+func (h *harness) serversUp() error {
 	for _, s := range h.servers {
-		// Not exited already? (Signal 0 checks the PID is alive.)
-		if err := s.Process.Signal(syscall.Signal(0)); err != nil {
-			return fmt.Errorf("server %s did not stay up: %w", strings.Join(s.Args, " "), err)
+		select {
+		case <-s.done:
+			return fmt.Errorf("server %q exited", strings.Join(s.cmd.Args, " "))
+		default:
 		}
 	}
 	return nil
@@ -58,14 +70,12 @@ func (h *harness) startServers(ctx context.Context) error {
 
 func (h *harness) stopServers() {
 	for _, s := range h.servers {
-		_ = s.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = s.Wait(); close(done) }()
+		_ = s.cmd.Process.Signal(syscall.SIGTERM)
 		select {
-		case <-done:
+		case <-s.done:
 		case <-time.After(5 * time.Second):
-			_ = s.Process.Kill()
-			<-done
+			_ = s.cmd.Process.Kill()
+			<-s.done
 		}
 	}
 	h.servers = nil
@@ -77,10 +87,10 @@ func (h *harness) secs() string {
 
 // iperf3 runs an iperf3 client in the client namespace and returns its JSON.
 func (h *harness) iperf3(ctx context.Context, args ...string) (map[string]any, error) {
-	argv := append([]string{"iperf3", "-c", h.bed.serverIP(), "-p", iperfPort, "-J"}, args...)
+	argv := append([]string{"iperf3", "-c", h.bed.serverIP(), "-p", iperfPort, "-J", "--connect-timeout", "5000"}, args...)
 	var last error
 	for attempt := 0; attempt < 3; attempt++ {
-		cctx, cancel := context.WithTimeout(ctx, h.o.duration+60*time.Second)
+		cctx, cancel := context.WithTimeout(ctx, h.o.duration+30*time.Second)
 		out, err := h.bed.inClient(cctx, clientCPU, argv...).Output()
 		cancel()
 		var res map[string]any
@@ -209,12 +219,31 @@ func (h *harness) measure(ctx context.Context) (*report, error) {
 
 	for r := 0; r < h.o.rounds; r++ {
 		for _, c := range rotate(conds, r) {
-			s, err := h.runCondition(ctx, r, c)
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			if err != nil {
-				s.note = joinNote(s.note, err.Error())
+			var s *sample
+			for attempt := 1; ; attempt++ {
+				if err := h.healthy(ctx); err != nil {
+					if attempt > maxAttempts {
+						return nil, fmt.Errorf("the test bed keeps breaking: %w", err)
+					}
+					if err := h.rebuild(ctx, err); err != nil {
+						return nil, err
+					}
+					rep.rebuilds++
+				}
+				var err error
+				s, err = h.runCondition(ctx, r, c)
+				if ctx.Err() != nil {
+					return nil, ctx.Err()
+				}
+				if err != nil {
+					s.note = joinNote(s.note, err.Error())
+				}
+				if herr := h.healthy(ctx); herr != nil && attempt < maxAttempts {
+					h.logf("round %d/%d %s: the test bed broke during the run (%v): this run is repeated", r+1, h.o.rounds, c.name, herr)
+					rep.repeated = append(rep.repeated, fmt.Sprintf("round %d %s", r+1, c.name))
+					continue
+				}
+				break
 			}
 			rep.samples = append(rep.samples, s)
 			rep.sampleLoad()
@@ -223,6 +252,52 @@ func (h *harness) measure(ctx context.Context) (*report, error) {
 	}
 	rep.finish()
 	return rep, nil
+}
+
+// maxAttempts bounds the runs of one condition in one round when the test
+// bed breaks under it.
+const maxAttempts = 3
+
+// healthy checks the bed and the servers.
+func (h *harness) healthy(ctx context.Context) error {
+	if err := h.bed.healthy(ctx); err != nil {
+		return err
+	}
+	return h.serversUp()
+}
+
+// rebuild sets the bed up again after it broke (dockerd restarted by
+// something else stops every container), waiting up to 5 minutes for Docker.
+func (h *harness) rebuild(ctx context.Context, why error) error {
+	h.logf("the test bed is gone (%v): setting it up again", why)
+	h.stopServers()
+	_ = h.bed.teardown()
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		err := h.bed.setup(ctx)
+		if err == nil {
+			break
+		}
+		h.logf("setting up again failed: %v", err)
+		_ = h.bed.teardown()
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("set the test bed up again: %w", err)
+		}
+		time.Sleep(5 * time.Second)
+	}
+	if err := h.startServers(ctx); err != nil {
+		return err
+	}
+	h.logf("test bed set up again; warm-up")
+	warm := *h
+	warm.o.duration = time.Second
+	if err := warm.runWorkloads(ctx, &sample{}); err != nil {
+		return fmt.Errorf("warm-up after setting up again: %w", err)
+	}
+	return nil
 }
 
 func contains(s []string, v string) bool {
@@ -252,6 +327,9 @@ func (h *harness) runCondition(ctx context.Context, round int, c condition) (*sa
 	}
 	t.all0, t.host0 = all0, host0
 	werr := h.runWorkloads(ctx, s)
+	if n := h.bed.others(ctx); n > 0 {
+		s.note = joinNote(s.note, fmt.Sprintf("%d other containers running", n))
+	}
 	all1, host1, err := h.bed.counters()
 	if err != nil {
 		t.stop()

@@ -27,7 +27,11 @@ func TestJSONSummary(t *testing.T) {
 	if err != nil || h != 40 || l != 3 || e != 2 {
 		t.Fatalf("got %d %d %d %v", h, l, e, err)
 	}
-	// The tail of a big file starts mid-line: only the last line counts.
+	// On stderr, between notes; the tail of a big file starts mid-line.
+	h, _, _, err = jsonSummary("ney\",\"id\":7}\nhoptrace: tracing: 3 interfaces hooked\n{\"type\":\"summary\",\"hops\":7}\nhoptrace: bye\n")
+	if err != nil || h != 7 {
+		t.Fatalf("on stderr: got %d %v", h, err)
+	}
 	if _, _, _, err := jsonSummary(`ney","id":7}` + "\n" + `{"type":"journey"}`); err == nil {
 		t.Error("a journey taken for the summary")
 	}
@@ -44,6 +48,10 @@ recorded to /tmp/x.hop
 	h, l, e, err := textSummary(stderr)
 	if err != nil || h != 3990 || l != 12 || e != 5 {
 		t.Fatalf("got %d %d %d %v", h, l, e, err)
+	}
+	h, l, e, err = textSummary("hoptrace: tracing: 7 interfaces hooked\nrecorded to x.hop\nrecorded hops 56 in 1.13s\ndrops 15: NOT_SPECIFIED 6\nevents lost 0, packets evicted in flight 1, journeys evicted 0 (in-flight cap), timed out 0\n")
+	if err != nil || h != 56 || l != 0 || e != 1 {
+		t.Fatalf("recorded hops: got %d %d %d %v", h, l, e, err)
 	}
 	if _, _, _, err := textSummary("nothing"); err == nil {
 		t.Error("no error without a summary")

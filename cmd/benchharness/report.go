@@ -30,6 +30,8 @@ type report struct {
 	conds          []condition
 	skipped        map[string]string
 	samples        []*sample
+	rebuilds       int      // times the bed was set up again
+	repeated       []string // runs repeated because the bed broke under them
 }
 
 func newReport(h *harness) *report {
@@ -39,6 +41,7 @@ func newReport(h *harness) *report {
 		command:  h.o.command,
 		bed:      h.bed.name(),
 		counted:  h.bed.describe(),
+		notes:    h.bed.notes(),
 		rounds:   h.o.rounds,
 		duration: h.o.duration,
 		skipped:  map[string]string{},
@@ -119,6 +122,10 @@ func (r *report) finish() {
 		case slices.Max(shares) > 1.05:
 			r.notes = append(r.notes, fmt.Sprintf("%s: up to %.1f%% of the counters' packets (more than the counters: traffic the counters do not see, or packets dropped inside veth xmit that the egress hook had seen).", c.label, 100*slices.Max(shares)))
 		}
+	}
+	if r.rebuilds > 0 || len(r.repeated) > 0 {
+		r.notes = append(r.notes, fmt.Sprintf("The test bed broke under the run and was set up again %d time(s) (with Docker: something else restarted dockerd, which stops every container); the runs it broke were repeated and only the repeats count: %s.",
+			r.rebuilds, strings.Join(r.repeated, ", ")))
 	}
 	for _, s := range r.samples {
 		if s.note != "" {

@@ -33,6 +33,12 @@ type testbed interface {
 	// packet between the two endpoints crosses.
 	describe() string
 	notes() []string
+	// healthy says whether the bed is still there (something may restart
+	// dockerd, which stops every container).
+	healthy(ctx context.Context) error
+	// others counts the containers running beside the bed's own: hoptrace
+	// traces them too, and their packets are not in the counters.
+	others(ctx context.Context) int
 }
 
 // iface is one interface whose counters count: in the host's namespace when
@@ -104,7 +110,7 @@ type dockerBed struct {
 	nss            []netns.NsHandle
 	ifs            []iface
 	ifNames        []string
-	others         int // other running containers
+	othersAtStart  int
 }
 
 const (
@@ -136,9 +142,7 @@ func (d *dockerBed) setup(ctx context.Context) error {
 	if d.srvAddr, err = shOut(ctx, "docker", "inspect", "-f", "{{.NetworkSettings.Networks.bridge.IPAddress}}", benchServer); err != nil {
 		return err
 	}
-	if ids, err := shOut(ctx, "docker", "ps", "-q"); err == nil && ids != "" {
-		d.others = len(strings.Fields(ids)) - 2
-	}
+	d.othersAtStart = d.others(ctx)
 	d.ifs = []iface{{name: "docker0"}}
 	d.ifNames = []string{"docker0"}
 	for _, c := range []struct {
@@ -189,6 +193,7 @@ func (d *dockerBed) teardown() error {
 	for _, ns := range d.nss {
 		ns.Close()
 	}
+	d.handles, d.nss, d.ifs, d.ifNames = nil, nil, nil, nil
 	return sh(context.Background(), "docker", "rm", "-f", benchClient, benchServer)
 }
 
@@ -217,10 +222,35 @@ func (d *dockerBed) describe() string {
 }
 
 func (d *dockerBed) notes() []string {
-	if d.others > 0 {
-		return []string{fmt.Sprintf("%d other containers were running; hoptrace traced them too, so their packets (if any) count in its hops but not in the counters", d.others)}
+	if d.othersAtStart > 0 {
+		return []string{fmt.Sprintf("%d other containers were running at the start; hoptrace traced them too, so their packets (if any) count in its hops but not in the counters", d.othersAtStart)}
 	}
 	return nil
+}
+
+func (d *dockerBed) healthy(ctx context.Context) error {
+	for _, c := range []struct {
+		name string
+		pid  int
+	}{{benchClient, d.cliPID}, {benchServer, d.srvPID}} {
+		pid, err := containerPID(ctx, c.name)
+		if err != nil {
+			return err
+		}
+		if pid != c.pid {
+			return fmt.Errorf("container %s restarted (PID %d, was %d)", c.name, pid, c.pid)
+		}
+	}
+	_, _, err := d.counters()
+	return err
+}
+
+func (d *dockerBed) others(ctx context.Context) int {
+	ids, err := shOut(ctx, "docker", "ps", "-q")
+	if err != nil {
+		return 0
+	}
+	return max(0, len(strings.Fields(ids))-2)
 }
 
 // netnsBed: two network namespaces on a bridge of the harness's own, no
@@ -277,7 +307,16 @@ func (n *netnsBed) setup(ctx context.Context) error {
 func (n *netnsBed) teardown() error {
 	ctx := context.Background()
 	var errs []error
-	// Deleting the namespaces removes the veths (their host ends with them).
+	// Delete the veths first: a deleted namespace lets go of its end of a
+	// veth only when the kernel gets round to freeing it, which can take a
+	// while (the name stays taken until then).
+	for _, v := range []string{vethCli, vethSrv} {
+		if _, err := netlink.LinkByName(v); err == nil {
+			if err := sh(ctx, "ip", "link", "del", v); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
 	for _, ns := range []string{nsClient, nsServer} {
 		if sh(ctx, "ip", "netns", "pids", ns) == nil {
 			if err := sh(ctx, "ip", "netns", "del", ns); err != nil {
@@ -325,4 +364,9 @@ func (n *netnsBed) describe() string {
 	return "rx+tx packets of " + vethCli + " and " + vethSrv + " (the host veths hoptrace hooks with -i; a packet between the namespaces crosses two hooks)"
 }
 
-func (n *netnsBed) notes() []string { return nil }
+func (n *netnsBed) notes() []string            { return nil }
+func (n *netnsBed) others(context.Context) int { return 0 }
+func (n *netnsBed) healthy(context.Context) error {
+	_, _, err := n.counters()
+	return err
+}
