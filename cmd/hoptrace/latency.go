@@ -17,7 +17,11 @@ const latencyUsage = `Usage: hoptrace latency [flags] [FILE... | EXPRESSION]
 
 Per-path and per-hop latency percentiles (count, min, p50, p90, p99, max): for
 each path (client:eth0 -> web:eth0, ...) the time between consecutive hops and
-end to end, to tell the bridge apart from the application.
+end to end, to tell the bridge apart from the application. Then the
+exchanges, requests paired with their responses per client, server port and
+protocol: network time (client to server and back) apart from server time
+(request in to response out); TCP handshakes; TCP retransmissions per path
+and the time they cost (docs/exchanges.md).
 
 With FILE (recordings from 'hoptrace record'; '-' reads stdin) it reports on
 the recording and needs neither root nor Docker. Without, it traces live like

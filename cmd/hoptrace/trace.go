@@ -38,6 +38,10 @@ Examples:
   hoptrace trace -o json -c 100       100 journeys as JSON lines (docs/journey-json.md)
   hoptrace trace -C web tcp port 8080 TCP to or from port 8080 only
   hoptrace trace 'host 172.17.0.2 and not (arp or icmp)'
+  hoptrace trace --exchanges -C web   one line per request and response: network and server time
+
+A TCP segment sent again (a retransmission) says which journey it repeats
+and what became of that one (docs/exchanges.md).
 `
 
 // runTrace prints journeys live.
