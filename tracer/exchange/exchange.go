@@ -20,8 +20,9 @@ type Exchange struct {
 	Client, Server string
 	// ClientAddr and ServerAddr are the addresses as the server sees them.
 	ClientAddr, ServerAddr netip.AddrPort
-	// RequestID is the journey of the request's last segment to arrive,
-	// ResponseID that of the response's first segment.
+	// RequestID is the journey of the request's last segment to arrive
+	// (0 when only the server's ACK showed it had arrived), ResponseID
+	// that of the response's first segment.
 	RequestID, ResponseID uint64
 	// RequestSent is when the request's last segment was first sent;
 	// RequestIn when it arrived at the server; ResponseOut when the first

@@ -151,6 +151,29 @@ func TestLostRequestSegment(t *testing.T) {
 	}
 }
 
+// TestUnseenRetransmission: the retransmission of a dropped request
+// segment is not seen (its events lost); the server's ACK covering it says
+// the request had arrived by then, and the connection goes on.
+func TestUnseenRetransmission(t *testing.T) {
+	s := &sim{t: t}
+	s.drop(at(1*ms), jt.ClientToWeb, 2, c2w(ack, 1001), fullLen)
+	s.send(at(1*ms+10*us), jt.ClientToWeb, c2w(psh, 2449), dataLen)
+	sack := w2c(ack, 5001)
+	sack.Ack = 1001
+	s.send(at(1*ms+100*us), jt.WebToClient, sack, sackLen)
+	covered := w2c(ack, 5001)
+	covered.Ack = 2549
+	s.send(at(201*ms), jt.WebToClient, covered, ackLen)
+	s.send(at(211*ms), jt.WebToClient, w2c(psh, 5001), dataLen)
+	s.send(at(300*ms), jt.ClientToWeb, c2w(psh, 2549), dataLen)
+	s.send(at(305*ms+30*us), jt.WebToClient, w2c(psh, 5101), dataLen)
+	res := s.run(exchange.Config{})
+	check(t, res.exchanges, []want{
+		{request: 200 * msD, server: 10 * msD, response: hop4},
+		{request: hop4, server: 5 * msD, response: hop4},
+	})
+}
+
 // TestOutOfOrderSegments: a request's first segment takes longer than its
 // second and finishes after it; the request arrived when the first did.
 func TestOutOfOrderSegments(t *testing.T) {

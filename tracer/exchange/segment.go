@@ -25,10 +25,10 @@ func (t tuple) compare(o tuple) int {
 
 // seg is what linking and pairing need of one journey's packet.
 type seg struct {
-	j     *journey.Journey
-	proto uint8 // event.ProtoTCP or event.ProtoUDP
-	flags uint8
-	seq   uint32
+	j        *journey.Journey
+	proto    uint8 // event.ProtoTCP or event.ProtoUDP
+	flags    uint8
+	seq, ack uint32
 	// data: a TCP segment with payload (see carriesData); UDP: always.
 	data bool
 	// from is the first hop, where the sender put the packet on its way;
@@ -67,7 +67,7 @@ func classify(j *journey.Journey, s *seg) bool {
 	if p.SrcPort == 0 && p.DstPort == 0 {
 		return false
 	}
-	*s = seg{j: j, proto: proto, flags: p.TCPFlags, seq: p.Seq, data: true, from: &j.Hops[0]}
+	*s = seg{j: j, proto: proto, flags: p.TCPFlags, seq: p.Seq, ack: p.Ack, data: true, from: &j.Hops[0]}
 	s.out = tupleOf(&s.from.Pkt)
 	if proto == event.ProtoTCP {
 		s.data = carriesData(s.from)

@@ -40,12 +40,19 @@ type tcpConn struct {
 
 // request is the client's data up to a segment with PSH.
 type request struct {
-	first, last uint32   // sequence numbers of its first and last segment
-	closed      bool     // its last segment (PSH or FIN) was seen
-	missing     []uint32 // segments sent but not (yet) arrived
+	first, last uint32 // sequence numbers of its first and last segment
+	closed      bool   // its last segment (PSH or FIN) was seen
+	missing     []hole // segments sent but not (yet) arrived
 	// in is when its last segment to arrive arrived; inSent when that
 	// segment was first sent; inID its journey.
 	in, inSent, inID uint64
+}
+
+// hole is a request segment that was sent (first at sent) and has not
+// arrived.
+type hole struct {
+	seq  uint32
+	sent uint64
 }
 
 // waiting is an exchange whose first response segment was lost: it waits
@@ -68,7 +75,7 @@ func (q *request) arrived(in, sent, id uint64) {
 func (q *request) segment(s *seg, sent uint64) {
 	if s.to == nil {
 		if len(q.missing) < maxPending {
-			q.missing = append(q.missing, s.seq)
+			q.missing = append(q.missing, hole{s.seq, sent})
 		}
 		return
 	}
@@ -79,7 +86,7 @@ func (q *request) segment(s *seg, sent uint64) {
 // set) fills a hole; an original that finished late counts as any other.
 func (q *request) fill(s *seg, sent uint64, retransmitted bool) {
 	for i, m := range q.missing {
-		if m != s.seq {
+		if m.seq != s.seq {
 			continue
 		}
 		if s.to != nil {
@@ -129,6 +136,9 @@ func (t *Tracker) tcpSeg(s *seg, r *Retransmit) {
 	if r != nil {
 		sent = r.FirstSent
 	}
+	if !fromClient && s.has(event.TCPAck) {
+		c.acked(s.ack, s.sent())
+	}
 	if fromClient {
 		c.clientData(s, sent, r != nil)
 		if s.has(event.TCPFin) {
@@ -175,14 +185,17 @@ func (t *Tracker) open(s *seg) (*tcpConn, bool) {
 	case fromClient && s.to != nil:
 		key = s.in
 	case fromClient:
-		return nil, false // the server's view of it is unknown
+		key = s.out // lost on the way: as sent, the server's view unless NAT was on the way
 	default:
 		key = s.out.reverse()
 	}
 	c := &tcpConn{key: key, seen: t.now}
-	if fromClient {
+	switch {
+	case fromClient && s.to != nil:
 		c.name(s)
-	} else {
+	case fromClient:
+		c.client, c.server = nameAt(s.from, key.src.Addr(), true), key.dst.Addr().String()
+	default:
 		c.server = nameAt(s.from, s.out.src.Addr(), true)
 		c.client = nameAt(s.to, key.src.Addr(), false)
 	}
@@ -316,6 +329,25 @@ func (c *tcpConn) dropAnswered() {
 		n++
 	}
 	c.reqs = c.reqs[n:]
+}
+
+// acked fills the holes of waiting requests that a segment from the server
+// acknowledges, sent at: the server had those bytes by then, though the
+// retransmission that brought them was not seen (lost, or sent in other
+// pieces). Its arrival is taken as that time, an upper bound.
+func (c *tcpConn) acked(ack uint32, at uint64) {
+	for _, q := range c.reqs {
+		n := 0
+		for _, m := range q.missing {
+			if seqBefore(m.seq, ack) {
+				q.arrived(at, m.sent, q.inID)
+				continue
+			}
+			q.missing[n] = m
+			n++
+		}
+		q.missing = q.missing[:n]
+	}
 }
 
 // serverData pairs the first segment of a server write with the oldest
