@@ -78,3 +78,35 @@ type discard struct{}
 
 func (discard) Journey(*journey.Journey) error { return nil }
 func (discard) Summary(render.Summary) error   { return nil }
+
+// BenchmarkLinkOnly: what trace pays per journey for the retransmission
+// links alone, on TCP and UDP journeys.
+func BenchmarkLinkOnly(b *testing.B) {
+	s := &sim{t: b}
+	t := at(0)
+	for i := range uint32(2000) {
+		port := uint16(42000 + i%64)
+		s.send(t, jt.ClientToWeb, jt.TCP(jt.ClientIP, port, jt.WebIP, 8080, psh, 1+i*100), dataLen)
+		s.send(t+10*us, jt.ClientToWeb, jt.UDP(jt.ClientIP, port, jt.WebIP, 53), 80)
+		t += 20 * us
+	}
+	res := s.run(exchange.Config{})
+	js := make([]*journey.Journey, 0, len(res.order))
+	for _, id := range res.order {
+		js = append(js, res.journeys[id])
+	}
+	st := exchange.NewStage(discard{}, exchange.Options{})
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		k := i % len(js)
+		if k == 0 && i > 0 {
+			b.StopTimer()
+			st = exchange.NewStage(discard{}, exchange.Options{})
+			b.StartTimer()
+		}
+		if err := st.Journey(js[k]); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -48,8 +48,9 @@ func (s *seg) has(f uint8) bool { return s.flags&f == f }
 // with the same sequence number repeats it.
 func (s *seg) occupies() bool { return s.data || s.flags&(event.TCPSyn|event.TCPFin) != 0 }
 
-// classify reads a journey as a TCP or UDP packet; ok is false for
-// anything else (ARP, ICMP, later fragments without ports).
+// classify reads a journey as a TCP or UDP packet, all but where it was
+// delivered (see locate); ok is false for anything else (ARP, ICMP, later
+// fragments without ports).
 func classify(j *journey.Journey, s *seg) bool {
 	p := j.Packet()
 	if p == nil || !p.Src.IsValid() || !p.Dst.IsValid() {
@@ -72,10 +73,15 @@ func classify(j *journey.Journey, s *seg) bool {
 	if proto == event.ProtoTCP {
 		s.data = carriesData(s.from)
 	}
-	if s.to = arrival(j); s.to != nil {
+	return true
+}
+
+// locate finds where the packet was delivered (to, in): pairing needs it,
+// linking does not.
+func (s *seg) locate() {
+	if s.to = arrival(s.j); s.to != nil {
 		s.in = tupleOf(&s.to.Pkt)
 	}
-	return true
 }
 
 func tupleOf(p *event.Packet) tuple {

@@ -44,6 +44,7 @@ func (t *Tracker) Add(j *journey.Journey, r *Retransmit) {
 }
 
 func (t *Tracker) add(s *seg, r *Retransmit) {
+	s.locate()
 	t.tick(s.j.End)
 	if s.proto == event.ProtoUDP {
 		t.udpSeg(s)
