@@ -65,11 +65,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 		return err
 	}
 	log := logger(stderr, cf.quiet, cf.verifierLog)
-	if cf.duration > 0 {
-		var stop context.CancelFunc
-		ctx, stop = context.WithTimeout(ctx, cf.duration)
-		defer stop()
-	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	if err := checkPrivileges("serve", privileges{netAdmin: true, bpf: true, docker: !cf.noDocker}); err != nil {
 		return err
 	}
@@ -90,6 +87,10 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 		return fmt.Errorf("serve: %w", explainVerifier(err, cf.verifierLog))
 	}
 	defer func() { err = errors.Join(err, closeSession("serve", sess)) }()
+	// --duration counts once every hook is attached.
+	if cf.duration > 0 {
+		defer time.AfterFunc(cf.duration, cancel).Stop()
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
@@ -101,8 +102,6 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	ran := make(chan error, 1)
 	go func() { ran <- sess.Run(ctx, capture.Discard{}) }()
 

@@ -89,11 +89,6 @@ func liveJourneys(ctx context.Context, name string, cf *captureFlags, stdout, st
 	log := logger(stderr, cf.quiet, cf.verifierLog)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	if cf.duration > 0 {
-		var stop context.CancelFunc
-		ctx, stop = context.WithTimeout(ctx, cf.duration)
-		defer stop()
-	}
 	// Whatever stops the capture (a signal, -c, --duration, a write error),
 	// the output has stopGrace to be read; then writes fail instead of
 	// blocking, so the hooks are detached and the process ends.
@@ -107,6 +102,11 @@ func liveJourneys(ctx context.Context, name string, cf *captureFlags, stdout, st
 	}
 	defer func() { err = errors.Join(err, closeSession(name, sess)) }()
 	log.Info(fmt.Sprintf("tracing: %d interfaces hooked (%s); Ctrl-C to stop", len(sess.Attached()), sess.Features()))
+	// --duration counts from here, once every hook is attached (loading
+	// and attaching took a while on a slow host: that is not tracing).
+	if cf.duration > 0 {
+		defer time.AfterFunc(cf.duration, cancel).Stop()
+	}
 
 	var extra []pipeline.Sink
 	if hooks.sinks != nil {
