@@ -218,21 +218,47 @@ func (s *Session) Run(ctx context.Context, h Handler) error {
 	for {
 		err := s.tr.ReadInto(ctx, &rec)
 		if err != nil {
-			if errors.Is(err, tracer.ErrClosed) || ctx.Err() != nil {
+			if errors.Is(err, tracer.ErrClosed) {
+				return nil
+			}
+			if ctx.Err() != nil {
+				s.drainAfterStop(h, &rec)
 				return nil
 			}
 			return fmt.Errorf("read events: %w", err)
 		}
-		s.mu.Lock()
-		switch rec.Kind {
-		case tracer.KindHop:
-			s.newest = max(s.newest, rec.Hop.TimeNS)
-			h.Hop(&rec.Hop)
-		case tracer.KindDrop:
-			s.newest = max(s.newest, rec.Drop.TimeNS)
-			h.Drop(&rec.Drop)
+		s.deliver(h, &rec)
+	}
+}
+
+func (s *Session) deliver(h Handler, rec *tracer.Record) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch rec.Kind {
+	case tracer.KindHop:
+		s.newest = max(s.newest, rec.Hop.TimeNS)
+		h.Hop(&rec.Hop)
+	case tracer.KindDrop:
+		s.newest = max(s.newest, rec.Drop.TimeNS)
+		h.Drop(&rec.Drop)
+	}
+}
+
+// stopDrain bounds the reading of what the ring holds at a stop.
+const stopDrain = 200 * time.Millisecond
+
+// drainAfterStop delivers what the hooks wrote before the stop and is still
+// in the ring: a Ctrl-C just after the traffic must not lose its last
+// journeys. It reads only while events are there, for at most stopDrain,
+// so a ring a flood keeps filling cannot hold the stop up.
+func (s *Session) drainAfterStop(h Handler, rec *tracer.Record) {
+	ctx, cancel := context.WithTimeout(context.Background(), stopDrain)
+	defer cancel()
+	for s.tr.Unread() > 0 {
+		if err := s.tr.ReadInto(ctx, rec); err != nil {
+			return
 		}
-		s.mu.Unlock()
+		s.deliver(h, rec)
 	}
 }
 
