@@ -32,8 +32,12 @@ func load(t *testing.T, opts Options) *Tracer {
 	}
 	t.Cleanup(func() {
 		// A table of the default size never evicts in these tests: an
-		// eviction counted here is a packet counted wrongly.
-		if loss, err := tr.Loss(); err == nil && loss.Evicted != 0 && opts.InFlightPerCPU == 0 {
+		// eviction counted here is a packet counted wrongly. Keyed by
+		// content (no skb key) two packets of equal content can share an
+		// entry, and the count can be one too many (a limit documented in
+		// doc.go; seen once in CI, in TestFilterInKernel): checked with
+		// the skb key only.
+		if loss, err := tr.Loss(); err == nil && loss.Evicted != 0 && opts.InFlightPerCPU == 0 && tr.Features().SkbKey {
 			t.Errorf("%d packets counted as evicted in flight", loss.Evicted)
 		}
 		if err := tr.Close(); err != nil {
