@@ -191,11 +191,17 @@ struct seen {
 	__u64 first_ts;
 };
 
-/* A packet past its last traced hook, kept on its CPU for what may still
- * follow there at once: its drop by the receiving stack, or a hook the
- * host routes it to (bridge ingress -> routing -> another egress). */
-struct arrival {
+/* A packet on this CPU: a slot of flights, direct-mapped by key. A packet's
+ * hooks nearly always run on the CPU that sent it (a veth hands it to its
+ * peer through this CPU's backlog; the bridge forwards at once), so its
+ * entry lives here, with no lock and no hash table. Past its last traced
+ * hook (ended) it stays for what may still follow at once: its drop by the
+ * receiving stack, or a hook the host routes it to (bridge ingress ->
+ * routing -> another egress). */
+struct flight {
 	__u64 key; /* 0: empty */
+	__u32 ended;
+	__u32 _pad;
 	struct seen s;
 };
 
@@ -257,7 +263,13 @@ struct drop_key {
 /* Upper bounds of the histogram buckets in ns, set by user space. */
 const volatile __u64 hist_bounds_ns[HIST_BOUNDS] = {};
 
-#define ARRIVAL_SLOTS 1024 /* per CPU, direct-mapped by key */
+#define FLIGHT_SLOTS 1024 /* per CPU at most; user space may load fewer */
+#define MAX_PROBE_CPUS 256 /* CPUs whose slots a lost packet is looked for in */
+
+/* flights has flight_mask + 1 slots per CPU (a power of two), set by user
+ * space with the map's size; nr_cpus is the number of possible CPUs. */
+const volatile __u32 flight_mask = FLIGHT_SLOTS - 1;
+const volatile __u32 nr_cpus = 1;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -312,12 +324,13 @@ struct {
 	__type(value, __u64);
 } id_counter SEC(".maps");
 
-/* Packets in flight between traced hooks, by skb address (or by
- * fingerprint without kern ctx). An entry goes at the packet's last traced
- * hook or its drop; the LRU only evicts what never got there. Each CPU
- * has its own LRU lists (no lock shared by all CPUs) over one table: a
- * packet may continue or be dropped on another CPU. User space sizes it
- * for the host's CPUs. */
+/* Packets in flight between traced hooks that left their CPU's slot: moved
+ * out by another packet that wanted the slot while they were still on
+ * their way. Keyed by skb address (or by fingerprint without kern ctx). An
+ * entry goes at the packet's last traced hook or its drop; the LRU only
+ * evicts what never got there. Each CPU has its own LRU lists (no lock
+ * shared by all CPUs) over one table: a packet may continue or be dropped
+ * on another CPU. User space sizes it for the host's CPUs. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(map_flags, BPF_F_NO_COMMON_LRU);
@@ -326,13 +339,13 @@ struct {
 	__type(value, struct seen);
 } seen_pkts SEC(".maps");
 
-/* Packets past their last traced hook (struct arrival), per CPU. */
+/* Packets on each CPU (struct flight). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, ARRIVAL_SLOTS);
+	__uint(max_entries, FLIGHT_SLOTS);
 	__type(key, __u32);
-	__type(value, struct arrival);
-} arrivals SEC(".maps");
+	__type(value, struct flight);
+} flights SEC(".maps");
 
 /* enum hook_flag bits of each attached interface: in its slot of
  * hook_slots (an array: a lookup is a few instructions), or in hook_more
@@ -350,6 +363,20 @@ struct {
 	__type(key, struct hook_key);
 	__type(value, __u32);
 } hook_more SEC(".maps");
+
+/* When a hook last traced a packet (ns, bpf_ktime), written at most every
+ * TRACED_SLACK_NS/2 per CPU. A packet continues only within join_window_ns
+ * of its last hop, so when nothing was traced for longer than that, no
+ * entry can continue: a packet the filter rejects skips the packet table,
+ * and a freed skb the drop program. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} last_traced SEC(".maps");
+
+#define TRACED_SLACK_NS 200000000ULL /* > the write interval: CPUs race to write */
 
 /* One word per CPU to read a kernel pointer back as a number. */
 struct {
@@ -373,6 +400,7 @@ const enum lost_idx *unused_lost_idx __attribute__((unused));
 const struct hist *unused_hist __attribute__((unused));
 const struct hook_pair *unused_hook_pair __attribute__((unused));
 const struct drop_key *unused_drop_key __attribute__((unused));
+const struct flight *unused_flight __attribute__((unused));
 
 extern void *bpf_cast_to_kern_ctx(void *obj) __ksym __weak;
 
@@ -395,10 +423,24 @@ struct src {
 	const unsigned char *base;
 };
 
+/* MAX_DIRECT_OFF bounds the offsets read straight from the packet, so the
+ * verifier can check them; headers further in go through the helper. */
+#define MAX_DIRECT_OFF 255
+
+/* load copies len bytes at off. In a TC hook, headers in the linear part
+ * of the skb are read in place, which costs far less than the helper call
+ * each header would otherwise take. */
 static __always_inline int load(const struct src *s, __u32 off, void *dst, __u32 len)
 {
-	if (s->skb)
+	if (s->skb) {
+		const unsigned char *data = (const unsigned char *)(long)s->skb->data;
+		const unsigned char *end = (const unsigned char *)(long)s->skb->data_end;
+		if (off <= MAX_DIRECT_OFF && data + off + len <= end) {
+			__builtin_memcpy(dst, data + off, len);
+			return 0;
+		}
 		return bpf_skb_load_bytes(s->skb, off, dst, len);
+	}
 	return bpf_probe_read_kernel(dst, len, s->base + off);
 }
 
@@ -783,11 +825,70 @@ static __always_inline void add_hook(struct seen *s, __u32 hook, __u64 now, __u3
 	s->dst_h = dst_h;
 }
 
-/* arrival_slot is this CPU's arrivals slot for key. */
-static __always_inline struct arrival *arrival_slot(__u64 key)
+/* traced_lately tells whether a packet may be in flight in the flights or
+ * the packet table: one was traced within the join window (and the slack). */
+static __always_inline bool traced_lately(__u64 now)
 {
-	__u32 idx = (__u32)((key * 0x9e3779b97f4a7c15ULL) >> 54); /* < ARRIVAL_SLOTS */
-	return bpf_map_lookup_elem(&arrivals, &idx);
+	__u32 zero = 0;
+	__u64 *t = bpf_map_lookup_elem(&last_traced, &zero);
+	if (!t)
+		return true;
+	return now - *t < join_window_ns + TRACED_SLACK_NS;
+}
+
+/* mark_traced notes that a packet was traced now; it writes the shared word
+ * only when it is half the slack old, so CPUs rarely contend for it. */
+static __always_inline void mark_traced(__u64 now)
+{
+	__u32 zero = 0;
+	__u64 *t = bpf_map_lookup_elem(&last_traced, &zero);
+	if (t && now - *t > TRACED_SLACK_NS / 2)
+		*t = now;
+}
+
+/* flight_idx is the slot of key in flights. */
+static __always_inline __u32 flight_idx(__u64 key)
+{
+	return (__u32)((key * 0x9e3779b97f4a7c15ULL) >> 40) & flight_mask;
+}
+
+/* claim_slot readies this CPU's slot f for packet key: a packet of another
+ * key still on its way there moves to the shared table first, so a slot is
+ * a cache, never a loss. */
+static __always_inline void claim_slot(struct flight *f, __u64 key, __u64 now)
+{
+	if (f->key && f->key != key && !f->ended && now - f->s.ts < join_window_ns)
+		bpf_map_update_elem(&seen_pkts, &f->key, &f->s, BPF_ANY);
+	f->key = key;
+}
+
+/* from_other_cpu moves packet key from another CPU's slot idx into this
+ * CPU's slot f, if it is there and continues at hook: a packet that
+ * crossed CPUs between two hooks (a qdisc, RPS). Returns whether it did. */
+struct lost_at {
+	__u64 key, fp, now;
+	__u32 src_h, dst_h, hook, idx;
+};
+
+static __noinline bool from_other_cpu(struct flight *f, const struct lost_at *l)
+{
+	__u64 key = l->key, now = l->now;
+	__u32 idx = l->idx;
+	__u32 me = bpf_get_smp_processor_id();
+	for (__u32 c = 0; c < MAX_PROBE_CPUS; c++) {
+		if (c >= nr_cpus)
+			break;
+		if (c == me)
+			continue;
+		struct flight *o = bpf_map_lookup_percpu_elem(&flights, &idx, c);
+		if (!o || o->key != key || !continues(&o->s, l->fp, l->src_h, l->dst_h, now, l->hook))
+			continue;
+		claim_slot(f, key, now);
+		__builtin_memcpy(&f->s, &o->s, sizeof(f->s));
+		o->key = 0;
+		return true;
+	}
+	return false;
 }
 
 #define AT_END 1        /* this hook is a packet's last traced hook */
@@ -868,96 +969,92 @@ static __noinline void agg_path(const struct seen *s, __u32 netns_ino, __u32 ifi
 	hist_add(&path_hist, &k, now - s->first_ts);
 }
 
-/* packet_id joins a hop to its packet and keeps the packet table, or
- * returns 0 for a packet the filter rejects. A packet continues from its
- * entry in the table or, just past its last traced hook, from this CPU's
- * arrivals; else it is new here, if the filter matches it. Rejected packets
- * write nothing: at their later hooks the filter is evaluated again, so a
- * packet NAT rewrites to match is traced from where it matches. At a
- * packet's last traced hook its entry moves to this CPU's arrivals. A new
- * packet at the ingress of a veth whose peer is traced, with nothing under
- * its key, lost its entry on the way (evicted): counted. */
+/* packet_id joins a hop to its packet and keeps its entry, or returns 0
+ * for a packet the filter rejects (wanted false). A packet continues from
+ * its slot on this CPU, else from the shared table (moved out of a slot),
+ * else, where every packet comes known (the ingress of a veth whose peer is
+ * traced), from another CPU's slot; else it is new here, if wanted, and a
+ * new packet where every packet comes known lost its entry on the way: it
+ * was evicted from the shared table, counted. Rejected packets write
+ * nothing: at their later hooks the filter is evaluated again, so a packet
+ * NAT rewrites to match is traced from where it matches. */
 static __always_inline __u64 packet_id(__u64 key, __u64 fp, __u64 now, __u32 hook, __u32 netns_ino,
-				       __u32 ifindex, __u8 dir, const struct pkt *p)
+				       __u32 ifindex, __u8 dir, const struct pkt *p, bool wanted)
 {
 	__u32 src_h = side_hash(p->src, p->sport);
 	__u32 dst_h = side_hash(p->dst, p->dport);
 	__u32 ifdir = ifindex << 1 | dir; /* the hook, for the aggregates */
-	struct seen *s = bpf_map_lookup_elem(&seen_pkts, &key);
-	if (s && continues(s, fp, src_h, dst_h, now, hook)) {
-		if (aggregate_only)
-			agg_hop(s, netns_ino, ifdir, now);
-		add_hook(s, hook, now, src_h, dst_h);
-		__u64 id = s->id;
-		if (at_hook(netns_ino, ifindex, dir) & AT_END) {
+	__u32 at = at_hook(netns_ino, ifindex, dir);
+	bool end = at & AT_END;
+	__u32 idx = flight_idx(key);
+	struct flight *f = bpf_map_lookup_elem(&flights, &idx);
+	if (!f)
+		return 0;
+
+	bool here = f->key == key && continues(&f->s, fp, src_h, dst_h, now, hook);
+	struct seen *s = NULL;
+	if (!here) {
+		s = bpf_map_lookup_elem(&seen_pkts, &key);
+		if (s && continues(s, fp, src_h, dst_h, now, hook)) {
+			if (aggregate_only)
+				agg_hop(s, netns_ino, ifdir, now);
+			add_hook(s, hook, now, src_h, dst_h);
+			if (!end)
+				return s->id;
+			/* Past its last traced hook: back to this CPU's slot. */
 			if (aggregate_only)
 				agg_path(s, netns_ino, ifdir, now);
-			struct arrival *a = arrival_slot(key);
-			if (a) {
-				a->key = key;
-				__builtin_memcpy(&a->s, s, sizeof(*s));
-			}
+			claim_slot(f, key, now);
+			__builtin_memcpy(&f->s, s, sizeof(f->s));
+			f->ended = 1;
 			bpf_map_delete_elem(&seen_pkts, &key);
+			return f->s.id;
 		}
-		return id;
+		if (at & AT_AFTER_PEER) {
+			struct lost_at l = { key, fp, now, src_h, dst_h, hook, idx };
+			here = from_other_cpu(f, &l);
+		}
 	}
-
-	struct seen fresh = {};
-	struct arrival *a = arrival_slot(key);
-	if (a && a->key == key && continues(&a->s, fp, src_h, dst_h, now, hook)) {
+	if (here) {
 		if (aggregate_only)
-			agg_hop(&a->s, netns_ino, ifdir, now);
-		add_hook(&a->s, hook, now, src_h, dst_h);
-		if (at_hook(netns_ino, ifindex, dir) & AT_END) {
-			if (aggregate_only)
-				agg_path(&a->s, netns_ino, ifdir, now);
-			return a->s.id; /* past another last hook: stays */
-		}
-		__builtin_memcpy(&fresh, &a->s, sizeof(fresh));
-		a->key = 0;
-		bpf_map_update_elem(&seen_pkts, &key, &fresh, BPF_ANY);
-		return fresh.id;
+			agg_hop(&f->s, netns_ino, ifdir, now);
+		add_hook(&f->s, hook, now, src_h, dst_h);
+		if (end && aggregate_only)
+			agg_path(&f->s, netns_ino, ifdir, now);
+		f->ended = end;
+		return f->s.id;
 	}
 
-	if (filter_on && !filter_match(p))
+	if (!wanted)
 		return 0;
-	__u32 at = at_hook(netns_ino, ifindex, dir);
 	/* Nothing known under the key where every packet comes known: its
 	 * entry was evicted. An entry that is there but does not continue
 	 * belongs to another packet with the same key (a content key's equal
 	 * content), which is not an eviction. */
-	if ((at & AT_AFTER_PEER) && !s && !(a && a->key == key))
+	if ((at & AT_AFTER_PEER) && !s && f->key != key)
 		count(&lost, LOST_EVICTED);
-	fresh.id = new_id();
-	fresh.fp = fp;
-	fresh.ts = now;
-	fresh.src_h = src_h;
-	fresh.dst_h = dst_h;
-	fresh.nhooks = 1;
-	fresh.hooks[0] = hook;
+	if (s) /* a stale entry under the same key (a reused skb, equal content) */
+		bpf_map_delete_elem(&seen_pkts, &key);
+	claim_slot(f, key, now);
+	f->ended = end;
+	struct seen *n = &f->s;
+	__builtin_memset(n, 0, sizeof(*n));
+	n->id = new_id();
+	n->fp = fp;
+	n->ts = now;
+	n->src_h = src_h;
+	n->dst_h = dst_h;
+	n->nhooks = 1;
+	n->hooks[0] = hook;
 	if (aggregate_only) {
-		fresh.first.netns_ino = netns_ino;
-		fresh.first.ifindex_dir = ifdir;
-		fresh.last = fresh.first;
-		fresh.first_ts = now;
+		n->first.netns_ino = netns_ino;
+		n->first.ifindex_dir = ifdir;
+		n->last = n->first;
+		n->first_ts = now;
+		if (end)
+			agg_path(n, netns_ino, ifdir, now);
 	}
-	if (at & AT_END) {
-		if (aggregate_only)
-			agg_path(&fresh, netns_ino, ifdir, now);
-		if (a) {
-			a->key = key;
-			__builtin_memcpy(&a->s, &fresh, sizeof(fresh));
-		}
-		if (s) /* a stale entry under the same key */
-			bpf_map_delete_elem(&seen_pkts, &key);
-	} else if (s) {
-		/* A stale entry under the same key (a reused skb, equal
-		 * content): taken over in place, no table update. */
-		__builtin_memcpy(s, &fresh, sizeof(fresh));
-	} else {
-		bpf_map_update_elem(&seen_pkts, &key, &fresh, BPF_ANY);
-	}
-	return fresh.id;
+	return n->id;
 }
 
 static __always_inline void hop(struct __sk_buff *ctx, __u8 dir)
@@ -976,8 +1073,14 @@ static __always_inline void hop(struct __sk_buff *ctx, __u8 dir)
 		p.layers |= L_VLAN;
 		p.vlan = ctx->vlan_tci & 0xfff;
 	}
-	__u64 fp = fingerprint(&p);
 	__u64 now = bpf_ktime_get_ns();
+	/* The filter first: a packet it rejects is looked up only if it may
+	 * continue a traced one (NAT can rewrite a packet out of the filter),
+	 * which it cannot when nothing was traced lately. */
+	bool wanted = !filter_on || filter_match(&p);
+	if (!wanted && !traced_lately(now))
+		return;
+	__u64 fp = fingerprint(&p);
 	__u64 skb = 0;
 	__u32 netns_ino = attach_netns_ino;
 	if (have_kern_ctx) {
@@ -987,7 +1090,9 @@ static __always_inline void hop(struct __sk_buff *ctx, __u8 dir)
 	}
 	__u32 ifindex = ctx->ifindex;
 	__u32 hook = (ifindex << 1 | dir) ^ (netns_ino * 2654435761U);
-	__u64 id = packet_id(have_kern_ctx ? skb : fp, fp, now, hook, netns_ino, ifindex, dir, &p);
+	__u64 id = packet_id(have_kern_ctx ? skb : fp, fp, now, hook, netns_ino, ifindex, dir, &p, wanted);
+	if (id)
+		mark_traced(now);
 	if (!id || aggregate_only)
 		return;
 
@@ -1120,36 +1225,37 @@ static __always_inline void count_drop(struct sk_buff *skb, __u32 reason, struct
 SEC("tp_btf/kfree_skb")
 int BPF_PROG(drop, struct sk_buff *skb, void *location, unsigned int reason)
 {
+	/* Most freed skbs were never traced; none was when no packet was. */
+	__u64 now = bpf_ktime_get_ns();
+	if (!traced_lately(now))
+		return 0;
 	struct pkt p = {};
 	__u64 key = 0;
 	__u64 fp = 0;
-	struct seen *s = NULL;
-	struct arrival *a = NULL;
 	if (have_kern_ctx) {
 		/* Most freed skbs were never seen by a hook: look before decoding. */
 		key = ptr_bits(skb);
-		s = bpf_map_lookup_elem(&seen_pkts, &key);
-		if (!s) {
-			a = arrival_slot(key);
-			if (!a || a->key != key)
-				return 0;
-		}
-		decode_skb(skb, &p);
-		fp = fingerprint(&p);
 	} else {
 		decode_skb(skb, &p);
 		fp = fingerprint(&p);
 		key = fp;
+	}
+	__u32 idx = flight_idx(key);
+	struct flight *f = bpf_map_lookup_elem(&flights, &idx);
+	if (!f)
+		return 0;
+	struct seen *s = NULL;
+	if (f->key != key) {
 		s = bpf_map_lookup_elem(&seen_pkts, &key);
-		if (!s) {
-			a = arrival_slot(key);
-			if (!a || a->key != key)
-				return 0;
-		}
+		if (!s)
+			return 0;
+	}
+	if (have_kern_ctx) {
+		decode_skb(skb, &p);
+		fp = fingerprint(&p);
 	}
 	/* The fingerprint leaves addresses and ports out, and without kern
 	 * ctx it is the key: the packet's ends must agree too. */
-	__u64 now = bpf_ktime_get_ns();
 	__u32 src_h = side_hash(p.src, p.sport);
 	__u32 dst_h = side_hash(p.dst, p.dport);
 	__u64 id = 0;
@@ -1158,12 +1264,12 @@ int BPF_PROG(drop, struct sk_buff *skb, void *location, unsigned int reason)
 		if (aggregate_only)
 			last = s->last;
 		id = drop_id(s, key, fp, src_h, dst_h, now);
-	} else if (a && same_packet(&a->s, fp, src_h, dst_h, now)) {
-		id = a->s.id;
+	} else if (same_packet(&f->s, fp, src_h, dst_h, now)) {
+		id = f->s.id;
 		if (aggregate_only)
-			last = a->s.last;
+			last = f->s.last;
 		if (have_kern_ctx)
-			a->key = 0;
+			f->key = 0;
 	}
 	if (!id)
 		return 0;

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -220,8 +221,10 @@ func (t *Tracer) hopPrograms(ino uint32) (hopProgs, error) {
 				return hopProgs{}, fmt.Errorf("set netns: %w", err)
 			}
 			maps := map[string]*ebpf.Map{}
-			for _, name := range append([]string{"events", "lost", "hook_calls", "id_counter", "seen_pkts", "arrivals", "hook_slots", "hook_more", "scratch"}, aggregateMaps...) {
-				maps[name] = t.coll.Maps[name]
+			for name, m := range t.coll.Maps {
+				if !strings.HasPrefix(name, ".") { // .rodata holds this copy's constants
+					maps[name] = m
+				}
 			}
 			c, err := newCollection(spec, maps)
 			if err != nil {

@@ -14,6 +14,7 @@ import (
 	"unsafe"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 	"golang.org/x/sys/unix"
 
 	"github.com/hoptrace/hoptrace/tracer/event"
@@ -265,6 +266,55 @@ func BenchmarkHookCostFlows(b *testing.B) {
 			reportHooks(b, tr, rt-rt0, n-n0)
 		})
 	}
+}
+
+// BenchmarkHookCostFloor is BenchmarkHookCostFlows' measurement of a TC
+// program that does nothing: what bpf_stats and BPF_PROG_TEST_RUN cost by
+// themselves on this machine, to read the hooks' figures against.
+func BenchmarkHookCostFloor(b *testing.B) {
+	testenv.RequireRoot(b)
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type:         ebpf.SchedCLS,
+		License:      "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, -1), asm.Return()},
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer prog.Close()
+	enableStats(b)
+	frames := make([][]byte, 1<<14)
+	for i := range frames {
+		frames[i] = flowFrame(i)
+	}
+	st0, err := prog.Stats()
+	if err != nil {
+		b.Fatal(err)
+	}
+	cpus := runtime.NumCPU()
+	b.ResetTimer()
+	var wg sync.WaitGroup
+	for c := range cpus {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			onCPU(c, func() {
+				for i := c; i < b.N; i += cpus {
+					_, _ = prog.Run(&ebpf.RunOptions{Data: frames[i%len(frames)]})
+				}
+			})
+		}()
+	}
+	wg.Wait()
+	b.StopTimer()
+	st, err := prog.Stats()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if st.RunCount == st0.RunCount {
+		b.Fatal("the program never ran")
+	}
+	b.ReportMetric(float64((st.Runtime-st0.Runtime).Nanoseconds())/float64(st.RunCount-st0.RunCount), "kernel-ns/hook")
 }
 
 func reportHooks(b *testing.B, tr *Tracer, rt time.Duration, n uint64) {

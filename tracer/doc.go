@@ -34,8 +34,7 @@
 // # Joining hops into packets
 //
 // Hop.PacketID is the join key: the first hook that sees a packet gives it
-// a new id, stored in the kernel's table of packets in flight (an LRU hash
-// with per-CPU lists, Options.InFlightPerCPU entries per CPU) under the
+// a new id, stored with the packet's way so far under the
 // kernel skb address (kernel >= 6.3, bpf_cast_to_kern_ctx; Hop.SkbKey) or,
 // on older kernels, under the content fingerprint. A later hook reuses the
 // id when the entry has the same fingerprint, is less than a second old,
@@ -52,19 +51,29 @@
 // limitation; so is a packet whose both ends NAT rewrites between two
 // hooks, which is split.
 //
-// An entry leaves the table at the packet's last traced hook (what each
-// attached interface is comes from netlink at Attach: hookflags.go) for a
-// short per-CPU list of arrivals, where the receiving stack's drop or a
-// route on from a bridge that passed the packet up still finds it at once.
-// So the table holds packets in flight, and one is evicted only when more
-// are in flight than it holds; that shows at the ingress of a veth whose
-// peer is traced (every packet there came through the peer's egress hook)
-// and is counted in Loss.Evicted.
+// Where an entry lives: a packet's hooks nearly always run on the CPU that
+// sent it (a veth hands a packet to its peer through that CPU's backlog,
+// the bridge forwards at once), so its entry sits in that CPU's slots
+// (flights: a per-CPU array, direct-mapped by key, up to 1024 slots; no
+// lock, no hash table). A packet that wants a slot another packet still on
+// its way holds moves that one to the shared table (seen_pkts: an LRU hash
+// with per-CPU lists, Options.InFlightPerCPU entries per CPU), which the
+// hooks look in next. A packet that changed CPUs (a qdisc, RPS) is looked
+// for in the other CPUs' slots where every packet comes known: the ingress
+// of a veth whose peer is traced. Past its last traced hook (what each
+// attached interface is comes from netlink at Attach: hookflags.go) a
+// packet's entry stays in its slot marked ended, where the receiving
+// stack's drop or a route on from a bridge that passed the packet up still
+// finds it at once, and leaves the shared table. So the shared table holds
+// packets in flight only, and one is evicted only when more are in flight
+// than it holds; that shows at the ingress of a veth whose peer is traced
+// (every packet there came through the peer's egress hook) and is counted
+// in Loss.Evicted.
 //
-// A Drop comes from the kfree_skb tracepoint for a packet in the table or
-// the CPU's arrivals (by skb address, or by fingerprint on older kernels,
-// with the same fingerprint, time and ends rules) and carries the same
-// PacketID; ReasonName is the kernel's enum skb_drop_reason name from its
+// A Drop comes from the kfree_skb tracepoint for a packet in the CPU's
+// slots or the shared table (by skb address, or by fingerprint on older
+// kernels, with the same fingerprint, time and ends rules) and carries the
+// same PacketID; ReasonName is the kernel's enum skb_drop_reason name from its
 // BTF without the SKB_DROP_REASON_ prefix.
 //
 // # Filtering
@@ -77,9 +86,13 @@
 // table, and its later hooks follow it without evaluating again: a
 // matching packet is followed through NAT even when its rewritten addresses
 // no longer match. A rejected packet writes nothing (no event, no table
-// entry: it costs the decode and the lookups), so its later hooks evaluate
-// the filter again, and one that NAT rewrites to match is traced from the
-// hook where it matches. Drops are reported only for packets that matched.
+// entry), so its later hooks evaluate the filter again, and one that NAT
+// rewrites to match is traced from the hook where it matches. The filter
+// runs right after the decode: a rejected packet is looked up (it may be a
+// traced one NAT rewrote out of the filter) only if a hook traced a packet
+// within the join window; otherwise it costs the decode and the filter, and
+// the drop tracepoint returns at once. Drops are reported only for packets
+// that matched.
 //
 // # Delivery
 //

@@ -13,16 +13,16 @@ import (
 )
 
 // What each traced interface means for a packet's way, told to the kernel
-// in the hook_slots and hook_more maps, so that its table of packets in flight (seen_pkts)
-// holds packets only while they are between traced hooks:
+// in the hook_slots and hook_more maps, so that it holds packets as in flight
+// only while they are between traced hooks:
 //
 //   - A packet's last traced hook (END): the ingress of a bridge device
 //     (passed up to the host) or of an interface inside a container or
 //     namespace (arrived there); the egress of a NIC (it leaves the
 //     machine) or of a bridge port veth whose peer is not traced (handed
-//     to an untraced container). There its entry leaves the table for the
-//     CPU's short list of arrivals, where a drop by the receiving stack or
-//     a hook the host routes it to at once still finds it.
+//     to an untraced container). There its entry is marked ended in the
+//     CPU's slot (and leaves the shared table), where a drop by the
+//     receiving stack or a hook the host routes it to at once still finds it.
 //   - After a peer (AFTER_PEER): the ingress of a veth whose peer is
 //     traced. Every packet arriving there left through the peer's egress
 //     hook, so one the table does not know was evicted in flight: counted.

@@ -13,12 +13,6 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-type hoptraceArrival struct {
-	_   structs.HostLayout
-	Key uint64
-	S   hoptraceSeen
-}
-
 type hoptraceDropEvent struct {
 	_        structs.HostLayout
 	Kind     uint8
@@ -71,6 +65,14 @@ type hoptraceFilterPred struct {
 	Hi     uint16
 	Val    [4]uint32
 	Mask   [4]uint32
+}
+
+type hoptraceFlight struct {
+	_     structs.HostLayout
+	Key   uint64
+	Ended uint32
+	Pad   uint32
+	S     hoptraceSeen
 }
 
 type hoptraceHist struct {
@@ -206,14 +208,15 @@ type hoptraceSeen struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	hoptraceMapArrivals          = "arrivals"
 	hoptraceMapDropCounts        = "drop_counts"
 	hoptraceMapEvents            = "events"
+	hoptraceMapFlights           = "flights"
 	hoptraceMapHookCalls         = "hook_calls"
 	hoptraceMapHookMore          = "hook_more"
 	hoptraceMapHookSlots         = "hook_slots"
 	hoptraceMapHopHist           = "hop_hist"
 	hoptraceMapIdCounter         = "id_counter"
+	hoptraceMapLastTraced        = "last_traced"
 	hoptraceMapLost              = "lost"
 	hoptraceMapPathHist          = "path_hist"
 	hoptraceMapScratch           = "scratch"
@@ -230,13 +233,16 @@ const (
 	hoptraceVarFilterNclauses    = "filter_nclauses"
 	hoptraceVarFilterOn          = "filter_on"
 	hoptraceVarFilterPreds       = "filter_preds"
+	hoptraceVarFlightMask        = "flight_mask"
 	hoptraceVarHaveKernCtx       = "have_kern_ctx"
 	hoptraceVarHistBoundsNs      = "hist_bounds_ns"
 	hoptraceVarJoinWindowNs      = "join_window_ns"
+	hoptraceVarNrCpus            = "nr_cpus"
 	hoptraceVarSnaplen           = "snaplen"
 	hoptraceVarUnusedDrop        = "unused_drop"
 	hoptraceVarUnusedDropKey     = "unused_drop_key"
 	hoptraceVarUnusedField       = "unused_field"
+	hoptraceVarUnusedFlight      = "unused_flight"
 	hoptraceVarUnusedHist        = "unused_hist"
 	hoptraceVarUnusedHookFlag    = "unused_hook_flag"
 	hoptraceVarUnusedHookKey     = "unused_hook_key"
@@ -302,14 +308,15 @@ type hoptraceProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type hoptraceMapSpecs struct {
-	Arrivals   *ebpf.MapSpec `ebpf:"arrivals"`
 	DropCounts *ebpf.MapSpec `ebpf:"drop_counts"`
 	Events     *ebpf.MapSpec `ebpf:"events"`
+	Flights    *ebpf.MapSpec `ebpf:"flights"`
 	HookCalls  *ebpf.MapSpec `ebpf:"hook_calls"`
 	HookMore   *ebpf.MapSpec `ebpf:"hook_more"`
 	HookSlots  *ebpf.MapSpec `ebpf:"hook_slots"`
 	HopHist    *ebpf.MapSpec `ebpf:"hop_hist"`
 	IdCounter  *ebpf.MapSpec `ebpf:"id_counter"`
+	LastTraced *ebpf.MapSpec `ebpf:"last_traced"`
 	Lost       *ebpf.MapSpec `ebpf:"lost"`
 	PathHist   *ebpf.MapSpec `ebpf:"path_hist"`
 	Scratch    *ebpf.MapSpec `ebpf:"scratch"`
@@ -327,13 +334,16 @@ type hoptraceVariableSpecs struct {
 	FilterNclauses  *ebpf.VariableSpec `ebpf:"filter_nclauses"`
 	FilterOn        *ebpf.VariableSpec `ebpf:"filter_on"`
 	FilterPreds     *ebpf.VariableSpec `ebpf:"filter_preds"`
+	FlightMask      *ebpf.VariableSpec `ebpf:"flight_mask"`
 	HaveKernCtx     *ebpf.VariableSpec `ebpf:"have_kern_ctx"`
 	HistBoundsNs    *ebpf.VariableSpec `ebpf:"hist_bounds_ns"`
 	JoinWindowNs    *ebpf.VariableSpec `ebpf:"join_window_ns"`
+	NrCpus          *ebpf.VariableSpec `ebpf:"nr_cpus"`
 	Snaplen         *ebpf.VariableSpec `ebpf:"snaplen"`
 	UnusedDrop      *ebpf.VariableSpec `ebpf:"unused_drop"`
 	UnusedDropKey   *ebpf.VariableSpec `ebpf:"unused_drop_key"`
 	UnusedField     *ebpf.VariableSpec `ebpf:"unused_field"`
+	UnusedFlight    *ebpf.VariableSpec `ebpf:"unused_flight"`
 	UnusedHist      *ebpf.VariableSpec `ebpf:"unused_hist"`
 	UnusedHookFlag  *ebpf.VariableSpec `ebpf:"unused_hook_flag"`
 	UnusedHookKey   *ebpf.VariableSpec `ebpf:"unused_hook_key"`
@@ -366,14 +376,15 @@ func (o *hoptraceObjects) Close() error {
 //
 // It can be passed to loadHoptraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type hoptraceMaps struct {
-	Arrivals   *ebpf.Map `ebpf:"arrivals"`
 	DropCounts *ebpf.Map `ebpf:"drop_counts"`
 	Events     *ebpf.Map `ebpf:"events"`
+	Flights    *ebpf.Map `ebpf:"flights"`
 	HookCalls  *ebpf.Map `ebpf:"hook_calls"`
 	HookMore   *ebpf.Map `ebpf:"hook_more"`
 	HookSlots  *ebpf.Map `ebpf:"hook_slots"`
 	HopHist    *ebpf.Map `ebpf:"hop_hist"`
 	IdCounter  *ebpf.Map `ebpf:"id_counter"`
+	LastTraced *ebpf.Map `ebpf:"last_traced"`
 	Lost       *ebpf.Map `ebpf:"lost"`
 	PathHist   *ebpf.Map `ebpf:"path_hist"`
 	Scratch    *ebpf.Map `ebpf:"scratch"`
@@ -382,14 +393,15 @@ type hoptraceMaps struct {
 
 func (m *hoptraceMaps) Close() error {
 	return _HoptraceClose(
-		m.Arrivals,
 		m.DropCounts,
 		m.Events,
+		m.Flights,
 		m.HookCalls,
 		m.HookMore,
 		m.HookSlots,
 		m.HopHist,
 		m.IdCounter,
+		m.LastTraced,
 		m.Lost,
 		m.PathHist,
 		m.Scratch,
@@ -408,13 +420,16 @@ type hoptraceVariables struct {
 	FilterNclauses  *ebpf.Variable `ebpf:"filter_nclauses"`
 	FilterOn        *ebpf.Variable `ebpf:"filter_on"`
 	FilterPreds     *ebpf.Variable `ebpf:"filter_preds"`
+	FlightMask      *ebpf.Variable `ebpf:"flight_mask"`
 	HaveKernCtx     *ebpf.Variable `ebpf:"have_kern_ctx"`
 	HistBoundsNs    *ebpf.Variable `ebpf:"hist_bounds_ns"`
 	JoinWindowNs    *ebpf.Variable `ebpf:"join_window_ns"`
+	NrCpus          *ebpf.Variable `ebpf:"nr_cpus"`
 	Snaplen         *ebpf.Variable `ebpf:"snaplen"`
 	UnusedDrop      *ebpf.Variable `ebpf:"unused_drop"`
 	UnusedDropKey   *ebpf.Variable `ebpf:"unused_drop_key"`
 	UnusedField     *ebpf.Variable `ebpf:"unused_field"`
+	UnusedFlight    *ebpf.Variable `ebpf:"unused_flight"`
 	UnusedHist      *ebpf.Variable `ebpf:"unused_hist"`
 	UnusedHookFlag  *ebpf.Variable `ebpf:"unused_hook_flag"`
 	UnusedHookKey   *ebpf.Variable `ebpf:"unused_hook_key"`

@@ -5,9 +5,9 @@ package tracer
 // of what a drop is joined to.
 
 import (
-	"encoding/binary"
 	"net"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"testing"
@@ -20,34 +20,60 @@ import (
 	"github.com/hoptrace/hoptrace/vmtests/testenv"
 )
 
-// tableLen counts the entries of the per-packet table.
-func tableLen(t *testing.T, tr *Tracer) int {
+// inFlight lists the packets the kernel holds as in flight: live slots of
+// every CPU's flights (not yet past their last traced hook) and the entries
+// of the shared table, seen_pkts.
+func inFlight(t *testing.T, tr *Tracer) map[uint64][]hoptraceSeen {
 	t.Helper()
+	out := map[uint64][]hoptraceSeen{}
 	var k uint64
-	v := make([]byte, tr.coll.Maps["seen_pkts"].ValueSize())
-	n := 0
+	var v hoptraceSeen
 	it := tr.coll.Maps["seen_pkts"].Iterate()
 	for it.Next(&k, &v) {
-		n++
+		out[k] = append(out[k], v)
 	}
 	if err := it.Err(); err != nil {
 		t.Fatal(err)
 	}
+	var idx uint32
+	var slots []hoptraceFlight
+	it = tr.coll.Maps["flights"].Iterate()
+	for it.Next(&idx, &slots) {
+		for _, f := range slots {
+			if f.Key != 0 && f.Ended == 0 {
+				out[f.Key] = append(out[f.Key], f.S)
+			}
+		}
+	}
+	if err := it.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// tableLen counts the packets the kernel holds as in flight.
+func tableLen(t *testing.T, tr *Tracer) int {
+	t.Helper()
+	n := 0
+	for _, e := range inFlight(t, tr) {
+		n += len(e)
+	}
 	return n
 }
 
-// inTable reports whether the packet of hop h still has its table entry.
+// inTable reports whether the packet of hop h is still held as in flight.
 func inTable(t *testing.T, tr *Tracer, h event.Hop) bool {
 	t.Helper()
 	key := h.SkbKey
 	if key == 0 {
 		key = h.Fingerprint
 	}
-	v := make([]byte, tr.coll.Maps["seen_pkts"].ValueSize())
-	if err := tr.coll.Maps["seen_pkts"].Lookup(key, &v); err != nil {
-		return false
+	for _, e := range inFlight(t, tr)[key] {
+		if e.Fp == h.Fingerprint {
+			return true
+		}
 	}
-	return binary.NativeEndian.Uint64(v[8:]) == h.Fingerprint // struct seen: id, fp, ...
+	return false
 }
 
 // TestTableHoldsOnlyPacketsInFlight: a packet the filter rejects writes no
@@ -268,6 +294,77 @@ func TestEvictionsCounted(t *testing.T) {
 	}
 	if loss.Evicted != split {
 		t.Errorf("%d evictions counted, %d journeys split", loss.Evicted, split)
+	}
+}
+
+// TestCrossCPUContinues: a packet whose next hook runs on another CPU (a
+// qdisc or RPS moved it) continues from the first CPU's slot there, where
+// every packet comes known: one packet, no eviction counted, and the slot
+// it left is free.
+func TestCrossCPUContinues(t *testing.T) {
+	if runtime.NumCPU() < 2 {
+		testenv.Lacks(t, "smp", "one CPU: no packet can change CPUs")
+	}
+	topo := testenv.NewTopology(t, 1)
+	a := topo.Hosts[0]
+	// Content keys make the BPF_PROG_TEST_RUN runs one packet.
+	tr := load(t, Options{ForceLegacy: true, noSkbKey: true})
+	if tr.drop != nil { // BPF_PROG_TEST_RUN frees its skb with kfree_skb
+		if err := tr.drop.Close(); err != nil {
+			t.Fatal(err)
+		}
+		tr.drop = nil
+	}
+	for _, i := range []Iface{{Name: a.HostVeth}, {Name: a.Iface, Netns: a.Path}} {
+		if err := tr.Attach(i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	col := collect(t, tr)
+	in, eg := tr.coll.Programs["hop_ingress_legacy"], tr.coll.Programs["hop_egress_legacy"]
+	run := func(p *ebpf.Program, cpu, ifindex int, frame []byte) {
+		t.Helper()
+		var ctx [11]uint32 // struct __sk_buff up to ifindex
+		ctx[10] = uint32(ifindex)
+		var err error
+		onCPU(cpu, func() { _, err = p.Run(&ebpf.RunOptions{Data: frame, Context: ctx}) })
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	const n = 16
+	for i := range n {
+		run(eg, i%2, 1, udpTestFrame(uint16(0x4000+i), 5003)) // lo egress: a first hook
+	}
+	for i := range n {
+		run(in, 1-i%2, a.HostVethIndex, udpTestFrame(uint16(0x4000+i), 5003)) // the other CPU
+	}
+	isTest := func(h *event.Hop) bool { return h.Pkt.Layers.Has(event.LayerUDP) && h.Pkt.DstPort == 5003 }
+	hops, _ := col.wait(t, "hops", func(hops []event.Hop, _ []event.Drop) bool {
+		return len(filterHops(hops, isTest)) >= 2*n
+	})
+	ids := map[uint32][]uint64{}
+	for _, h := range filterHops(hops, isTest) {
+		ids[h.Pkt.IPID] = append(ids[h.Pkt.IPID], h.PacketID)
+	}
+	for ipid, p := range ids {
+		if len(p) != 2 || p[0] != p[1] {
+			t.Errorf("packet %#x: ids %#x, want one id for both hops", ipid, p)
+		}
+	}
+	loss, err := tr.Loss()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if loss.Evicted != 0 {
+		t.Errorf("%d packets counted as evicted", loss.Evicted)
+	}
+	// Past the veth's ingress the packets are still in flight (the
+	// container's side is not at its end here), each held once.
+	for key, e := range inFlight(t, tr) {
+		if len(e) != 1 {
+			t.Errorf("packet key %#x held %d times", key, len(e))
+		}
 	}
 }
 

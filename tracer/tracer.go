@@ -35,6 +35,7 @@ const (
 	defaultRingBytes = 4 << 20
 	defaultInFlight  = 8192    // per CPU
 	maxTableEntries  = 1 << 18 // about 32 MiB of kernel memory
+	maxFlightSlots   = 1024    // FLIGHT_SLOTS in bpf/hoptrace.c: per CPU, about 120 KiB
 	defaultDrain     = 10 * time.Millisecond
 	maxSnaplen       = 1536 // MAX_SNAPLEN in bpf/hoptrace.c
 )
@@ -156,11 +157,15 @@ func Load(opts Options) (t *Tracer, err error) {
 		return nil, fmt.Errorf("count cpus: %w", err)
 	}
 	spec.Maps["seen_pkts"].MaxEntries = tableEntries(cpus, opts.InFlightPerCPU)
+	slots := flightSlots(opts.InFlightPerCPU)
+	spec.Maps["flights"].MaxEntries = slots
 	for name, v := range map[string]any{
 		"snaplen":          opts.Snaplen,
 		"have_kern_ctx":    feat.SkbKey,
 		"attach_netns_ino": hostIno,
 		"count_hook_calls": opts.countHookCalls,
+		"flight_mask":      slots - 1,
+		"nr_cpus":          uint32(cpus),
 	} {
 		if err := spec.Variables[name].Set(v); err != nil {
 			return nil, fmt.Errorf("set %s: %w", name, err)
@@ -320,6 +325,16 @@ func tableEntries(cpus, perCPU int) uint32 {
 	}
 	n := max(cpus, 1) * perCPU
 	return uint32(min(n, maxTableEntries))
+}
+
+// flightSlots sizes each CPU's slots for packets in flight (flights in the
+// kernel): a power of two, at most maxFlightSlots, no more than perCPU.
+func flightSlots(perCPU int) uint32 {
+	n := uint32(maxFlightSlots)
+	for perCPU > 0 && n > 1 && int(n) > perCPU {
+		n /= 2
+	}
+	return n
 }
 
 func roundRing(n int) int {

@@ -29,6 +29,8 @@ var hostEtc = []string{"/etc/protocols", "/etc/services", "/etc/ethertypes"}
 //   - HOPTRACE_NO_DOCKER=1 and HOPTRACE_ABSENT=docker: except Docker tests,
 //     which skip with that reason (testenv.RequireDocker, testenv.Lacks);
 //     the VM has no Docker and no network.
+//   - HOPTRACE_ABSENT also has smp when the VM has one CPU: tests of packets
+//     that change CPUs skip there (the host runs them).
 //   - HOPTRACE_VM: the kernel, for tests that want to say where they ran.
 //   - HOPTRACE_BIN: the static hoptrace binary, for end-to-end tests (the VM
 //     has no go to build one).
@@ -39,8 +41,12 @@ func vmEnv(k *kernel, o *options) []string {
 		"TMPDIR=/tmp",
 		"CI=true",
 		"HOPTRACE_NO_DOCKER=1",
-		"HOPTRACE_ABSENT=docker",
 		"HOPTRACE_VM=" + k.Release,
+	}
+	if o.cpus < 2 {
+		env = append(env, "HOPTRACE_ABSENT=docker,smp")
+	} else {
+		env = append(env, "HOPTRACE_ABSENT=docker")
 	}
 	if o.hoptrace != "" {
 		env = append(env, "HOPTRACE_BIN="+hoptraceInVM)
