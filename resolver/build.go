@@ -2,6 +2,7 @@ package resolver
 
 import (
 	"net/netip"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -62,12 +63,14 @@ func build(sc scanResult, d dockerState, now time.Time) *topology.Snapshot {
 		byNsid:        map[int]uint32{},
 		others:        map[uint32]*nsInfo{},
 		peerOf:        map[topology.Key]topology.Key{},
-		hostEP:        map[uint32]topology.Endpoint{},
+		portEP:        map[topology.Key]topology.Endpoint{},
+		overlayNs:     map[uint32]bool{},
 	}
 	b.networks(d.Networks)
 	b.containers(d.Containers)
 	b.namespaces()
 	b.hostInterfaces()
+	b.overlays()
 	b.namespaceInterfaces()
 	b.parents()
 	b.sort()
@@ -85,8 +88,9 @@ type builder struct {
 	owner         map[uint32]*topology.Container
 	byNsid        map[int]uint32 // nsid (seen from the host) -> namespace
 	others        map[uint32]*nsInfo
-	peerOf        map[topology.Key]topology.Key // container side -> host veth
-	hostEP        map[uint32]topology.Endpoint  // host interfaces by ifindex
+	peerOf        map[topology.Key]topology.Key      // container side -> host veth
+	portEP        map[topology.Key]topology.Endpoint // host interfaces and overlay bridge ports
+	overlayNs     map[uint32]bool                    // overlay sandboxes
 }
 
 // networks indexes Docker's bridge networks by bridge and by ID.
@@ -192,7 +196,89 @@ func (b *builder) hostInterfaces() {
 		snap.Endpoints = append(snap.Endpoints, e)
 	}
 	for _, e := range snap.Endpoints {
-		b.hostEP[e.Ifindex] = e
+		b.portEP[e.Key()] = e
+	}
+}
+
+// overlays adds each overlay network's sandbox, which Docker names
+// /var/run/docker/netns/<n>-<first 10 of the network ID>: a bridge (br0)
+// whose ports are vxlan0 (to the other nodes) and one veth per container of
+// this host on the network. The bridge, its ports and what is at their
+// other ends are added like a host bridge's; the namespace is marked as the
+// overlay's, and Swarm's routing-mesh sandbox (ingress_sbox) as such.
+func (b *builder) overlays() {
+	byID := map[string]Network{} // by the first 10 of the ID
+	for _, n := range b.netByName {
+		if n.Driver == topology.DriverOverlay && len(n.ID) >= 10 {
+			byID[n.ID[:10]] = n
+		}
+	}
+	source := map[uint32]string{}
+	for _, ns := range b.sc.Others {
+		base := filepath.Base(ns.Path)
+		if base == "ingress_sbox" && ns.Source == topology.NetnsSandbox {
+			source[ns.Ino] = topology.NetnsIngress
+			continue
+		}
+		_, id, ok := strings.Cut(base, "-")
+		nw, known := byID[id]
+		if !ok || !known {
+			continue
+		}
+		b.overlayNs[ns.Ino], source[ns.Ino] = true, topology.NetnsOverlay
+		b.overlayInterfaces(ns, nw.Name)
+	}
+	for i := range b.snap.Namespaces {
+		n := &b.snap.Namespaces[i]
+		if src, ok := source[n.Ino]; ok {
+			n.Source = src
+		}
+	}
+}
+
+// overlayInterfaces adds the bridge and ports of overlay network nw's
+// sandbox ns.
+func (b *builder) overlayInterfaces(ns nsInfo, nw string) {
+	snap := b.snap
+	first := len(snap.Bridges)
+	for _, l := range ns.Links {
+		if l.Type == "bridge" {
+			snap.Bridges = append(snap.Bridges, topology.Bridge{Name: l.Name, Ifindex: l.Index, Network: nw, NetnsIno: ns.Ino, Driver: topology.DriverOverlay})
+		}
+	}
+	bridges := map[uint32]*topology.Bridge{}
+	for i := first; i < len(snap.Bridges); i++ {
+		bridges[snap.Bridges[i].Ifindex] = &snap.Bridges[i]
+	}
+	for _, l := range ns.Links {
+		e := topology.Endpoint{NetnsIno: ns.Ino, Ifindex: l.Index, Name: l.Name, MAC: l.MAC, Addrs: l.Addrs,
+			Role: topology.RoleHost, Network: nw, Driver: topology.DriverOverlay}
+		switch {
+		case l.Type == "bridge":
+			e.Role, e.Bridge = topology.RoleBridge, l.Name
+		case bridges[l.Master] != nil:
+			br := bridges[l.Master]
+			br.Ports = append(br.Ports, l.Index)
+			e.Bridge = br.Name
+			if l.Type == "veth" {
+				e.Role = topology.RoleHostVeth
+			}
+		}
+		if l.Type == "veth" && l.Peer != 0 && l.PeerNsid >= 0 {
+			// The nsid is this sandbox's name for the peer's namespace, not
+			// the host's: the pair pointing at each other places it.
+			if pino, ok := pairedNs(ns.Ino, l, b.sc.Others); ok {
+				e.PeerNetnsIno, e.PeerIfindex = pino, l.Peer
+				b.peerOf[topology.Key{NetnsIno: pino, Ifindex: l.Peer}] = e.Key()
+				if c := b.owner[pino]; c != nil {
+					e.Container = c
+				} else if o := b.others[pino]; o != nil {
+					e.NetnsName = o.Name
+				}
+			}
+		}
+		snap.Endpoints = append(snap.Endpoints, e)
+		b.portEP[e.Key()] = e
 	}
 }
 
@@ -200,6 +286,9 @@ func (b *builder) hostInterfaces() {
 // each with its peer on the host and the bridge behind it.
 func (b *builder) namespaceInterfaces() {
 	for _, ns := range b.sc.Others {
+		if b.overlayNs[ns.Ino] {
+			continue
+		}
 		c := b.owner[ns.Ino]
 		for _, l := range ns.Links {
 			e := topology.Endpoint{NetnsIno: ns.Ino, Ifindex: l.Index, Name: l.Name, MAC: l.MAC, Addrs: l.Addrs, Role: topology.RoleNetns, NetnsName: ns.Name}
@@ -207,7 +296,7 @@ func (b *builder) namespaceInterfaces() {
 				e.Role, e.Container, e.NetnsName = topology.RoleContainer, c, ""
 			}
 			if hk, ok := b.peerOf[e.Key()]; ok {
-				he := b.hostEP[hk.Ifindex]
+				he := b.portEP[hk]
 				e.PeerNetnsIno, e.PeerIfindex = hk.NetnsIno, hk.Ifindex
 				e.Bridge, e.Network = he.Bridge, he.Network
 			} else if l.Type == "veth" && l.Peer != 0 && l.PeerNsid < 0 {
@@ -292,9 +381,19 @@ func resolvePeer(hostIno uint32, l linkInfo, byNsid map[int]uint32, others []nsI
 	if ino, ok := byNsid[l.PeerNsid]; ok {
 		return ino, true
 	}
+	return pairedNs(hostIno, l, others)
+}
+
+// pairedNs finds the namespace holding the other end of veth l, which is
+// in namespace self and points to another: the one veth elsewhere whose
+// peer is l, as l's is it.
+func pairedNs(self uint32, l linkInfo, others []nsInfo) (uint32, bool) {
 	var found uint32
 	n := 0
 	for _, ns := range others {
+		if ns.Ino == self {
+			continue
+		}
 		for _, o := range ns.Links {
 			if o.Type == "veth" && o.Index == l.Peer && o.Peer == l.Index && o.PeerNsid >= 0 {
 				found = ns.Ino

@@ -328,3 +328,153 @@ func TestSetDockerDownOnce(t *testing.T) {
 }
 
 func key(ino, ifindex uint32) topology.Key { return topology.Key{NetnsIno: ino, Ifindex: ifindex} }
+
+const (
+	sboxIno    = 4026532101
+	ingressIno = 4026532102
+	ovCliIno   = 4026532103
+	ovWebIno   = 4026532104
+)
+
+// overlayScan is a single Swarm node: overlay network ht-ov's sandbox (br0
+// with vxlan0 and a veth per container), its two containers (whose eth0
+// have the same ifindex, each in its own namespace), and the routing
+// mesh's sandbox.
+func overlayScan() (scanResult, dockerState) {
+	sc := scanResult{
+		Host: nsInfo{Netns: topology.Netns{Ino: hostIno, Source: topology.NetnsHost, Nsid: -1}, Links: []linkInfo{
+			{Name: "lo", Index: 1, Type: "device", PeerNsid: -1},
+			{Name: "docker_gwbridge", Index: 3, Type: "bridge", PeerNsid: -1},
+		}},
+		Others: []nsInfo{
+			{Netns: topology.Netns{Ino: sboxIno, Source: topology.NetnsSandbox, Path: "/var/run/docker/netns/1-abcdef0123", Nsid: 4, Name: "1-abcdef0123"}, Links: []linkInfo{
+				{Name: "lo", Index: 1, Type: "device", PeerNsid: -1},
+				{Name: "br0", Index: 2, Type: "bridge", PeerNsid: -1, Addrs: []netip.Prefix{netip.MustParsePrefix("10.7.0.1/24")}},
+				{Name: "vxlan0", Index: 30, Type: "vxlan", Master: 2, PeerNsid: -1},
+				{Name: "veth0", Index: 31, Type: "veth", Master: 2, Peer: 40, PeerNsid: 0},
+				{Name: "veth1", Index: 32, Type: "veth", Master: 2, Peer: 40, PeerNsid: 1},
+			}},
+			{Netns: topology.Netns{Ino: ingressIno, Source: topology.NetnsSandbox, Path: "/var/run/docker/netns/ingress_sbox", Nsid: 5, Name: "ingress_sbox"}, Links: []linkInfo{
+				{Name: "lo", Index: 1, Type: "device", PeerNsid: -1},
+			}},
+			{Netns: topology.Netns{Ino: ovCliIno, Source: topology.NetnsContainer, Path: "/proc/500/ns/net", PID: 500, Nsid: 6, Name: "cli", ContainerID: "eeee"}, Links: []linkInfo{
+				{Name: "eth0", Index: 40, Type: "veth", MAC: "02:42:0a:07:00:02", Peer: 31, PeerNsid: 0, Addrs: []netip.Prefix{netip.MustParsePrefix("10.7.0.2/24")}},
+			}},
+			{Netns: topology.Netns{Ino: ovWebIno, Source: topology.NetnsContainer, Path: "/proc/600/ns/net", PID: 600, Nsid: 7, Name: "web", ContainerID: "ffff"}, Links: []linkInfo{
+				{Name: "eth0", Index: 40, Type: "veth", MAC: "02:42:0a:07:00:03", Peer: 32, PeerNsid: 0, Addrs: []netip.Prefix{netip.MustParsePrefix("10.7.0.3/24")}},
+			}},
+		},
+		ContainerIno: map[string]uint32{"eeee": ovCliIno, "ffff": ovWebIno},
+	}
+	ds := dockerState{
+		Available: true,
+		Networks: []Network{
+			{ID: "abcdef0123456789", Name: "ht-ov", Driver: "overlay"},
+			{ID: "ingressid0123456", Name: "ingress", Driver: "overlay"},
+			{ID: "gw0123456789abcd", Name: "docker_gwbridge", Driver: "bridge", Bridge: "docker_gwbridge"},
+		},
+		Containers: []topology.Container{
+			{ID: "eeee", Name: "cli", PID: 500, NetworkMode: "ht-ov"},
+			{ID: "ffff", Name: "web", PID: 600, NetworkMode: "ht-ov"},
+		},
+	}
+	return sc, ds
+}
+
+func TestBuildOverlay(t *testing.T) {
+	sc, ds := overlayScan()
+	s := build(sc, ds, time.Unix(0, 0))
+	ix := topology.NewIndex(s)
+	for _, tc := range []struct {
+		key          topology.Key
+		label, br    string
+		role         topology.Role
+		container    string
+		peer         topology.Key
+		wantPeerName string
+	}{
+		{key(sboxIno, 2), "ht-ov:br0", "br0", topology.RoleBridge, "", topology.Key{}, ""},
+		{key(sboxIno, 30), "ht-ov:vxlan0", "br0", topology.RoleHost, "", topology.Key{}, ""},
+		{key(sboxIno, 31), "ht-ov:veth0", "br0", topology.RoleHostVeth, "cli", key(ovCliIno, 40), "eth0"},
+		{key(sboxIno, 32), "ht-ov:veth1", "br0", topology.RoleHostVeth, "web", key(ovWebIno, 40), "eth0"},
+		{key(ovCliIno, 40), "cli:eth0", "br0", topology.RoleContainer, "cli", key(sboxIno, 31), "veth0"},
+		{key(ovWebIno, 40), "web:eth0", "br0", topology.RoleContainer, "web", key(sboxIno, 32), "veth1"},
+	} {
+		e, ok := ix.Lookup(tc.key)
+		if !ok {
+			t.Errorf("%v: not found", tc.key)
+			continue
+		}
+		c := ""
+		if e.Container != nil {
+			c = e.Container.Name
+		}
+		if e.Label() != tc.label || e.Bridge != tc.br || e.Role != tc.role || c != tc.container || e.Network != "ht-ov" {
+			t.Errorf("%v: label %q bridge %q role %v container %q network %q; want %q %q %v %q ht-ov", tc.key, e.Label(), e.Bridge, e.Role, c, e.Network, tc.label, tc.br, tc.role, tc.container)
+		}
+		if tc.peer != (topology.Key{}) {
+			if p, ok := ix.Peer(tc.key); !ok || p.Key() != tc.peer || p.Name != tc.wantPeerName {
+				t.Errorf("%v: peer %v %q, want %v %q", tc.key, p.Key(), p.Name, tc.peer, tc.wantPeerName)
+			}
+		}
+		if n := ix.Naming(tc.key); n != topology.NameFinal {
+			t.Errorf("%v: naming %v, want final", tc.key, n)
+		}
+	}
+	if len(s.Bridges) != 2 || s.Bridges[1].Name != "br0" || s.Bridges[1].NetnsIno != sboxIno || s.Bridges[1].Network != "ht-ov" ||
+		len(s.Bridges[1].Ports) != 3 {
+		t.Errorf("bridges %+v", s.Bridges)
+	}
+	srcs := map[uint32]string{}
+	for _, n := range s.Namespaces {
+		srcs[n.Ino] = n.Source
+	}
+	if srcs[sboxIno] != topology.NetnsOverlay || srcs[ingressIno] != topology.NetnsIngress {
+		t.Errorf("namespace sources %v", srcs)
+	}
+
+	names := func(is []Interface) string {
+		var b []string
+		for _, i := range is {
+			b = append(b, i.Name+"@"+i.NetnsPath)
+		}
+		return strings.Join(b, " ")
+	}
+	all := "br0@/var/run/docker/netns/1-abcdef0123 vxlan0@/var/run/docker/netns/1-abcdef0123 veth0@/var/run/docker/netns/1-abcdef0123 veth1@/var/run/docker/netns/1-abcdef0123 eth0@/proc/500/ns/net eth0@/proc/600/ns/net"
+	if got := names(InterfacesOf(s, Selection{ContainerSide: true})); got != "docker_gwbridge@ "+all {
+		t.Errorf("all:\n got %s\nwant docker_gwbridge@ %s", got, all)
+	}
+	if got := names(InterfacesOf(s, Selection{Limit: true, Networks: []string{"ht-ov"}, ContainerSide: true})); got != all {
+		t.Errorf("ht-ov:\n got %s\nwant %s", got, all)
+	}
+	if got := names(InterfacesOf(s, Selection{Limit: true, Bridges: []string{"br0"}})); got != "" {
+		t.Errorf("a host bridge named br0 selects an overlay's: %s", got)
+	}
+
+	l := LinksOf(s)
+	var ov *LinkBridge
+	for i := range l.Bridges {
+		if l.Bridges[i].Driver == topology.DriverOverlay {
+			ov = &l.Bridges[i]
+		}
+	}
+	if ov == nil || ov.Network != "ht-ov" || ov.NetnsIno != sboxIno || len(ov.Ports) != 3 ||
+		ov.Ports[1].Container == nil || ov.Ports[1].Container.Name != "cli" || ov.Ports[2].Container == nil || ov.Ports[2].Container.Name != "web" {
+		t.Fatalf("overlay in links: %+v", ov)
+	}
+	for _, n := range l.Namespaces {
+		if n.Ino == sboxIno {
+			t.Errorf("the overlay's sandbox is listed as a namespace not owned by Docker")
+		}
+	}
+	if len(l.NoVeth) != 0 {
+		t.Errorf("containers without a veth: %+v", l.NoVeth)
+	}
+	var buf bytes.Buffer
+	if err := l.WriteText(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if out := buf.String(); !strings.Contains(out, "br0 (ifindex 2, overlay network ht-ov") || !strings.Contains(strings.Join(strings.Fields(out), " "), "veth1(32) <-> eth0(40) web") {
+		t.Errorf("text:\n%s", out)
+	}
+}

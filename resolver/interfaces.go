@@ -32,15 +32,16 @@ type Selection struct {
 	// ContainerSide adds the far end of each bridge port: eth0 inside each
 	// container (or namespace), so a journey starts where it is sent.
 	ContainerSide bool
-	// Networks are the macvlan and ipvlan networks traced (by name) when
-	// Limit is set.
+	// Networks are the macvlan, ipvlan and overlay networks traced (by
+	// name) when Limit is set.
 	Networks []string
 }
 
 // InterfacesOf lists the interfaces to trace in a snapshot: each selected
-// bridge, each veth port of it, and with ContainerSide the peer of each
-// port; the containers' interfaces on macvlan and ipvlan networks and the
-// host interfaces under them. Sorted by namespace, then ifindex.
+// bridge (the host's, and each overlay network's in its sandbox), each veth
+// port of it (and an overlay's vxlan0), and with ContainerSide the peer of
+// each port; the containers' interfaces on macvlan and ipvlan networks and
+// the host interfaces under them. Sorted by namespace, then ifindex.
 func InterfacesOf(s *topology.Snapshot, sel Selection) []Interface {
 	want := map[string]bool{}
 	for _, b := range sel.Bridges {
@@ -49,10 +50,7 @@ func InterfacesOf(s *topology.Snapshot, sel Selection) []Interface {
 	ix := topology.NewIndex(s)
 	var out []Interface
 	for _, e := range s.Endpoints {
-		if e.NetnsIno != s.HostNetnsIno || e.Bridge == "" || sel.Limit && !want[e.Bridge] {
-			continue
-		}
-		if e.Role != topology.RoleBridge && e.Role != topology.RoleHostVeth {
+		if e.Bridge == "" || !selected(s, sel, want, e) {
 			continue
 		}
 		out = append(out, ifaceOf(s, e))
@@ -65,6 +63,19 @@ func InterfacesOf(s *topology.Snapshot, sel Selection) []Interface {
 	out = append(out, parented(s, sel)...)
 	sortInterfaces(out)
 	return out
+}
+
+// selected tells whether a bridge or bridge port is traced: a host bridge
+// and its veth ports by the bridge's name; an overlay's bridge and every
+// port of it (its veths and vxlan0) by the overlay network's name.
+func selected(s *topology.Snapshot, sel Selection, bridges map[string]bool, e topology.Endpoint) bool {
+	if e.Driver == topology.DriverOverlay && e.NetnsIno != s.HostNetnsIno {
+		return !sel.Limit || slices.Contains(sel.Networks, e.Network)
+	}
+	if e.NetnsIno != s.HostNetnsIno || sel.Limit && !bridges[e.Bridge] {
+		return false
+	}
+	return e.Role == topology.RoleBridge || e.Role == topology.RoleHostVeth
 }
 
 // parented lists the container interfaces of macvlan and ipvlan networks

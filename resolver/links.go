@@ -29,12 +29,15 @@ type Links struct {
 	Namespaces []LinkNetns `json:"namespaces"`
 }
 
-// LinkBridge is one bridge and its ports.
+// LinkBridge is one bridge and its ports: a host bridge, or an overlay
+// network's (Driver "overlay") in the sandbox namespace NetnsIno.
 type LinkBridge struct {
-	Name    string     `json:"name"`
-	Ifindex uint32     `json:"ifindex"`
-	Network string     `json:"network,omitempty"`
-	Ports   []LinkPort `json:"ports"`
+	Name     string     `json:"name"`
+	Ifindex  uint32     `json:"ifindex"`
+	Network  string     `json:"network,omitempty"`
+	Driver   string     `json:"driver,omitempty"`
+	NetnsIno uint32     `json:"netns_ino,omitempty"`
+	Ports    []LinkPort `json:"ports"`
 }
 
 // LinkPort is a bridge port and its peer.
@@ -86,15 +89,21 @@ type LinkNetns struct {
 }
 
 // LinksOf builds the links view of a snapshot.
+//
+// Namespaces leaves out overlay sandboxes (their bridges are in Bridges).
 func LinksOf(s *topology.Snapshot) Links {
 	l := Links{Time: s.Time, DockerAvailable: s.DockerAvailable, DockerError: s.DockerError,
 		Bridges: []LinkBridge{}, NoVeth: []LinkContainer{}, Namespaces: []LinkNetns{}}
 	ix := topology.NewIndex(s)
 	hasVeth := map[string]bool{}
 	for _, b := range s.Bridges {
-		lb := LinkBridge{Name: b.Name, Ifindex: b.Ifindex, Network: b.Network, Ports: []LinkPort{}}
+		lb := LinkBridge{Name: b.Name, Ifindex: b.Ifindex, Network: b.Network, Driver: b.Driver, NetnsIno: b.NetnsIno, Ports: []LinkPort{}}
+		ino := b.NetnsIno
+		if ino == 0 {
+			ino = s.HostNetnsIno
+		}
 		for _, p := range b.Ports {
-			e, ok := ix.Lookup(topology.Key{NetnsIno: s.HostNetnsIno, Ifindex: p})
+			e, ok := ix.Lookup(topology.Key{NetnsIno: ino, Ifindex: p})
 			if !ok {
 				continue
 			}
@@ -126,8 +135,8 @@ func LinksOf(s *topology.Snapshot) Links {
 		ifaces[e.NetnsIno] = append(ifaces[e.NetnsIno], fmt.Sprintf("%s(%d)", e.Name, e.Ifindex))
 	}
 	for _, n := range s.Namespaces {
-		if n.Source == topology.NetnsHost || n.Source == topology.NetnsContainer {
-			continue
+		if n.Source == topology.NetnsHost || n.Source == topology.NetnsContainer || n.Source == topology.NetnsOverlay {
+			continue // an overlay's sandbox shows as its bridge
 		}
 		l.Namespaces = append(l.Namespaces, LinkNetns{Ino: n.Ino, Name: n.Name, Source: n.Source, PID: n.PID, Interfaces: ifaces[n.Ino]})
 	}
@@ -191,7 +200,11 @@ func (l Links) WriteText(w io.Writer) error {
 		if net == "" {
 			net = "-"
 		}
-		fmt.Fprintf(tw, "%s (ifindex %d, network %s)\n", b.Name, b.Ifindex, net)
+		if b.Driver == topology.DriverOverlay {
+			fmt.Fprintf(tw, "%s (ifindex %d, overlay network %s, in its sandbox netns ino %d)\n", b.Name, b.Ifindex, net, b.NetnsIno)
+		} else {
+			fmt.Fprintf(tw, "%s (ifindex %d, network %s)\n", b.Name, b.Ifindex, net)
+		}
 		if len(b.Ports) == 0 {
 			fmt.Fprintf(tw, "  no ports\n")
 		}

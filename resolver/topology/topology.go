@@ -104,6 +104,8 @@ type Endpoint struct {
 	// Driver and Parent describe a container interface that sits on a host
 	// interface rather than a veth: Docker's macvlan and ipvlan networks
 	// (Driver "macvlan" or "ipvlan", Parent the host interface, e.g. eth1).
+	// Driver "overlay" marks an interface inside an overlay network's
+	// sandbox (its br0, the veth ports and vxlan0), Network naming it.
 	Driver string `json:"driver,omitempty"`
 	Parent string `json:"parent,omitempty"`
 }
@@ -118,19 +120,29 @@ func (e Endpoint) Label() string {
 	switch {
 	case e.Role == RoleContainer && e.Container != nil:
 		return e.Container.Name + ":" + e.Name
+	case e.Driver == DriverOverlay && e.Network != "":
+		return e.Network + ":" + e.Name // br0 and veth0 are in every overlay sandbox
 	case e.NetnsName != "" && e.Role != RoleHostVeth && e.Role != RoleBridge && e.Role != RoleHost:
 		return e.NetnsName + ":" + e.Name
 	}
 	return e.Name
 }
 
+// DriverOverlay is Endpoint.Driver and Bridge.Driver inside an overlay
+// network's sandbox.
+const DriverOverlay = "overlay"
+
 // Bridge is a Linux bridge used for container networking, and its ports.
 type Bridge struct {
 	Name    string `json:"name"`
 	Ifindex uint32 `json:"ifindex"`
 	Network string `json:"network,omitempty"` // Docker network name (bridge, mynet, ...)
-	// Ports are the ifindexes (host netns) of the bridge's ports.
+	// Ports are the ifindexes (in the bridge's netns) of the bridge's ports.
 	Ports []uint32 `json:"ports,omitempty"`
+	// NetnsIno is the namespace of a bridge that is not in the host's:
+	// an overlay network's br0 in its sandbox (Driver "overlay").
+	NetnsIno uint32 `json:"netns_ino,omitempty"`
+	Driver   string `json:"driver,omitempty"`
 }
 
 // Snapshot is the whole picture at one moment. Recordings store snapshots so
@@ -173,6 +185,8 @@ const (
 	NetnsContainer = "container"      // a Docker container's namespace
 	NetnsNamed     = "named"          // /run/netns/<name> (ip netns)
 	NetnsSandbox   = "docker-sandbox" // /var/run/docker/netns/<id>, no container known
+	NetnsOverlay   = "docker-overlay" // /var/run/docker/netns/1-<network id>: an overlay's bridge
+	NetnsIngress   = "docker-ingress" // /var/run/docker/netns/ingress_sbox: Swarm's routing mesh
 	NetnsProcess   = "process"        // held only by a process
 )
 

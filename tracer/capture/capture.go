@@ -337,7 +337,7 @@ func Want(cfg *Config, snap *topology.Snapshot) []resolver.Interface {
 }
 
 // placesOf lists the bridges the named containers have a veth on, and the
-// macvlan and ipvlan networks they have an interface on.
+// macvlan, ipvlan and overlay networks they have an interface on.
 func placesOf(snap *topology.Snapshot, names []string) (bridges, networks []string) {
 	for _, name := range names {
 		c, err := topology.MatchContainer(snap.Containers, name)
@@ -349,6 +349,9 @@ func placesOf(snap *topology.Snapshot, names []string) (bridges, networks []stri
 				continue
 			}
 			switch {
+			case e.Driver == topology.DriverOverlay && e.Network != "" && !slices.Contains(networks, e.Network):
+				networks = append(networks, e.Network)
+			case e.Driver == topology.DriverOverlay:
 			case e.Role == topology.RoleHostVeth && e.Bridge != "" && !slices.Contains(bridges, e.Bridge):
 				bridges = append(bridges, e.Bridge)
 			case e.Parent != "" && e.Network != "" && !slices.Contains(networks, e.Network):
