@@ -18,9 +18,9 @@ import (
 //
 //   - A packet's last traced hook (END): the ingress of a bridge device
 //     (passed up to the host) or of an interface inside a container or
-//     namespace (arrived there); the egress of a NIC (it leaves the
-//     machine) or of a bridge port veth whose peer is not traced (handed
-//     to an untraced container). There its entry is marked ended in the
+//     namespace (arrived there); the egress of a NIC or of an overlay's
+//     vxlan0 (it leaves the machine) or of a bridge port veth whose peer
+//     is not traced (handed to an untraced container). There its entry is marked ended in the
 //     CPU's slot (and leaves the shared table), where a drop by the
 //     receiving stack or a hook the host routes it to at once still finds it.
 //   - After a peer (AFTER_PEER): the ingress of a veth whose peer is
@@ -33,6 +33,7 @@ type role struct {
 	bridge     bool // a bridge device
 	bridgePort bool // enslaved to a bridge
 	nic        bool // a plain device, not loopback
+	tunnel     bool // vxlan: an overlay's way to the other nodes
 	peerIndex  int  // veth: the peer's ifindex, in the peer's netns
 	peerNsid   int  // veth: the id of the peer's netns in this one, -1 for the same
 }
@@ -51,6 +52,8 @@ func roleOf(lnk netlink.Link) role {
 		r.bridge = true
 	case "device":
 		r.nic = at.Flags&net.FlagLoopback == 0
+	case "vxlan":
+		r.tunnel = true
 	}
 	return r
 }
@@ -63,7 +66,7 @@ func (t *Tracer) hookFlags(a, peer *attachment) uint32 {
 	if r.bridge || (!r.bridgePort && a.netns != t.hostIno) {
 		f |= hoptraceHookFlagHOOK_END_INGRESS
 	}
-	if r.nic || (r.veth && r.bridgePort && peer == nil) {
+	if r.nic || r.tunnel || (r.veth && r.bridgePort && peer == nil) {
 		f |= hoptraceHookFlagHOOK_END_EGRESS
 	}
 	if r.veth && peer != nil {

@@ -50,9 +50,15 @@ func (j *Journey) Bridged(i int) (BridgeStep, bool) {
 		// another's: the driver forwarded it on the parent, unseen.
 		return BridgeStep{Kind: he.Driver, Bridge: he.Parent, Network: he.Network}, true
 	}
-	if he.Role != topology.RoleHostVeth || pe.Role != topology.RoleHostVeth ||
-		h.Dir != event.Egress || p.Dir != event.Ingress || he.Bridge == "" || he.Bridge != pe.Bridge {
+	if !isPort(he) || !isPort(pe) || h.Dir != event.Egress || p.Dir != event.Ingress ||
+		he.Bridge == "" || he.Bridge != pe.Bridge || he.NetnsIno != pe.NetnsIno {
 		return BridgeStep{}, false
 	}
 	return BridgeStep{Bridge: he.Bridge, Network: he.Network}, true
+}
+
+// isPort tells whether a bridge forwards to and from e: a veth port, or an
+// overlay's vxlan0 (a port of the overlay's bridge toward other nodes).
+func isPort(e *topology.Endpoint) bool {
+	return e.Role == topology.RoleHostVeth || e.Role == topology.RoleHost && e.Driver == topology.DriverOverlay
 }

@@ -287,6 +287,9 @@ func mutate(r *rand.Rand, j *journey.Journey) *journey.Journey {
 			e.Network = e.Bridge
 		}
 		if r.IntN(3) == 0 {
+			e.Driver = []string{"", topology.DriverOverlay, "macvlan"}[r.IntN(3)]
+		}
+		if r.IntN(3) == 0 {
 			h.Pkt = packet(r)
 		}
 		if r.IntN(5) == 0 {

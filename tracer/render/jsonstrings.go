@@ -106,6 +106,9 @@ func appendLabel(b []byte, e *topology.Endpoint) []byte {
 	case e.Role == topology.RoleContainer && e.Container != nil:
 		b = appendEscaped(b, e.Container.Name)
 		b = append(b, ':')
+	case e.Driver == topology.DriverOverlay && e.Network != "":
+		b = appendEscaped(b, e.Network)
+		b = append(b, ':')
 	case e.NetnsName != "" && e.Role != topology.RoleHostVeth && e.Role != topology.RoleBridge && e.Role != topology.RoleHost:
 		b = appendEscaped(b, e.NetnsName)
 		b = append(b, ':')
