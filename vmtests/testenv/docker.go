@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vishvananda/netlink"
 )
 
 // Image is the local image every Docker test uses; vmtests/testbed.sh imports
@@ -150,3 +152,59 @@ func Exec(name string, cmd ...string) (string, error) {
 
 // NetnsPath is the path of a running container's network namespace.
 func (c Container) NetnsPath() string { return fmt.Sprintf("/proc/%d/ns/net", c.PID) }
+
+// SwarmNode makes this Docker a single-node Swarm manager for the test:
+// `docker swarm init` advertising the host's own address (a node alone
+// sends nothing anywhere), with its networks from 10.213.0.0/16. When the
+// test ends it leaves the swarm and removes docker_gwbridge, which leaving
+// keeps. A Docker already in a swarm is used as it is, and left so.
+func SwarmNode(t testing.TB) {
+	t.Helper()
+	state := strings.TrimSpace(Command(t, "docker", "info", "-f", "{{.Swarm.LocalNodeState}}"))
+	if state == "active" {
+		return
+	}
+	addr := ownAddr(t)
+	t.Cleanup(func() {
+		_ = exec.Command("docker", "swarm", "leave", "--force").Run()
+		_ = exec.Command("docker", "network", "rm", "docker_gwbridge").Run()
+	})
+	Command(t, "docker", "swarm", "init", "--advertise-addr", addr.String(), "--default-addr-pool", "10.213.0.0/16")
+}
+
+// ownAddr is an IPv4 address of this host's own: the one of the interface
+// of its default route, else of any up interface but loopback.
+func ownAddr(t testing.TB) netip.Addr {
+	t.Helper()
+	var links []int
+	if routes, err := netlink.RouteList(nil, netlink.FAMILY_V4); err == nil {
+		for _, r := range routes {
+			if r.Dst == nil || r.Dst.IP.IsUnspecified() {
+				links = append(links, r.LinkIndex)
+			}
+		}
+	}
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		t.Fatalf("list addresses: %v", err)
+	}
+	var any netip.Addr
+	for _, a := range addrs {
+		ip, ok := netip.AddrFromSlice(a.IP.To4())
+		if !ok || ip.IsLoopback() || !ip.IsGlobalUnicast() {
+			continue
+		}
+		for _, l := range links {
+			if a.LinkIndex == l {
+				return ip
+			}
+		}
+		if !any.IsValid() {
+			any = ip
+		}
+	}
+	if !any.IsValid() {
+		t.Fatal("no IPv4 address of this host's own to advertise a swarm on")
+	}
+	return any
+}
