@@ -364,11 +364,12 @@ struct {
 	__type(value, __u32);
 } hook_more SEC(".maps");
 
-/* When a hook last traced a packet (ns, bpf_ktime), written at most every
- * TRACED_SLACK_NS/2 per CPU. A packet continues only within join_window_ns
- * of its last hop, so when nothing was traced for longer than that, no
- * entry can continue: a packet the filter rejects skips the packet table,
- * and a freed skb the drop program. */
+/* When a hook last traced a packet, in jiffies (bpf_jiffies64: a load,
+ * where reading the clock costs tens of ns on a VM's clocksource). A
+ * packet continues only within join_window_ns of its last hop, so when
+ * nothing was traced for longer than that, no entry can continue: a packet
+ * the filter rejects skips the packet table, and a freed skb the drop
+ * program. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
@@ -376,7 +377,11 @@ struct {
 	__type(value, __u64);
 } last_traced SEC(".maps");
 
-#define TRACED_SLACK_NS 200000000ULL /* > the write interval: CPUs race to write */
+/* join_window_ns plus a slack (CPUs race to write last_traced), in jiffies
+ * of the fastest tick (HZ 1000): with a slower tick it spans more time,
+ * which only keeps the lookups on longer. */
+const volatile __u64 traced_window_jiffies = 1200;
+
 
 /* One word per CPU to read a kernel pointer back as a number. */
 struct {
@@ -827,23 +832,26 @@ static __always_inline void add_hook(struct seen *s, __u32 hook, __u64 now, __u3
 
 /* traced_lately tells whether a packet may be in flight in the flights or
  * the packet table: one was traced within the join window (and the slack). */
-static __always_inline bool traced_lately(__u64 now)
+static __always_inline bool traced_lately(void)
 {
 	__u32 zero = 0;
 	__u64 *t = bpf_map_lookup_elem(&last_traced, &zero);
 	if (!t)
 		return true;
-	return now - *t < join_window_ns + TRACED_SLACK_NS;
+	return bpf_jiffies64() - *t < traced_window_jiffies;
 }
 
 /* mark_traced notes that a packet was traced now; it writes the shared word
- * only when it is half the slack old, so CPUs rarely contend for it. */
-static __always_inline void mark_traced(__u64 now)
+ * at most once a tick, so CPUs rarely contend for it. */
+static __always_inline void mark_traced(void)
 {
 	__u32 zero = 0;
 	__u64 *t = bpf_map_lookup_elem(&last_traced, &zero);
-	if (t && now - *t > TRACED_SLACK_NS / 2)
-		*t = now;
+	if (!t)
+		return;
+	__u64 j = bpf_jiffies64();
+	if (*t != j)
+		*t = j;
 }
 
 /* flight_idx is the slot of key in flights. */
@@ -1073,13 +1081,13 @@ static __always_inline void hop(struct __sk_buff *ctx, __u8 dir)
 		p.layers |= L_VLAN;
 		p.vlan = ctx->vlan_tci & 0xfff;
 	}
-	__u64 now = bpf_ktime_get_ns();
 	/* The filter first: a packet it rejects is looked up only if it may
 	 * continue a traced one (NAT can rewrite a packet out of the filter),
 	 * which it cannot when nothing was traced lately. */
 	bool wanted = !filter_on || filter_match(&p);
-	if (!wanted && !traced_lately(now))
+	if (!wanted && !traced_lately())
 		return;
+	__u64 now = bpf_ktime_get_ns();
 	__u64 fp = fingerprint(&p);
 	__u64 skb = 0;
 	__u32 netns_ino = attach_netns_ino;
@@ -1092,7 +1100,7 @@ static __always_inline void hop(struct __sk_buff *ctx, __u8 dir)
 	__u32 hook = (ifindex << 1 | dir) ^ (netns_ino * 2654435761U);
 	__u64 id = packet_id(have_kern_ctx ? skb : fp, fp, now, hook, netns_ino, ifindex, dir, &p, wanted);
 	if (id)
-		mark_traced(now);
+		mark_traced();
 	if (!id || aggregate_only)
 		return;
 
@@ -1226,9 +1234,9 @@ SEC("tp_btf/kfree_skb")
 int BPF_PROG(drop, struct sk_buff *skb, void *location, unsigned int reason)
 {
 	/* Most freed skbs were never traced; none was when no packet was. */
-	__u64 now = bpf_ktime_get_ns();
-	if (!traced_lately(now))
+	if (!traced_lately())
 		return 0;
+	__u64 now = bpf_ktime_get_ns();
 	struct pkt p = {};
 	__u64 key = 0;
 	__u64 fp = 0;

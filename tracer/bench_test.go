@@ -345,6 +345,13 @@ func BenchmarkHookCostTrafficAggregate(b *testing.B) {
 	hookCostTraffic(b, Options{Aggregate: true})
 }
 
+// BenchmarkHookCostTrafficNomatch is BenchmarkHookCostTraffic with a filter
+// that rejects every datagram: the kernel cost of a trace that records
+// nothing.
+func BenchmarkHookCostTrafficNomatch(b *testing.B) {
+	hookCostTraffic(b, Options{RingBufferBytes: 16 << 20, Filter: mustCompile(b, "udp and port 9")})
+}
+
 func hookCostTraffic(b *testing.B, opts Options) {
 	topo := testenv.NewTopology(b, 3)
 	tr, err := Load(opts)
