@@ -474,7 +474,8 @@ func TestBuildOverlay(t *testing.T) {
 	if err := l.WriteText(&buf); err != nil {
 		t.Fatal(err)
 	}
-	if out := buf.String(); !strings.Contains(out, "br0 (ifindex 2, overlay network ht-ov") || !strings.Contains(strings.Join(strings.Fields(out), " "), "veth1(32) <-> eth0(40) web") {
+	if out := buf.String(); !strings.Contains(out, "br0 (ifindex 2, overlay network ht-ov") || !strings.Contains(strings.Join(strings.Fields(out), " "), "veth1(32) <-> eth0(40) web") ||
+		!strings.Contains(strings.Join(strings.Fields(out), " "), "vxlan0(30) <-> other nodes -") {
 		t.Errorf("text:\n%s", out)
 	}
 }

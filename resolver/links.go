@@ -217,8 +217,11 @@ func (l Links) WriteText(w io.Writer) error {
 				who = "netns " + p.Netns
 			}
 			peer := "?"
-			if p.PeerIfindex != 0 {
+			switch {
+			case p.PeerIfindex != 0:
 				peer = fmt.Sprintf("%s(%d)", orDash(p.PeerName), p.PeerIfindex)
+			case b.Driver == topology.DriverOverlay:
+				peer, who = "other nodes", "-" // vxlan0: the tunnel
 			}
 			fmt.Fprintf(tw, "  %s(%d)\t<->\t%s\t%s\t%s\t%s\t%s\n", p.Veth, p.Ifindex, peer, who, orDash(id), orDash(p.MAC), orDash(joinPrefixes(p.Addrs)))
 		}
