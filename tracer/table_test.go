@@ -305,21 +305,8 @@ func TestCrossCPUContinues(t *testing.T) {
 	if runtime.NumCPU() < 2 {
 		testenv.Lacks(t, "smp", "one CPU: no packet can change CPUs")
 	}
-	topo := testenv.NewTopology(t, 1)
-	a := topo.Hosts[0]
 	// Content keys make the BPF_PROG_TEST_RUN runs one packet.
-	tr := load(t, Options{ForceLegacy: true, noSkbKey: true})
-	if tr.drop != nil { // BPF_PROG_TEST_RUN frees its skb with kfree_skb
-		if err := tr.drop.Close(); err != nil {
-			t.Fatal(err)
-		}
-		tr.drop = nil
-	}
-	for _, i := range []Iface{{Name: a.HostVeth}, {Name: a.Iface, Netns: a.Path}} {
-		if err := tr.Attach(i); err != nil {
-			t.Fatal(err)
-		}
-	}
+	tr, a := testRunTracer(t)
 	col := collect(t, tr)
 	in, eg := tr.coll.Programs["hop_ingress_legacy"], tr.coll.Programs["hop_egress_legacy"]
 	run := func(p *ebpf.Program, cpu, ifindex int, frame []byte) {
@@ -493,20 +480,7 @@ func TestRoutedThroughBridge(t *testing.T) {
 // eviction (IPv6 duplicate address detection and MLD send such packets
 // from every namespace at once).
 func TestEqualContentIsNoEviction(t *testing.T) {
-	topo := testenv.NewTopology(t, 1)
-	a := topo.Hosts[0]
-	tr := load(t, Options{ForceLegacy: true, noSkbKey: true})
-	if tr.drop != nil { // BPF_PROG_TEST_RUN frees its skb with kfree_skb
-		if err := tr.drop.Close(); err != nil {
-			t.Fatal(err)
-		}
-		tr.drop = nil
-	}
-	for _, i := range []Iface{{Name: a.HostVeth}, {Name: a.Iface, Netns: a.Path}} {
-		if err := tr.Attach(i); err != nil {
-			t.Fatal(err)
-		}
-	}
+	tr, a := testRunTracer(t)
 	in, eg := tr.coll.Programs["hop_ingress_legacy"], tr.coll.Programs["hop_egress_legacy"]
 	run := func(p *ebpf.Program, ifindex int) {
 		t.Helper()
@@ -526,4 +500,27 @@ func TestEqualContentIsNoEviction(t *testing.T) {
 	if loss.Evicted != 0 {
 		t.Errorf("%d evictions counted for a packet of equal content", loss.Evicted)
 	}
+}
+
+// testRunTracer loads a legacy tracer keyed by content, for packets made with
+// BPF_PROG_TEST_RUN, and attaches it to both ends of a one-host topology's
+// veth. Its drop tracepoint is closed: BPF_PROG_TEST_RUN frees its skb with
+// kfree_skb, which would end each packet's entry.
+func testRunTracer(t *testing.T) (*Tracer, *testenv.NSHost) {
+	t.Helper()
+	topo := testenv.NewTopology(t, 1)
+	a := topo.Hosts[0]
+	tr := load(t, Options{ForceLegacy: true, noSkbKey: true})
+	if tr.drop != nil {
+		if err := tr.drop.Close(); err != nil {
+			t.Fatal(err)
+		}
+		tr.drop = nil
+	}
+	for _, i := range []Iface{{Name: a.HostVeth}, {Name: a.Iface, Netns: a.Path}} {
+		if err := tr.Attach(i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return tr, a
 }
