@@ -112,13 +112,22 @@ struct hop_event {
 	__u32 len;
 	__u16 gso_segs;
 	__u16 gso_size;
-	__u32 _pad0;
+	__u32 tunnel; /* at an underlay hook: TUNNEL_VXLAN, TUNNEL_PEER_V6, the VNI */
 	__u64 ts;
 	__u64 skb;   /* kernel sk_buff address, 0 without kern ctx */
 	__u64 id;    /* packet id: equal for the hops of one packet */
 	__u64 fp;    /* content fingerprint */
-	struct pkt pkt;
-	/* snaplen packet bytes follow when snaplen > 0 */
+	__u8 tunnel_peer[16]; /* the other node's address (IPv4 in the first 4 bytes) */
+	struct pkt pkt; /* at an underlay hook: the inner packet */
+	/* snaplen packet bytes follow when snaplen > 0 (from the outer headers) */
+};
+
+/* hop_event.tunnel bits: the packet is VXLAN-encapsulated (RFC 7348), the
+ * peer address is IPv6, and the 24-bit VNI. */
+enum tunnel_bits {
+	TUNNEL_VXLAN = 1U << 31,
+	TUNNEL_PEER_V6 = 1U << 30,
+	TUNNEL_VNI_MASK = 0xffffff,
 };
 
 struct drop_event {
@@ -391,6 +400,16 @@ struct {
 	__type(value, __u64);
 } scratch SEC(".maps");
 
+/* UDP ports whose datagrams are VXLAN, a bit per port (word port / 32,
+ * bit port % 32): the ports of the overlays whose underlay is traced
+ * (Docker's default is 4789). User space sets them. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 65536 / 32);
+	__type(key, __u32);
+	__type(value, __u32);
+} tunnel_ports SEC(".maps");
+
 /* Force the shared types into BTF for bpf2go -type. */
 const struct hop_event *unused_hop __attribute__((unused));
 const struct drop_event *unused_drop __attribute__((unused));
@@ -406,6 +425,7 @@ const struct hist *unused_hist __attribute__((unused));
 const struct hook_pair *unused_hook_pair __attribute__((unused));
 const struct drop_key *unused_drop_key __attribute__((unused));
 const struct flight *unused_flight __attribute__((unused));
+const enum tunnel_bits *unused_tunnel_bits __attribute__((unused));
 
 extern void *bpf_cast_to_kern_ctx(void *obj) __ksym __weak;
 
@@ -1065,7 +1085,74 @@ static __always_inline __u64 packet_id(__u64 key, __u64 fp, __u64 now, __u32 hoo
 	return n->id;
 }
 
-static __always_inline void hop(struct __sk_buff *ctx, __u8 dir)
+/* What an underlay hook learns from a VXLAN packet's outer headers. */
+struct tunnel {
+	__u32 bits; /* hop_event.tunnel */
+	__u8 peer[16];
+};
+
+struct vxlan_udp {
+	__be16 sport;
+	__be16 dport;
+	__be16 len;
+	__be16 csum;
+	__u8 flags; /* 0x08: the VNI is valid */
+	__u8 reserved[3];
+	__be32 vni; /* the VNI in the top 24 bits */
+};
+
+/* vxlan_inner decodes the outer headers of a VXLAN packet at an overlay's
+ * underlay hook (the host interface its encapsulated packets cross): it
+ * fills t and returns the offset of the inner Ethernet header, or 0 for
+ * any other packet. The peer is the other node: the outer destination of a
+ * packet leaving (dir 1), the outer source of one arriving. */
+static __always_inline __u32 vxlan_inner(const struct src *s, __u8 dir, struct tunnel *t)
+{
+	struct ethhdr eth;
+	if (load(s, 0, &eth, sizeof(eth)))
+		return 0;
+	__u32 off = sizeof(eth);
+	__u16 proto = bpf_ntohs(eth.h_proto);
+	if (proto == ETH_P_8021Q || proto == ETH_P_8021AD) {
+		__be16 tag[2];
+		if (load(s, off, tag, sizeof(tag)))
+			return 0;
+		proto = bpf_ntohs(tag[1]);
+		off += sizeof(tag);
+	}
+	if (proto == ETH_P_IP) {
+		struct ipv4hdr_min h;
+		if (load(s, off, &h, sizeof(h)) || h.proto != IPPROTO_UDP || (bpf_ntohs(h.frag_off) & 0x1fff))
+			return 0;
+		__builtin_memcpy(t->peer, dir ? h.daddr : h.saddr, 4);
+		off += (h.ihl_ver & 0xf) * 4;
+	} else if (proto == ETH_P_IPV6) {
+		struct ipv6hdr_min h;
+		if (load(s, off, &h, sizeof(h)) || h.nexthdr != IPPROTO_UDP)
+			return 0;
+		__builtin_memcpy(t->peer, dir ? h.daddr : h.saddr, 16);
+		t->bits = TUNNEL_PEER_V6;
+		off += sizeof(h);
+	} else {
+		return 0;
+	}
+	struct vxlan_udp u;
+	if (load(s, off, &u, sizeof(u)) || !(u.flags & 0x08))
+		return 0;
+	__u32 port = bpf_ntohs(u.dport);
+	__u32 word = port >> 5;
+	__u32 *bits = bpf_map_lookup_elem(&tunnel_ports, &word);
+	if (!bits || !(*bits & (1U << (port & 31))))
+		return 0;
+	t->bits |= TUNNEL_VXLAN | (bpf_ntohl(u.vni) >> 8);
+	return off + sizeof(u);
+}
+
+/* hop traces a packet at a hook. At an underlay hook it traces only VXLAN
+ * packets, as their inner packet, so that a packet's way continues from an
+ * overlay's vxlan0 onto the wire (the same skb, headers pushed) and from
+ * the wire into vxlan0. */
+static __always_inline void hop(struct __sk_buff *ctx, __u8 dir, bool underlay)
 {
 	if (count_hook_calls)
 		count(&hook_calls, 0);
@@ -1075,8 +1162,15 @@ static __always_inline void hop(struct __sk_buff *ctx, __u8 dir)
 	struct pkt p;
 	__builtin_memset(&p, 0, sizeof(p));
 	struct src s = { .skb = ctx };
-	parse_l2(&s, 0, &p);
-	if (ctx->vlan_present && !(p.layers & L_VLAN)) {
+	struct tunnel tun = {};
+	__u32 inner = 0;
+	if (underlay) {
+		inner = vxlan_inner(&s, dir, &tun);
+		if (!inner)
+			return;
+	}
+	parse_l2(&s, inner, &p);
+	if (!underlay && ctx->vlan_present && !(p.layers & L_VLAN)) {
 		/* The tag was taken off the frame into skb metadata. */
 		p.layers |= L_VLAN;
 		p.vlan = ctx->vlan_tci & 0xfff;
@@ -1118,6 +1212,8 @@ static __always_inline void hop(struct __sk_buff *ctx, __u8 dir)
 	ev->len = ctx->len;
 	ev->gso_segs = ctx->gso_segs;
 	ev->gso_size = ctx->gso_size;
+	ev->tunnel = tun.bits;
+	__builtin_memcpy(ev->tunnel_peer, tun.peer, sizeof(tun.peer));
 	ev->ts = now;
 	ev->skb = skb;
 	ev->netns_ino = netns_ino;
@@ -1147,28 +1243,56 @@ static __always_inline void hop(struct __sk_buff *ctx, __u8 dir)
 SEC("tc")
 int hop_ingress_tcx(struct __sk_buff *ctx)
 {
-	hop(ctx, 0);
+	hop(ctx, 0, false);
 	return TCX_NEXT;
 }
 
 SEC("tc")
 int hop_egress_tcx(struct __sk_buff *ctx)
 {
-	hop(ctx, 1);
+	hop(ctx, 1, false);
 	return TCX_NEXT;
 }
 
 SEC("tc")
 int hop_ingress_legacy(struct __sk_buff *ctx)
 {
-	hop(ctx, 0);
+	hop(ctx, 0, false);
 	return TC_ACT_UNSPEC;
 }
 
 SEC("tc")
 int hop_egress_legacy(struct __sk_buff *ctx)
 {
-	hop(ctx, 1);
+	hop(ctx, 1, false);
+	return TC_ACT_UNSPEC;
+}
+
+SEC("tc")
+int hop_underlay_ingress_tcx(struct __sk_buff *ctx)
+{
+	hop(ctx, 0, true);
+	return TCX_NEXT;
+}
+
+SEC("tc")
+int hop_underlay_egress_tcx(struct __sk_buff *ctx)
+{
+	hop(ctx, 1, true);
+	return TCX_NEXT;
+}
+
+SEC("tc")
+int hop_underlay_ingress_legacy(struct __sk_buff *ctx)
+{
+	hop(ctx, 0, true);
+	return TC_ACT_UNSPEC;
+}
+
+SEC("tc")
+int hop_underlay_egress_legacy(struct __sk_buff *ctx)
+{
+	hop(ctx, 1, true);
 	return TC_ACT_UNSPEC;
 }
 

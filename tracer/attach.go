@@ -28,6 +28,11 @@ type Iface struct {
 	// NetnsIno is the namespace's inode, when known. Detach then finds the
 	// attachment without opening Netns, which is gone with its container.
 	NetnsIno uint32
+	// TunnelPort makes the interface an overlay's underlay: the host
+	// interface its VXLAN packets (to and from this UDP port) cross. Only
+	// those are traced there, as the packet inside, with the VNI and the
+	// other node's address.
+	TunnelPort uint16
 }
 
 func (i Iface) String() string {
@@ -107,11 +112,17 @@ func (t *Tracer) Attach(i Iface) (err error) {
 		ns.Close()
 		return nil
 	}
-	progs, err := t.hopPrograms(ino)
+	progs, err := t.hopPrograms(ino, i.TunnelPort != 0)
 	if err != nil {
 		return err
 	}
+	if i.TunnelPort != 0 {
+		if err := t.addTunnelPort(i.TunnelPort); err != nil {
+			return fmt.Errorf("attach %s: %w", i, err)
+		}
+	}
 	a := &attachment{name: lnk.Attrs().Name, ns: ns, netns: ino, ifindex: key.ifindex, role: roleOf(lnk)}
+	a.role.underlay = i.TunnelPort != 0
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, a.detach())
@@ -206,11 +217,12 @@ func (t *Tracer) Attached() []Iface {
 
 type hopProgs struct{ inTCX, egTCX, inLegacy, egLegacy *ebpf.Program }
 
-// hopPrograms returns the hop programs for interfaces in netns ino. With an
-// skb key the kernel tells each hook its netns; without, the netns is a
-// load-time constant, so each netns gets its own copy of the programs,
-// sharing all maps.
-func (t *Tracer) hopPrograms(ino uint32) (hopProgs, error) {
+// hopPrograms returns the hop programs for interfaces in netns ino, those
+// of an underlay (VXLAN packets only) or the others. With an skb key the
+// kernel tells each hook its netns; without, the netns is a load-time
+// constant, so each netns gets its own copy of the programs, sharing all
+// maps.
+func (t *Tracer) hopPrograms(ino uint32, underlay bool) (hopProgs, error) {
 	coll := t.coll
 	if !t.features.SkbKey && ino != t.hostIno {
 		coll = t.nsColls[ino]
@@ -234,10 +246,30 @@ func (t *Tracer) hopPrograms(ino uint32) (hopProgs, error) {
 			coll = c
 		}
 	}
+	prefix := "hop_"
+	if underlay {
+		prefix = "hop_underlay_"
+	}
 	return hopProgs{
-		inTCX: coll.Programs["hop_ingress_tcx"], egTCX: coll.Programs["hop_egress_tcx"],
-		inLegacy: coll.Programs["hop_ingress_legacy"], egLegacy: coll.Programs["hop_egress_legacy"],
+		inTCX: coll.Programs[prefix+"ingress_tcx"], egTCX: coll.Programs[prefix+"egress_tcx"],
+		inLegacy: coll.Programs[prefix+"ingress_legacy"], egLegacy: coll.Programs[prefix+"egress_legacy"],
 	}, nil
+}
+
+// addTunnelPort makes the underlay hooks take UDP port as VXLAN. A port
+// stays set: it only ever matters at underlay hooks. t.mu is held.
+func (t *Tracer) addTunnelPort(port uint16) error {
+	m := t.coll.Maps["tunnel_ports"]
+	word := uint32(port) / 32
+	var bits uint32
+	if err := m.Lookup(word, &bits); err != nil {
+		return fmt.Errorf("tunnel ports: %w", err)
+	}
+	bits |= 1 << (port % 32)
+	if err := m.Update(word, bits, ebpf.UpdateExist); err != nil {
+		return fmt.Errorf("tunnel ports: %w", err)
+	}
+	return nil
 }
 
 // detach undoes the attachment; an interface that is gone has nothing left

@@ -19,7 +19,7 @@ import (
 //   - A packet's last traced hook (END): the ingress of a bridge device
 //     (passed up to the host) or of an interface inside a container or
 //     namespace (arrived there); the egress of a NIC or of an overlay's
-//     vxlan0 (it leaves the machine) or of a bridge port veth whose peer
+//     vxlan0 or of its underlay (it leaves the machine) or of a bridge port veth whose peer
 //     is not traced (handed to an untraced container). There its entry is marked ended in the
 //     CPU's slot (and leaves the shared table), where a drop by the
 //     receiving stack or a hook the host routes it to at once still finds it.
@@ -34,6 +34,7 @@ type role struct {
 	bridgePort bool // enslaved to a bridge
 	nic        bool // a plain device, not loopback
 	tunnel     bool // vxlan: an overlay's way to the other nodes
+	underlay   bool // the host interface an overlay's VXLAN packets cross (Iface.TunnelPort)
 	peerIndex  int  // veth: the peer's ifindex, in the peer's netns
 	peerNsid   int  // veth: the id of the peer's netns in this one, -1 for the same
 }
@@ -63,6 +64,10 @@ func roleOf(lnk netlink.Link) role {
 func (t *Tracer) hookFlags(a, peer *attachment) uint32 {
 	r := a.role
 	var f hoptraceHookFlag
+	if r.underlay {
+		// Leaving: on the wire. Arriving: vxlan0 takes it on.
+		return uint32(hoptraceHookFlagHOOK_END_EGRESS)
+	}
 	if r.bridge || (!r.bridgePort && a.netns != t.hostIno) {
 		f |= hoptraceHookFlagHOOK_END_INGRESS
 	}

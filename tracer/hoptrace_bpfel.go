@@ -115,22 +115,23 @@ type hoptraceHookSlot struct {
 }
 
 type hoptraceHopEvent struct {
-	_        structs.HostLayout
-	Kind     uint8
-	Dir      uint8
-	CapLen   uint16
-	Ifindex  uint32
-	NetnsIno uint32
-	Len      uint32
-	GsoSegs  uint16
-	GsoSize  uint16
-	Pad0     uint32
-	Ts       uint64
-	Skb      uint64
-	Id       uint64
-	Fp       uint64
-	Pkt      hoptracePkt
-	_        [4]byte
+	_          structs.HostLayout
+	Kind       uint8
+	Dir        uint8
+	CapLen     uint16
+	Ifindex    uint32
+	NetnsIno   uint32
+	Len        uint32
+	GsoSegs    uint16
+	GsoSize    uint16
+	Tunnel     uint32
+	Ts         uint64
+	Skb        uint64
+	Id         uint64
+	Fp         uint64
+	TunnelPeer [16]uint8
+	Pkt        hoptracePkt
+	_          [4]byte
 }
 
 type hoptraceLayer uint32
@@ -204,56 +205,70 @@ type hoptraceSeen struct {
 	FirstTs uint64
 }
 
+type hoptraceTunnelBits uint32
+
+const (
+	hoptraceTunnelBitsTUNNEL_VXLAN    hoptraceTunnelBits = 2147483648
+	hoptraceTunnelBitsTUNNEL_PEER_V6  hoptraceTunnelBits = 1073741824
+	hoptraceTunnelBitsTUNNEL_VNI_MASK hoptraceTunnelBits = 16777215
+)
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	hoptraceMapDropCounts          = "drop_counts"
-	hoptraceMapEvents              = "events"
-	hoptraceMapFlights             = "flights"
-	hoptraceMapHookCalls           = "hook_calls"
-	hoptraceMapHookMore            = "hook_more"
-	hoptraceMapHookSlots           = "hook_slots"
-	hoptraceMapHopHist             = "hop_hist"
-	hoptraceMapIdCounter           = "id_counter"
-	hoptraceMapLastTraced          = "last_traced"
-	hoptraceMapLost                = "lost"
-	hoptraceMapPathHist            = "path_hist"
-	hoptraceMapScratch             = "scratch"
-	hoptraceMapSeenPkts            = "seen_pkts"
-	hoptraceProgDrop               = "drop"
-	hoptraceProgHopEgressLegacy    = "hop_egress_legacy"
-	hoptraceProgHopEgressTcx       = "hop_egress_tcx"
-	hoptraceProgHopIngressLegacy   = "hop_ingress_legacy"
-	hoptraceProgHopIngressTcx      = "hop_ingress_tcx"
-	hoptraceVarAggregateOnly       = "aggregate_only"
-	hoptraceVarAttachNetnsIno      = "attach_netns_ino"
-	hoptraceVarCountHookCalls      = "count_hook_calls"
-	hoptraceVarFilterClauseLen     = "filter_clause_len"
-	hoptraceVarFilterNclauses      = "filter_nclauses"
-	hoptraceVarFilterOn            = "filter_on"
-	hoptraceVarFilterPreds         = "filter_preds"
-	hoptraceVarFlightMask          = "flight_mask"
-	hoptraceVarHaveKernCtx         = "have_kern_ctx"
-	hoptraceVarHistBoundsNs        = "hist_bounds_ns"
-	hoptraceVarJoinWindowNs        = "join_window_ns"
-	hoptraceVarNrCpus              = "nr_cpus"
-	hoptraceVarSnaplen             = "snaplen"
-	hoptraceVarTracedWindowJiffies = "traced_window_jiffies"
-	hoptraceVarUnusedDrop          = "unused_drop"
-	hoptraceVarUnusedDropKey       = "unused_drop_key"
-	hoptraceVarUnusedField         = "unused_field"
-	hoptraceVarUnusedFlight        = "unused_flight"
-	hoptraceVarUnusedHist          = "unused_hist"
-	hoptraceVarUnusedHookFlag      = "unused_hook_flag"
-	hoptraceVarUnusedHookKey       = "unused_hook_key"
-	hoptraceVarUnusedHookPair      = "unused_hook_pair"
-	hoptraceVarUnusedHookSlot      = "unused_hook_slot"
-	hoptraceVarUnusedHop           = "unused_hop"
-	hoptraceVarUnusedKind          = "unused_kind"
-	hoptraceVarUnusedLayer         = "unused_layer"
-	hoptraceVarUnusedLostIdx       = "unused_lost_idx"
-	hoptraceVarUnusedPred          = "unused_pred"
+	hoptraceMapDropCounts                = "drop_counts"
+	hoptraceMapEvents                    = "events"
+	hoptraceMapFlights                   = "flights"
+	hoptraceMapHookCalls                 = "hook_calls"
+	hoptraceMapHookMore                  = "hook_more"
+	hoptraceMapHookSlots                 = "hook_slots"
+	hoptraceMapHopHist                   = "hop_hist"
+	hoptraceMapIdCounter                 = "id_counter"
+	hoptraceMapLastTraced                = "last_traced"
+	hoptraceMapLost                      = "lost"
+	hoptraceMapPathHist                  = "path_hist"
+	hoptraceMapScratch                   = "scratch"
+	hoptraceMapSeenPkts                  = "seen_pkts"
+	hoptraceMapTunnelPorts               = "tunnel_ports"
+	hoptraceProgDrop                     = "drop"
+	hoptraceProgHopEgressLegacy          = "hop_egress_legacy"
+	hoptraceProgHopEgressTcx             = "hop_egress_tcx"
+	hoptraceProgHopIngressLegacy         = "hop_ingress_legacy"
+	hoptraceProgHopIngressTcx            = "hop_ingress_tcx"
+	hoptraceProgHopUnderlayEgressLegacy  = "hop_underlay_egress_legacy"
+	hoptraceProgHopUnderlayEgressTcx     = "hop_underlay_egress_tcx"
+	hoptraceProgHopUnderlayIngressLegacy = "hop_underlay_ingress_legacy"
+	hoptraceProgHopUnderlayIngressTcx    = "hop_underlay_ingress_tcx"
+	hoptraceVarAggregateOnly             = "aggregate_only"
+	hoptraceVarAttachNetnsIno            = "attach_netns_ino"
+	hoptraceVarCountHookCalls            = "count_hook_calls"
+	hoptraceVarFilterClauseLen           = "filter_clause_len"
+	hoptraceVarFilterNclauses            = "filter_nclauses"
+	hoptraceVarFilterOn                  = "filter_on"
+	hoptraceVarFilterPreds               = "filter_preds"
+	hoptraceVarFlightMask                = "flight_mask"
+	hoptraceVarHaveKernCtx               = "have_kern_ctx"
+	hoptraceVarHistBoundsNs              = "hist_bounds_ns"
+	hoptraceVarJoinWindowNs              = "join_window_ns"
+	hoptraceVarNrCpus                    = "nr_cpus"
+	hoptraceVarSnaplen                   = "snaplen"
+	hoptraceVarTracedWindowJiffies       = "traced_window_jiffies"
+	hoptraceVarUnusedDrop                = "unused_drop"
+	hoptraceVarUnusedDropKey             = "unused_drop_key"
+	hoptraceVarUnusedField               = "unused_field"
+	hoptraceVarUnusedFlight              = "unused_flight"
+	hoptraceVarUnusedHist                = "unused_hist"
+	hoptraceVarUnusedHookFlag            = "unused_hook_flag"
+	hoptraceVarUnusedHookKey             = "unused_hook_key"
+	hoptraceVarUnusedHookPair            = "unused_hook_pair"
+	hoptraceVarUnusedHookSlot            = "unused_hook_slot"
+	hoptraceVarUnusedHop                 = "unused_hop"
+	hoptraceVarUnusedKind                = "unused_kind"
+	hoptraceVarUnusedLayer               = "unused_layer"
+	hoptraceVarUnusedLostIdx             = "unused_lost_idx"
+	hoptraceVarUnusedPred                = "unused_pred"
+	hoptraceVarUnusedTunnelBits          = "unused_tunnel_bits"
 )
 
 // loadHoptrace returns the embedded CollectionSpec for hoptrace.
@@ -298,30 +313,35 @@ type hoptraceSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type hoptraceProgramSpecs struct {
-	Drop             *ebpf.ProgramSpec `ebpf:"drop"`
-	HopEgressLegacy  *ebpf.ProgramSpec `ebpf:"hop_egress_legacy"`
-	HopEgressTcx     *ebpf.ProgramSpec `ebpf:"hop_egress_tcx"`
-	HopIngressLegacy *ebpf.ProgramSpec `ebpf:"hop_ingress_legacy"`
-	HopIngressTcx    *ebpf.ProgramSpec `ebpf:"hop_ingress_tcx"`
+	Drop                     *ebpf.ProgramSpec `ebpf:"drop"`
+	HopEgressLegacy          *ebpf.ProgramSpec `ebpf:"hop_egress_legacy"`
+	HopEgressTcx             *ebpf.ProgramSpec `ebpf:"hop_egress_tcx"`
+	HopIngressLegacy         *ebpf.ProgramSpec `ebpf:"hop_ingress_legacy"`
+	HopIngressTcx            *ebpf.ProgramSpec `ebpf:"hop_ingress_tcx"`
+	HopUnderlayEgressLegacy  *ebpf.ProgramSpec `ebpf:"hop_underlay_egress_legacy"`
+	HopUnderlayEgressTcx     *ebpf.ProgramSpec `ebpf:"hop_underlay_egress_tcx"`
+	HopUnderlayIngressLegacy *ebpf.ProgramSpec `ebpf:"hop_underlay_ingress_legacy"`
+	HopUnderlayIngressTcx    *ebpf.ProgramSpec `ebpf:"hop_underlay_ingress_tcx"`
 }
 
 // hoptraceMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type hoptraceMapSpecs struct {
-	DropCounts *ebpf.MapSpec `ebpf:"drop_counts"`
-	Events     *ebpf.MapSpec `ebpf:"events"`
-	Flights    *ebpf.MapSpec `ebpf:"flights"`
-	HookCalls  *ebpf.MapSpec `ebpf:"hook_calls"`
-	HookMore   *ebpf.MapSpec `ebpf:"hook_more"`
-	HookSlots  *ebpf.MapSpec `ebpf:"hook_slots"`
-	HopHist    *ebpf.MapSpec `ebpf:"hop_hist"`
-	IdCounter  *ebpf.MapSpec `ebpf:"id_counter"`
-	LastTraced *ebpf.MapSpec `ebpf:"last_traced"`
-	Lost       *ebpf.MapSpec `ebpf:"lost"`
-	PathHist   *ebpf.MapSpec `ebpf:"path_hist"`
-	Scratch    *ebpf.MapSpec `ebpf:"scratch"`
-	SeenPkts   *ebpf.MapSpec `ebpf:"seen_pkts"`
+	DropCounts  *ebpf.MapSpec `ebpf:"drop_counts"`
+	Events      *ebpf.MapSpec `ebpf:"events"`
+	Flights     *ebpf.MapSpec `ebpf:"flights"`
+	HookCalls   *ebpf.MapSpec `ebpf:"hook_calls"`
+	HookMore    *ebpf.MapSpec `ebpf:"hook_more"`
+	HookSlots   *ebpf.MapSpec `ebpf:"hook_slots"`
+	HopHist     *ebpf.MapSpec `ebpf:"hop_hist"`
+	IdCounter   *ebpf.MapSpec `ebpf:"id_counter"`
+	LastTraced  *ebpf.MapSpec `ebpf:"last_traced"`
+	Lost        *ebpf.MapSpec `ebpf:"lost"`
+	PathHist    *ebpf.MapSpec `ebpf:"path_hist"`
+	Scratch     *ebpf.MapSpec `ebpf:"scratch"`
+	SeenPkts    *ebpf.MapSpec `ebpf:"seen_pkts"`
+	TunnelPorts *ebpf.MapSpec `ebpf:"tunnel_ports"`
 }
 
 // hoptraceVariableSpecs contains global variables before they are loaded into the kernel.
@@ -356,6 +376,7 @@ type hoptraceVariableSpecs struct {
 	UnusedLayer         *ebpf.VariableSpec `ebpf:"unused_layer"`
 	UnusedLostIdx       *ebpf.VariableSpec `ebpf:"unused_lost_idx"`
 	UnusedPred          *ebpf.VariableSpec `ebpf:"unused_pred"`
+	UnusedTunnelBits    *ebpf.VariableSpec `ebpf:"unused_tunnel_bits"`
 }
 
 // hoptraceObjects contains all objects after they have been loaded into the kernel.
@@ -378,19 +399,20 @@ func (o *hoptraceObjects) Close() error {
 //
 // It can be passed to loadHoptraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type hoptraceMaps struct {
-	DropCounts *ebpf.Map `ebpf:"drop_counts"`
-	Events     *ebpf.Map `ebpf:"events"`
-	Flights    *ebpf.Map `ebpf:"flights"`
-	HookCalls  *ebpf.Map `ebpf:"hook_calls"`
-	HookMore   *ebpf.Map `ebpf:"hook_more"`
-	HookSlots  *ebpf.Map `ebpf:"hook_slots"`
-	HopHist    *ebpf.Map `ebpf:"hop_hist"`
-	IdCounter  *ebpf.Map `ebpf:"id_counter"`
-	LastTraced *ebpf.Map `ebpf:"last_traced"`
-	Lost       *ebpf.Map `ebpf:"lost"`
-	PathHist   *ebpf.Map `ebpf:"path_hist"`
-	Scratch    *ebpf.Map `ebpf:"scratch"`
-	SeenPkts   *ebpf.Map `ebpf:"seen_pkts"`
+	DropCounts  *ebpf.Map `ebpf:"drop_counts"`
+	Events      *ebpf.Map `ebpf:"events"`
+	Flights     *ebpf.Map `ebpf:"flights"`
+	HookCalls   *ebpf.Map `ebpf:"hook_calls"`
+	HookMore    *ebpf.Map `ebpf:"hook_more"`
+	HookSlots   *ebpf.Map `ebpf:"hook_slots"`
+	HopHist     *ebpf.Map `ebpf:"hop_hist"`
+	IdCounter   *ebpf.Map `ebpf:"id_counter"`
+	LastTraced  *ebpf.Map `ebpf:"last_traced"`
+	Lost        *ebpf.Map `ebpf:"lost"`
+	PathHist    *ebpf.Map `ebpf:"path_hist"`
+	Scratch     *ebpf.Map `ebpf:"scratch"`
+	SeenPkts    *ebpf.Map `ebpf:"seen_pkts"`
+	TunnelPorts *ebpf.Map `ebpf:"tunnel_ports"`
 }
 
 func (m *hoptraceMaps) Close() error {
@@ -408,6 +430,7 @@ func (m *hoptraceMaps) Close() error {
 		m.PathHist,
 		m.Scratch,
 		m.SeenPkts,
+		m.TunnelPorts,
 	)
 }
 
@@ -443,17 +466,22 @@ type hoptraceVariables struct {
 	UnusedLayer         *ebpf.Variable `ebpf:"unused_layer"`
 	UnusedLostIdx       *ebpf.Variable `ebpf:"unused_lost_idx"`
 	UnusedPred          *ebpf.Variable `ebpf:"unused_pred"`
+	UnusedTunnelBits    *ebpf.Variable `ebpf:"unused_tunnel_bits"`
 }
 
 // hoptracePrograms contains all programs after they have been loaded into the kernel.
 //
 // It can be passed to loadHoptraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type hoptracePrograms struct {
-	Drop             *ebpf.Program `ebpf:"drop"`
-	HopEgressLegacy  *ebpf.Program `ebpf:"hop_egress_legacy"`
-	HopEgressTcx     *ebpf.Program `ebpf:"hop_egress_tcx"`
-	HopIngressLegacy *ebpf.Program `ebpf:"hop_ingress_legacy"`
-	HopIngressTcx    *ebpf.Program `ebpf:"hop_ingress_tcx"`
+	Drop                     *ebpf.Program `ebpf:"drop"`
+	HopEgressLegacy          *ebpf.Program `ebpf:"hop_egress_legacy"`
+	HopEgressTcx             *ebpf.Program `ebpf:"hop_egress_tcx"`
+	HopIngressLegacy         *ebpf.Program `ebpf:"hop_ingress_legacy"`
+	HopIngressTcx            *ebpf.Program `ebpf:"hop_ingress_tcx"`
+	HopUnderlayEgressLegacy  *ebpf.Program `ebpf:"hop_underlay_egress_legacy"`
+	HopUnderlayEgressTcx     *ebpf.Program `ebpf:"hop_underlay_egress_tcx"`
+	HopUnderlayIngressLegacy *ebpf.Program `ebpf:"hop_underlay_ingress_legacy"`
+	HopUnderlayIngressTcx    *ebpf.Program `ebpf:"hop_underlay_ingress_tcx"`
 }
 
 func (p *hoptracePrograms) Close() error {
@@ -463,6 +491,10 @@ func (p *hoptracePrograms) Close() error {
 		p.HopEgressTcx,
 		p.HopIngressLegacy,
 		p.HopIngressTcx,
+		p.HopUnderlayEgressLegacy,
+		p.HopUnderlayEgressTcx,
+		p.HopUnderlayIngressLegacy,
+		p.HopUnderlayIngressTcx,
 	)
 }
 

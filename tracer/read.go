@@ -125,6 +125,14 @@ func decodeHop(b []byte, h *event.Hop) {
 		Fingerprint: ev.Fp,
 	}
 	decodePkt(&ev.Pkt, &h.Pkt)
+	if ev.Tunnel&uint32(hoptraceTunnelBitsTUNNEL_VXLAN) != 0 {
+		h.Tunnel.VNI = ev.Tunnel & uint32(hoptraceTunnelBitsTUNNEL_VNI_MASK)
+		if ev.Tunnel&uint32(hoptraceTunnelBitsTUNNEL_PEER_V6) != 0 {
+			h.Tunnel.Peer = netip.AddrFrom16(ev.TunnelPeer)
+		} else {
+			h.Tunnel.Peer = netip.AddrFrom4([4]byte(ev.TunnelPeer[:4]))
+		}
+	}
 	if n := int(ev.CapLen); n > 0 {
 		off := int(unsafe.Sizeof(*ev))
 		if off+n <= len(b) {

@@ -30,6 +30,7 @@ type kernel struct {
 //   - br_netfilter: bridged frames traverse iptables, as on a Docker host
 //   - nf_tables, nft_compat, x_tables, ip_tables, iptable_filter, xt_*, nft_*:
 //     what iptables-nft and nft need to drop packets in the drop tests
+//   - vxlan: the tunnels of TestVXLANUnderlay, like an overlay network's
 //   - xfrm_user: vishvananda/netlink's netlink.NewHandleAt opens a
 //     NETLINK_XFRM socket too, and fails with EPROTONOSUPPORT without it
 var wantModules = []string{
@@ -40,7 +41,7 @@ var wantModules = []string{
 	"xt_tcpudp", "xt_conntrack", "xt_comment", "xt_physdev", "xt_addrtype", "xt_multiport",
 	"nf_conntrack", "nft_ct", "nf_reject_ipv4", "nft_reject", "nft_reject_inet", "nft_reject_ipv4", "ipt_REJECT",
 	"nf_nat", "nft_chain_nat", "iptable_nat", "xt_MASQUERADE", "nft_masq",
-	"xfrm_user",
+	"xfrm_user", "vxlan",
 }
 
 // kernelAliases maps the short names the Makefile uses to Debian's meta

@@ -59,11 +59,28 @@ type Hop struct {
 	// Fingerprint is a hash of packet content that does not change across
 	// bridge hops or NAT (IP ID, L4 sequence numbers, lengths, ...).
 	Fingerprint uint64
-	// Pkt is the decoded header summary.
+	// Pkt is the decoded header summary; at an underlay hook, of the packet
+	// inside the tunnel.
 	Pkt Packet
-	// Data is the first snaplen bytes of the packet (nil when snaplen is 0).
+	// Tunnel is set at an overlay's underlay hook: the packet crossed it
+	// encapsulated in VXLAN.
+	Tunnel Tunnel
+	// Data is the first snaplen bytes of the packet (nil when snaplen is 0);
+	// at an underlay hook they begin with the outer headers.
 	Data []byte
 }
+
+// Tunnel is what the outer headers of a VXLAN-encapsulated packet say.
+type Tunnel struct {
+	// VNI is the VXLAN network identifier: which overlay network.
+	VNI uint32
+	// Peer is the other node: the outer destination of a packet leaving
+	// the host, the outer source of one arriving. Invalid: not tunneled.
+	Peer netip.Addr
+}
+
+// Valid reports whether the hop was seen encapsulated.
+func (t Tunnel) Valid() bool { return t.Peer.IsValid() }
 
 // Layer flags say which parts of Packet were decoded.
 type Layer uint16

@@ -1,0 +1,168 @@
+package tracer
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/hoptrace/hoptrace/tracer/event"
+	"github.com/hoptrace/hoptrace/vmtests/testenv"
+)
+
+// vxlanPort is the UDP port of the test's tunnels (Docker's default).
+const vxlanPort = 4789
+
+// addVXLAN makes a VXLAN device vx0 in h's namespace, over its eth0 toward
+// remote, with inner address inner/24, as Docker's overlay makes vxlan0
+// (there with a bridge and static entries; here the remote is fixed).
+func addVXLAN(t *testing.T, h *testenv.NSHost, vni int, remote netip.Addr, inner netip.Addr) int {
+	t.Helper()
+	var index int
+	err := h.Do(func() error {
+		vx := &netlink.Vxlan{
+			LinkAttrs:    netlink.LinkAttrs{Name: "vx0"},
+			VxlanId:      vni,
+			VtepDevIndex: h.IfaceIndex,
+			SrcAddr:      h.IP.AsSlice(),
+			Group:        remote.AsSlice(),
+			Port:         vxlanPort,
+		}
+		if err := netlink.LinkAdd(vx); err != nil {
+			return fmt.Errorf("add vxlan: %w", err)
+		}
+		lnk, err := netlink.LinkByName("vx0")
+		if err != nil {
+			return err
+		}
+		index = lnk.Attrs().Index
+		addr := &netlink.Addr{IPNet: &net.IPNet{IP: inner.AsSlice(), Mask: net.CIDRMask(24, 32)}}
+		if err := netlink.AddrAdd(lnk, addr); err != nil {
+			return fmt.Errorf("address vxlan: %w", err)
+		}
+		return netlink.LinkSetUp(lnk)
+	})
+	if err != nil {
+		testenv.Lacks(t, "vxlan", err.Error())
+	}
+	// vx0 goes with the namespace, which the topology removes.
+	return index
+}
+
+// udpThrough sends n datagrams from:port -> to:port, from src's namespace
+// to a socket in dst's, and returns once each arrived.
+func udpThrough(t *testing.T, src, dst *testenv.NSHost, from, to netip.Addr, port, n int) {
+	t.Helper()
+	var rx, tx *net.UDPConn
+	if err := dst.Do(func() error {
+		var err error
+		rx, err = net.ListenUDP("udp4", &net.UDPAddr{IP: to.AsSlice(), Port: port})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer rx.Close()
+	if err := src.Do(func() error {
+		var err error
+		tx, err = net.DialUDP("udp4", &net.UDPAddr{IP: from.AsSlice(), Port: port}, &net.UDPAddr{IP: to.AsSlice(), Port: port})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Close()
+	buf := make([]byte, 64)
+	for i := range n {
+		// The first may wait for ARP across the tunnel: send until it arrives.
+		for try := 0; ; try++ {
+			if _, err := tx.Write(fmt.Appendf(nil, "vxlan-%d", i)); err != nil {
+				t.Fatal(err)
+			}
+			_ = rx.SetReadDeadline(time.Now().Add(time.Second))
+			if _, _, err := rx.ReadFrom(buf); err == nil {
+				break
+			} else if try == 5 {
+				t.Fatalf("datagram %d did not cross the tunnel: %v", i, err)
+			}
+		}
+	}
+}
+
+// TestVXLANUnderlay: a packet through a VXLAN tunnel between two namespaces
+// is one journey from the sender's vx0 onto its wire (eth0, the underlay)
+// and from the receiver's wire into its vx0. At the underlay hooks the hop
+// is the packet inside, with the VNI and the other end's address from the
+// outer headers; packets that are not VXLAN are not traced there.
+func TestVXLANUnderlay(t *testing.T) {
+	modes(t, func(t *testing.T, legacy bool) {
+		topo := testenv.NewTopology(t, 2)
+		a, b := topo.Hosts[0], topo.Hosts[1]
+		const vni = 4242
+		innerA, innerB := netip.MustParseAddr("192.168.213.1"), netip.MustParseAddr("192.168.213.2")
+		vxA := addVXLAN(t, a, vni, b.IP, innerA)
+		vxB := addVXLAN(t, b, vni, a.IP, innerB)
+
+		tr := load(t, Options{ForceLegacy: legacy})
+		for _, h := range []*testenv.NSHost{a, b} {
+			if err := tr.Attach(Iface{Name: "vx0", Netns: h.Path}); err != nil {
+				t.Fatal(err)
+			}
+			if err := tr.Attach(Iface{Name: h.Iface, Netns: h.Path, TunnelPort: vxlanPort}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		c := collect(t, tr)
+
+		// Not VXLAN: a ping on the underlay itself is not traced there.
+		if n := a.Ping(t, b.IP, 1, 0x5151); n != 1 {
+			t.Fatalf("underlay ping: %d of 1 answered", n)
+		}
+		const port, n = 7788, 3
+		udpThrough(t, a, b, innerA, innerB, port, n)
+
+		isOurs := func(h *event.Hop) bool {
+			return h.Pkt.Layers.Has(event.LayerUDP) && h.Pkt.DstPort == port && h.Pkt.Src == innerA && h.Pkt.Dst == innerB
+		}
+		hops, _ := c.wait(t, "datagrams at all four hooks", func(hops []event.Hop, _ []event.Drop) bool {
+			return len(filterHops(hops, isOurs)) >= 4*n
+		})
+		for i := range hops {
+			if hops[i].Pkt.Layers.Has(event.LayerICMP) && hops[i].Pkt.ICMPID == 0x5151 {
+				t.Fatalf("a packet outside the tunnel was traced at an underlay hook: %+v", hops[i])
+			}
+		}
+		byID := map[uint64][]event.Hop{}
+		for _, h := range filterHops(hops, isOurs) {
+			byID[h.PacketID] = append(byID[h.PacketID], h)
+		}
+		if len(byID) != n {
+			t.Fatalf("%d datagrams make %d journeys, want %d", n, len(byID), n)
+		}
+		want := []hookID{
+			{a.NetnsIno, uint32(vxA), event.Egress},
+			{a.NetnsIno, uint32(a.IfaceIndex), event.Egress},
+			{b.NetnsIno, uint32(b.IfaceIndex), event.Ingress},
+			{b.NetnsIno, uint32(vxB), event.Ingress},
+		}
+		for id, hs := range byID {
+			var got []hookID
+			for _, h := range hs {
+				got = append(got, hookOf(h))
+			}
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Fatalf("packet %#x: hooks %v, want %v", id, got, want)
+			}
+			wantTun := []event.Tunnel{{}, {VNI: vni, Peer: b.IP}, {VNI: vni, Peer: a.IP}, {}}
+			for k, h := range hs {
+				if h.Tunnel != wantTun[k] {
+					t.Errorf("packet %#x at %v: tunnel %+v, want %+v", id, hookOf(h), h.Tunnel, wantTun[k])
+				}
+				if h.Fingerprint != hs[0].Fingerprint {
+					t.Errorf("packet %#x at %v: fingerprint changed inside the tunnel", id, hookOf(h))
+				}
+			}
+		}
+	})
+}
