@@ -55,7 +55,8 @@ const (
 	hopGSO       = 1 << 3
 	hopData      = 1 << 4
 	hopSameFP    = 1 << 5
-	hopKnownBits = 1<<6 - 1
+	hopTunnel    = 1 << 6 // VNI and peer address follow the packet
+	hopKnownBits = 1<<7 - 1
 )
 
 // Drop flags.
@@ -96,6 +97,9 @@ func (s *state) encodeHop(e *enc, h *event.Hop, fpIndex map[uint64]uint64, snapl
 	if d > 0 && h.Fingerprint == ref.fp {
 		flags |= hopSameFP
 	}
+	if h.Tunnel != (event.Tunnel{}) {
+		flags |= hopTunnel
+	}
 	e.uvarint(flags)
 	e.uvarint(d)
 	e.varint(int64(h.TimeNS - s.lastTime))
@@ -118,6 +122,10 @@ func (s *state) encodeHop(e *enc, h *event.Hop, fpIndex map[uint64]uint64, snapl
 		e.u64(h.Fingerprint)
 	}
 	e.packet(&h.Pkt, &ref.pkt)
+	if flags&hopTunnel != 0 {
+		e.uvarint(uint64(h.Tunnel.VNI))
+		e.addr(h.Tunnel.Peer)
+	}
 	if flags&hopData != 0 {
 		e.bytes(data)
 	}
@@ -229,6 +237,10 @@ func (s *state) decodeHop(b []byte, snaplen uint32) (*event.Hop, error) {
 		h.Fingerprint = d.u64()
 	}
 	d.packet(&h.Pkt, &ref.pkt)
+	if flags&hopTunnel != 0 {
+		h.Tunnel.VNI = uint32(d.uint(32, "vni"))
+		h.Tunnel.Peer = d.addr()
+	}
 	if flags&hopData != 0 {
 		n := d.uvarint()
 		if n == 0 || n > uint64(snaplen) {

@@ -102,9 +102,25 @@ func randomItems(rng *rand.Rand, n, snaplen int) []item {
 	return items
 }
 
+// withTunnels puts about a quarter of the hops inside a VXLAN tunnel, as
+// an overlay's underlay hook reports them.
+func withTunnels(rng *rand.Rand, items []item) []item {
+	for _, it := range items {
+		if it.hop == nil || rng.IntN(4) != 0 {
+			continue
+		}
+		peer := netip.AddrFrom4([4]byte{192, 0, 2, byte(rng.Uint32())})
+		if rng.IntN(3) == 0 {
+			peer = netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 15: byte(rng.Uint32())})
+		}
+		it.hop.Tunnel = event.Tunnel{VNI: rng.Uint32N(1 << 24), Peer: peer}
+	}
+	return items
+}
+
 func TestRoundTripRandom(t *testing.T) {
 	const snaplen = 64
-	items := randomItems(rand.New(rand.NewPCG(1, 2)), 3000, snaplen)
+	items := withTunnels(rand.New(rand.NewPCG(7, 8)), randomItems(rand.New(rand.NewPCG(1, 2)), 3000, snaplen))
 	data, _ := writeAll(t, testHeader(snaplen), items, true)
 	_, recs, err := readAll(data)
 	if err != nil {
@@ -125,6 +141,7 @@ func TestGolden(t *testing.T) {
 	}{
 		{"scenario", 32, scenario(tracefiletest.Options{Packets: 40, Snaplen: 32, DropEvery: 5})},
 		{"random", 64, randomItems(rand.New(rand.NewPCG(3, 4)), 200, 64)},
+		{"tunnel", 64, withTunnels(rand.New(rand.NewPCG(9, 10)), randomItems(rand.New(rand.NewPCG(5, 6)), 100, 64))},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			data, _ := writeAll(t, testHeader(tc.snaplen), tc.items, true)
