@@ -3,6 +3,7 @@ package resolver
 import (
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -19,6 +20,8 @@ type Network struct {
 	Bridge string
 	// Parent is the host interface a macvlan or ipvlan network sits on.
 	Parent string
+	// Nodes are an overlay network's peers: the Swarm nodes on it.
+	Nodes []topology.Node
 }
 
 // dockerState is what the Docker source last told us.
@@ -97,6 +100,11 @@ type builder struct {
 func (b *builder) networks(nets []Network) {
 	for _, n := range nets {
 		b.netByName[n.Name] = n
+		for _, nd := range n.Nodes {
+			if !slices.ContainsFunc(b.snap.Nodes, func(o topology.Node) bool { return o.Addr == nd.Addr }) {
+				b.snap.Nodes = append(b.snap.Nodes, nd)
+			}
+		}
 		if n.Bridge != "" {
 			b.netByBridge[n.Bridge] = n.Name
 			b.bridgeByNetID[n.ID] = n.Bridge
@@ -252,7 +260,10 @@ func (b *builder) overlayInterfaces(ns nsInfo, nw string) {
 	}
 	for _, l := range ns.Links {
 		e := topology.Endpoint{NetnsIno: ns.Ino, Ifindex: l.Index, Name: l.Name, MAC: l.MAC, Addrs: l.Addrs,
-			Role: topology.RoleHost, Network: nw, Driver: topology.DriverOverlay}
+			Role: topology.RoleHost, Network: nw, Driver: topology.DriverOverlay, Tunnel: l.Tunnel}
+		if l.Tunnel != nil {
+			b.underlay(l.Tunnel)
+		}
 		switch {
 		case l.Type == "bridge":
 			e.Role, e.Bridge = topology.RoleBridge, l.Name
@@ -279,6 +290,16 @@ func (b *builder) overlayInterfaces(ns nsInfo, nw string) {
 		}
 		snap.Endpoints = append(snap.Endpoints, e)
 		b.portEP[e.Key()] = e
+	}
+}
+
+// underlay marks the host interfaces an overlay's VXLAN packets cross.
+func (b *builder) underlay(t *topology.Tunnel) {
+	for i := range b.snap.Endpoints {
+		e := &b.snap.Endpoints[i]
+		if e.NetnsIno == b.snap.HostNetnsIno && slices.Contains(t.Underlays, e.Ifindex) {
+			e.UnderlayPort = t.Port
+		}
 	}
 }
 
@@ -344,6 +365,7 @@ func (b *builder) parents() {
 // and namespaces in a stable order, so equal topologies compare equal.
 func (b *builder) sort() {
 	snap, host := b.snap, b.sc.Host.Ino
+	slices.SortFunc(snap.Nodes, func(x, y topology.Node) int { return x.Addr.Compare(y.Addr) })
 	for i := range snap.Bridges {
 		p := snap.Bridges[i].Ports
 		sort.Slice(p, func(a, b int) bool { return p[a] < p[b] })

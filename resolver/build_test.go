@@ -3,6 +3,7 @@ package resolver
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -477,5 +478,71 @@ func TestBuildOverlay(t *testing.T) {
 	if out := buf.String(); !strings.Contains(out, "br0 (ifindex 2, overlay network ht-ov") || !strings.Contains(strings.Join(strings.Fields(out), " "), "veth1(32) <-> eth0(40) web") ||
 		!strings.Contains(strings.Join(strings.Fields(out), " "), "vxlan0(30) <-> other nodes -") {
 		t.Errorf("text:\n%s", out)
+	}
+}
+
+// TestBuildOverlayUnderlay: a node with another node on the overlay. Its
+// vxlan0 sends to 192.0.2.20, routed out of eth0: eth0 is the overlay's
+// underlay, traced for VXLAN packets only, and links says so.
+func TestBuildOverlayUnderlay(t *testing.T) {
+	sc, ds := overlayScan()
+	sc.Host.Links = append(sc.Host.Links, linkInfo{Name: "eth0", Index: 2, Type: "device", PeerNsid: -1})
+	for i, l := range sc.Others[0].Links {
+		if l.Name == "vxlan0" {
+			sc.Others[0].Links[i].Tunnel = &topology.Tunnel{VNI: 4097, Port: 4789, Remotes: []netip.Addr{netip.MustParseAddr("192.0.2.20")}, Underlays: []uint32{2}}
+		}
+	}
+	s := build(sc, ds, time.Unix(0, 0))
+	ix := topology.NewIndex(s)
+	if e, ok := ix.Lookup(key(hostIno, 2)); !ok || e.UnderlayPort != 4789 {
+		t.Errorf("host eth0: %+v, want underlay port 4789", e)
+	}
+	if e, ok := ix.Lookup(key(sboxIno, 30)); !ok || e.Tunnel == nil || e.Tunnel.VNI != 4097 {
+		t.Errorf("vxlan0: %+v, want its tunnel", e)
+	}
+	underlay := func(is []Interface) string {
+		var out []string
+		for _, i := range is {
+			if i.TunnelPort != 0 {
+				out = append(out, fmt.Sprintf("%s@%s:%d", i.Name, i.NetnsPath, i.TunnelPort))
+			}
+		}
+		return strings.Join(out, " ")
+	}
+	if got := underlay(InterfacesOf(s, Selection{ContainerSide: true})); got != "eth0@:4789" {
+		t.Errorf("all: underlays %q, want eth0@:4789", got)
+	}
+	if got := underlay(InterfacesOf(s, Selection{Limit: true, Networks: []string{"ht-ov"}})); got != "eth0@:4789" {
+		t.Errorf("ht-ov: underlays %q, want eth0@:4789", got)
+	}
+	if got := underlay(InterfacesOf(s, Selection{Limit: true, Bridges: []string{"docker_gwbridge"}})); got != "" {
+		t.Errorf("docker_gwbridge alone: underlays %q, want none", got)
+	}
+	// Becoming an underlay changes how an interface is attached.
+	plain := Interface{Key: key(hostIno, 2), Name: "eth0"}
+	under := plain
+	under.TunnelPort = 4789
+	if added, removed := DiffInterfaces([]Interface{plain}, []Interface{under}); len(added) != 1 || len(removed) != 1 {
+		t.Errorf("diff plain -> underlay: added %v removed %v", added, removed)
+	}
+
+	l := LinksOf(s)
+	var tun *LinkTunnel
+	for _, b := range l.Bridges {
+		for _, p := range b.Ports {
+			if p.Tunnel != nil {
+				tun = p.Tunnel
+			}
+		}
+	}
+	if tun == nil || tun.VNI != 4097 || tun.Port != 4789 || fmt.Sprint(tun.Remotes) != "[192.0.2.20]" || fmt.Sprint(tun.Underlays) != "[eth0]" {
+		t.Fatalf("links tunnel: %+v", tun)
+	}
+	var buf bytes.Buffer
+	if err := l.WriteText(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if out := strings.Join(strings.Fields(buf.String()), " "); !strings.Contains(out, "VXLAN VNI 4097, UDP 4789, to 192.0.2.20 via eth0") {
+		t.Errorf("text:\n%s", buf.String())
 	}
 }

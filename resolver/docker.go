@@ -218,6 +218,17 @@ func (d *mobyDocker) Networks(ctx context.Context) ([]Network, error) {
 		if n.Driver == "macvlan" || n.Driver == "ipvlan" {
 			nw.Parent = n.Options["parent"]
 		}
+		if n.Driver == topology.DriverOverlay {
+			// The peer list (verbose only) names the nodes at the other
+			// ends of its tunnels. Without it the addresses still show.
+			if r, err := d.c.NetworkInspect(ctx, n.ID, client.NetworkInspectOptions{Verbose: true}); err == nil {
+				for _, p := range r.Network.Peers {
+					if p.IP.IsValid() {
+						nw.Nodes = append(nw.Nodes, topology.Node{Name: p.Name, Addr: p.IP.Unmap()})
+					}
+				}
+			}
+		}
 		out = append(out, nw)
 	}
 	return out, nil

@@ -20,6 +20,9 @@ type Interface struct {
 	// inside for a container side, the one at the other end for a port).
 	ContainerID   string
 	ContainerName string
+	// TunnelPort marks an overlay's underlay: a host interface where
+	// only VXLAN packets to and from this UDP port are traced.
+	TunnelPort uint16
 }
 
 // Selection chooses the interfaces to trace.
@@ -61,7 +64,37 @@ func InterfacesOf(s *topology.Snapshot, sel Selection) []Interface {
 		}
 	}
 	out = append(out, parented(s, sel)...)
+	for _, u := range underlays(s, sel) {
+		// Traced whole already (a macvlan parent): it sees the VXLAN
+		// packets too, as such.
+		if !slices.ContainsFunc(out, func(i Interface) bool { return i.Key == u.Key }) {
+			out = append(out, u)
+		}
+	}
 	sortInterfaces(out)
+	return out
+}
+
+// underlays lists the host interfaces the selected overlays' VXLAN
+// packets cross, to trace those packets on the wire.
+func underlays(s *topology.Snapshot, sel Selection) []Interface {
+	ports := map[uint32]uint16{}
+	for _, e := range s.Endpoints {
+		if e.Tunnel == nil || e.Driver != topology.DriverOverlay || sel.Limit && !slices.Contains(sel.Networks, e.Network) {
+			continue
+		}
+		for _, i := range e.Tunnel.Underlays {
+			ports[i] = e.Tunnel.Port
+		}
+	}
+	var out []Interface
+	for _, e := range s.Endpoints {
+		if p, ok := ports[e.Ifindex]; ok && e.NetnsIno == s.HostNetnsIno {
+			i := ifaceOf(s, e)
+			i.TunnelPort = p
+			out = append(out, i)
+		}
+	}
 	return out
 }
 
@@ -130,20 +163,21 @@ func DiffInterfaces(old, new []Interface) (added, removed []Interface) {
 	type id struct {
 		k    topology.Key
 		name string
+		port uint16 // an underlay is attached differently
 	}
 	was := map[id]bool{}
 	for _, i := range old {
-		was[id{i.Key, i.Name}] = true
+		was[id{i.Key, i.Name, i.TunnelPort}] = true
 	}
 	is := map[id]bool{}
 	for _, i := range new {
-		is[id{i.Key, i.Name}] = true
-		if !was[id{i.Key, i.Name}] {
+		is[id{i.Key, i.Name, i.TunnelPort}] = true
+		if !was[id{i.Key, i.Name, i.TunnelPort}] {
 			added = append(added, i)
 		}
 	}
 	for _, i := range old {
-		if !is[id{i.Key, i.Name}] {
+		if !is[id{i.Key, i.Name, i.TunnelPort}] {
 			removed = append(removed, i)
 		}
 	}

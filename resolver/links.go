@@ -52,6 +52,17 @@ type LinkPort struct {
 	Netns string         `json:"netns,omitempty"`
 	MAC   string         `json:"mac,omitempty"` // of the peer (eth0)
 	Addrs []netip.Prefix `json:"addrs,omitempty"`
+	// Tunnel is set for an overlay's vxlan0.
+	Tunnel *LinkTunnel `json:"tunnel,omitempty"`
+}
+
+// LinkTunnel is an overlay's VXLAN device: the other nodes it sends to and
+// the host interfaces those packets leave by.
+type LinkTunnel struct {
+	VNI       uint32       `json:"vni"`
+	Port      uint16       `json:"port"`
+	Remotes   []netip.Addr `json:"remotes"`
+	Underlays []string     `json:"underlays"` // host interface names
 }
 
 // LinkParented is a macvlan or ipvlan network and its containers.
@@ -114,6 +125,17 @@ func LinksOf(s *topology.Snapshot) Links {
 			}
 			if peer, ok := ix.Peer(e.Key()); ok {
 				lp.PeerName, lp.MAC, lp.Addrs = peer.Name, peer.MAC, peer.Addrs
+			}
+			if t := e.Tunnel; t != nil {
+				lt := &LinkTunnel{VNI: t.VNI, Port: t.Port, Remotes: append([]netip.Addr{}, t.Remotes...), Underlays: []string{}}
+				for _, u := range t.Underlays {
+					name := fmt.Sprintf("if%d", u)
+					if h, ok := ix.Lookup(topology.Key{NetnsIno: s.HostNetnsIno, Ifindex: u}); ok {
+						name = h.Name
+					}
+					lt.Underlays = append(lt.Underlays, name)
+				}
+				lp.Tunnel = lt
 			}
 			lb.Ports = append(lb.Ports, lp)
 		}
@@ -224,6 +246,13 @@ func (l Links) WriteText(w io.Writer) error {
 				peer, who = "other nodes", "-" // vxlan0: the tunnel
 			}
 			fmt.Fprintf(tw, "  %s(%d)\t<->\t%s\t%s\t%s\t%s\t%s\n", p.Veth, p.Ifindex, peer, who, orDash(id), orDash(p.MAC), orDash(joinPrefixes(p.Addrs)))
+			if t := p.Tunnel; t != nil {
+				nodes := "no other node yet"
+				if len(t.Remotes) > 0 {
+					nodes = fmt.Sprintf("to %s via %s", joinAddrs(t.Remotes), orDash(strings.Join(t.Underlays, ",")))
+				}
+				fmt.Fprintf(tw, "    VXLAN VNI %d, UDP %d, %s\n", t.VNI, t.Port, nodes)
+			}
 		}
 	}
 	for _, n := range l.Parented {
@@ -249,6 +278,14 @@ func (l Links) WriteText(w io.Writer) error {
 		}
 	}
 	return tw.Flush()
+}
+
+func joinAddrs(as []netip.Addr) string {
+	s := make([]string, len(as))
+	for i, a := range as {
+		s[i] = a.String()
+	}
+	return strings.Join(s, ",")
 }
 
 func shortID(id string) string {

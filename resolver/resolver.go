@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"reflect"
 	"sync"
@@ -186,6 +187,11 @@ func (r *Resolver) Close() error {
 // Lookup implements topology.Namer: an atomic load and a map lookup.
 func (r *Resolver) Lookup(k topology.Key) (topology.Endpoint, bool) {
 	return r.cur.Load().ix.Lookup(k)
+}
+
+// NodeName names the Swarm node at addr, when an overlay lists it.
+func (r *Resolver) NodeName(addr netip.Addr) (string, bool) {
+	return r.cur.Load().ix.NodeName(addr)
 }
 
 // Peer returns the other end of the veth k, when known.

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -35,6 +36,10 @@ type linkInfo struct {
 	// PeerNsid names (-1: the same namespace).
 	Peer     uint32
 	PeerNsid int
+	// Tunnel is set for a VXLAN device: its VNI, port and the remote
+	// addresses of its forwarding table (the other nodes of an overlay);
+	// the scan adds the host interfaces the routes to them leave by.
+	Tunnel *topology.Tunnel
 }
 
 // nsInfo is one scanned network namespace.
@@ -208,6 +213,7 @@ func (s *scanner) scan(containers []topology.Container) (scanResult, error) {
 		}
 		res.Others = append(res.Others, ns)
 	}
+	s.underlays(res.Others)
 	return res, nil
 }
 
@@ -337,9 +343,56 @@ func (s *scanner) links(h *netlink.Handle) ([]linkInfo, error) {
 			li.Peer = uint32(a.ParentIndex)
 			li.PeerNsid = a.NetNsID
 		}
+		if vx, ok := l.(*netlink.Vxlan); ok {
+			li.Tunnel = &topology.Tunnel{VNI: uint32(vx.VxlanId), Port: uint16(vx.Port), Remotes: fdbRemotes(h, a.Index)}
+		}
 		out = append(out, li)
 	}
 	return out, nil
+}
+
+// fdbRemotes are the remote addresses in a VXLAN device's forwarding
+// table: where Docker's overlay sends each other node's containers.
+func fdbRemotes(h *netlink.Handle, index int) []netip.Addr {
+	ns, err := nsio.RetryDump(func() ([]netlink.Neigh, error) { return h.NeighList(index, unix.AF_BRIDGE) })
+	if err != nil {
+		return nil
+	}
+	var out []netip.Addr
+	for _, n := range ns {
+		a, ok := netip.AddrFromSlice(n.IP)
+		if !ok || a.Unmap().IsUnspecified() {
+			continue
+		}
+		if a = a.Unmap(); !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out
+}
+
+// underlays fills in, for each VXLAN device with remotes, the host
+// interfaces the routes to them leave by: Docker creates an overlay's
+// vxlan0 in the host namespace, so its packets are routed there.
+func (s *scanner) underlays(nss []nsInfo) {
+	for _, ns := range nss {
+		for _, l := range ns.Links {
+			if l.Tunnel == nil {
+				continue
+			}
+			for _, r := range l.Tunnel.Remotes {
+				rs, err := s.host.RouteGet(r.AsSlice())
+				if err != nil || len(rs) == 0 || rs[0].LinkIndex <= 0 || rs[0].Type == unix.RTN_LOCAL {
+					continue
+				}
+				if i := uint32(rs[0].LinkIndex); !slices.Contains(l.Tunnel.Underlays, i) {
+					l.Tunnel.Underlays = append(l.Tunnel.Underlays, i)
+				}
+			}
+			slices.Sort(l.Tunnel.Underlays)
+		}
+	}
 }
 
 func ipNetPrefix(n *net.IPNet) (netip.Prefix, bool) {

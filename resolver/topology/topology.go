@@ -108,6 +108,21 @@ type Endpoint struct {
 	// sandbox (its br0, the veth ports and vxlan0), Network naming it.
 	Driver string `json:"driver,omitempty"`
 	Parent string `json:"parent,omitempty"`
+	// Tunnel describes an overlay's VXLAN device (vxlan0).
+	Tunnel *Tunnel `json:"tunnel,omitempty"`
+	// UnderlayPort is set on a host interface that overlays' VXLAN packets
+	// cross (the route to another node leaves by it): their UDP port.
+	UnderlayPort uint16 `json:"underlay_port,omitempty"`
+}
+
+// Tunnel is an overlay's VXLAN device: its VNI and UDP port, the other
+// nodes its forwarding table sends to, and the host interfaces the routes
+// to them leave by (its underlay).
+type Tunnel struct {
+	VNI       uint32       `json:"vni"`
+	Port      uint16       `json:"port"`
+	Remotes   []netip.Addr `json:"remotes,omitempty"`
+	Underlays []uint32     `json:"underlays,omitempty"` // host ifindexes
 }
 
 // Key returns the endpoint's lookup key.
@@ -160,6 +175,20 @@ type Snapshot struct {
 	DockerError string `json:"docker_error,omitempty"`
 	// Namespaces are the network namespaces seen, the host's included.
 	Namespaces []Netns `json:"namespaces,omitempty"`
+	// Nodes are the other Swarm nodes of the overlay networks, by the
+	// address their VXLAN packets go to.
+	Nodes []Node `json:"nodes,omitempty"`
+}
+
+// Node is a Swarm node as an overlay network's peer list names it.
+type Node struct {
+	Name string     `json:"name"`
+	Addr netip.Addr `json:"addr"`
+}
+
+// NodeNamer names the node at a tunnel's other end.
+type NodeNamer interface {
+	NodeName(addr netip.Addr) (string, bool)
 }
 
 // Netns is one network namespace and where its name came from.
@@ -211,6 +240,7 @@ type Index struct {
 	byKey map[Key]*Endpoint
 	host  uint32
 	ns    map[uint32]Netns
+	nodes []Node
 }
 
 // NewIndex builds a lookup index over a snapshot's endpoints.
@@ -219,6 +249,7 @@ func NewIndex(s *Snapshot) *Index {
 		byKey: make(map[Key]*Endpoint, len(s.Endpoints)),
 		host:  s.HostNetnsIno,
 		ns:    make(map[uint32]Netns, len(s.Namespaces)),
+		nodes: s.Nodes,
 	}
 	for i := range s.Endpoints {
 		e := &s.Endpoints[i]
@@ -228,6 +259,16 @@ func NewIndex(s *Snapshot) *Index {
 		ix.ns[n.Ino] = n
 	}
 	return ix
+}
+
+// NodeName is the name of the node at addr, the other end of a tunnel.
+func (ix *Index) NodeName(addr netip.Addr) (string, bool) {
+	for _, n := range ix.nodes {
+		if n.Addr == addr {
+			return n.Name, true
+		}
+	}
+	return "", false
 }
 
 // Naming says how final an interface's name is.

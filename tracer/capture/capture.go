@@ -429,7 +429,7 @@ func (s *Session) reconcile(snap *topology.Snapshot, initial bool) error {
 
 // traced is the tracer's view of an interface to hook.
 func traced(ifc resolver.Interface) tracer.Iface {
-	return tracer.Iface{Index: int(ifc.Key.Ifindex), Name: ifc.Name, Netns: ifc.NetnsPath, NetnsIno: ifc.Key.NetnsIno}
+	return tracer.Iface{Index: int(ifc.Key.Ifindex), Name: ifc.Name, Netns: ifc.NetnsPath, NetnsIno: ifc.Key.NetnsIno, TunnelPort: ifc.TunnelPort}
 }
 
 // gone reports errors that mean the interface or its namespace vanished.
