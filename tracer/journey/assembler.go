@@ -103,8 +103,14 @@ func (a *Assembler) AddHop(h event.Hop) []*Journey {
 		SkbKey:   h.SkbKey,
 		PacketID: h.PacketID,
 		Pkt:      h.Pkt,
+		Tunnel:   h.Tunnel,
 		Data:     h.Data,
 	})
+	if h.Tunnel.Valid() {
+		if nn, ok := a.namer.(topology.NodeNamer); ok {
+			j.Hops[len(j.Hops)-1].TunnelNode, _ = nn.NodeName(h.Tunnel.Peer)
+		}
+	}
 	if h.SkbKey != 0 {
 		a.bySkb[h.SkbKey] = o
 		if h.PacketID != 0 {

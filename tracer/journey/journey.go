@@ -14,6 +14,7 @@ package journey
 import (
 	"fmt"
 	"net/netip"
+	"strconv"
 	"time"
 
 	"github.com/hoptrace/hoptrace/resolver/topology"
@@ -118,6 +119,11 @@ type Hop struct {
 	// PacketID is the kernel's per-packet join key (0 when unknown).
 	PacketID uint64
 	Pkt      event.Packet
+	// Tunnel is set where the packet crossed the host's wire inside an
+	// overlay's VXLAN tunnel (Pkt is then the packet inside it); TunnelNode
+	// names the node at its other end, when the overlay lists it.
+	Tunnel     event.Tunnel
+	TunnelNode string
 	// Data is the event's packet bytes, kept as given (not copied).
 	Data []byte
 }
@@ -129,7 +135,7 @@ func (h *Hop) Label() string { return h.Endpoint.Label() }
 // arriving in a container or namespace, being passed up to the host, or
 // leaving through a host interface. A packet that ends anywhere else was lost
 // from view.
-func (h *Hop) Terminal() bool { return terminalKind(h.Endpoint.Role, h.Dir) != VerdictIncomplete }
+func (h *Hop) Terminal() bool { return hopKind(h, h.Endpoint.Role) != VerdictIncomplete }
 
 // Action says what the hop means in the packet's terms: "left client",
 // "entered bridge docker0", "left bridge toward web", "arrived in web", ...
@@ -146,6 +152,21 @@ func (h *Hop) AppendAction(b []byte) []byte {
 		who = e.NetnsName
 	}
 	in := h.Dir == event.Ingress
+	if h.Tunnel.Valid() {
+		// An overlay's packet on the wire, inside VXLAN.
+		if in {
+			b = append(b, "arrived from "...)
+		} else {
+			b = append(b, "left host toward "...)
+		}
+		if h.TunnelNode != "" {
+			b = append(append(b, h.TunnelNode...), ' ')
+		}
+		b = h.Tunnel.Peer.AppendTo(b)
+		b = append(b, " (VNI "...)
+		b = strconv.AppendUint(b, uint64(h.Tunnel.VNI), 10)
+		return append(append(b, ") at "...), e.Name...)
+	}
 	switch e.Role {
 	case topology.RoleContainer, topology.RoleNetns:
 		if in {
@@ -172,6 +193,16 @@ func (h *Hop) AppendAction(b []byte) []byte {
 		}
 		return append(append(b, "sent down by host into "...), e.Name...)
 	case topology.RoleHost:
+		if e.Tunnel != nil {
+			// An overlay's vxlan0: the underlay hop, where traced, says
+			// which node.
+			if in {
+				b = append(b, "out of VXLAN tunnel (VNI "...)
+			} else {
+				b = append(b, "into VXLAN tunnel (VNI "...)
+			}
+			return append(append(strconv.AppendUint(b, uint64(e.Tunnel.VNI), 10), ") at "...), e.Name...)
+		}
 		if e.Driver != "" {
 			// The parent of a macvlan/ipvlan network: the driver carries
 			// its containers' packets through it.

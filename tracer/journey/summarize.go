@@ -106,7 +106,21 @@ func terminalKind(r topology.Role, d event.Direction) Verdict {
 }
 
 // kind is terminalKind, placing unresolved interfaces by their namespace.
-func (a *Assembler) kind(h *Hop) Verdict { return terminalKind(a.role(&h.Endpoint), h.Dir) }
+func (a *Assembler) kind(h *Hop) Verdict { return hopKind(h, a.role(&h.Endpoint)) }
+
+// hopKind is terminalKind for hop h at an interface of role r. A packet
+// inside an overlay's tunnel left the host where it was seen leaving, and
+// goes on into the overlay's vxlan0 where it was seen arriving, whatever
+// the interface it crossed.
+func hopKind(h *Hop, r topology.Role) Verdict {
+	if h.Tunnel.Valid() {
+		if h.Dir == event.Egress {
+			return VerdictLeftHost
+		}
+		return VerdictIncomplete
+	}
+	return terminalKind(r, h.Dir)
+}
 
 // role is the endpoint's role, placing an unresolved interface outside the
 // host's namespace in a container's (RoleNetns).

@@ -116,6 +116,9 @@ type HopJSON struct {
 	GSOSize     uint16 `json:"gso_size,omitempty"`
 	Src         string `json:"src,omitempty"` // tuple at this hop (after any NAT before it)
 	Dst         string `json:"dst,omitempty"`
+	// Tunnel: the packet crossed this interface inside an overlay's VXLAN
+	// tunnel; src and dst are then the packet inside it.
+	Tunnel *TunnelJSON `json:"tunnel,omitempty"`
 	// Bridged is the bridge the packet crossed from the parent hop to this
 	// one, inferred from the topology (a bridge's hooks never see packets
 	// it forwards between its ports).
@@ -131,6 +134,16 @@ type BridgedJSON struct {
 	Kind     string `json:"kind,omitempty"`
 	Label    string `json:"label"`
 	Inferred bool   `json:"inferred"` // always true: no hook saw it
+}
+
+// TunnelJSON is what the outer headers of a tunneled hop said.
+type TunnelJSON struct {
+	Type string `json:"type"` // "vxlan"
+	VNI  uint32 `json:"vni"`
+	// Peer is the other node: where the packet went, or came from; Node
+	// its name, when the overlay lists it.
+	Peer string `json:"peer"`
+	Node string `json:"node,omitempty"`
 }
 
 // RewriteJSON is one NAT change.
@@ -237,6 +250,9 @@ func (p *JSON) JourneyObject(j *journey.Journey) *JourneyJSON {
 		}
 		if h.Pkt.Src.IsValid() && !h.Pkt.Layers.Has(event.LayerARP) {
 			hj.Src, hj.Dst = hostPort(h.Pkt.Src, h.Pkt.SrcPort), hostPort(h.Pkt.Dst, h.Pkt.DstPort)
+		}
+		if h.Tunnel.Valid() {
+			hj.Tunnel = &TunnelJSON{Type: "vxlan", VNI: h.Tunnel.VNI, Peer: h.Tunnel.Peer.String(), Node: h.TunnelNode}
 		}
 		if b, ok := j.Bridged(i); ok {
 			hj.Bridged = &BridgedJSON{Bridge: b.Bridge, Network: b.Network, Kind: b.Kind, Label: b.Label(), Inferred: true}

@@ -178,6 +178,15 @@ func appendHop(b []byte, j *journey.Journey, i int) []byte {
 		b = appendHostPort(b, h.Pkt.Dst, h.Pkt.DstPort)
 		b = append(b, '"')
 	}
+	if h.Tunnel.Valid() {
+		b = append(b, `,"tunnel":{"type":"vxlan","vni":`...)
+		b = strconv.AppendUint(b, uint64(h.Tunnel.VNI), 10)
+		b = append(b, `,"peer":"`...)
+		b = h.Tunnel.Peer.AppendTo(b)
+		b = append(b, '"')
+		b = appendStringOmit(b, `,"node":`, h.TunnelNode)
+		b = append(b, '}')
+	}
 	if s, ok := j.Bridged(i); ok {
 		b = append(b, `,"bridged":{"bridge":`...)
 		b = appendQuoted(b, s.Bridge)

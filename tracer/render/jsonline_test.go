@@ -92,6 +92,49 @@ func TestJourneyLineScenarios(t *testing.T) {
 	}
 }
 
+// Hops inside an overlay's VXLAN tunnel (IPv4 and IPv6 peers) carry a
+// "tunnel" object and say where they went in their action.
+func TestJourneyLineTunnel(t *testing.T) {
+	peers := []netip.Addr{netip.MustParseAddr("192.0.2.7"), netip.MustParseAddr("2001:db8::7")}
+	var js []*journey.Journey
+	for n, j := range scenarios(t) {
+		if len(j.Hops) == 0 {
+			continue
+		}
+		h := &j.Hops[len(j.Hops)-1]
+		h.Endpoint.Role = topology.RoleHost
+		h.Tunnel = event.Tunnel{VNI: uint32(4096 + n), Peer: peers[n%2]}
+		if n%3 == 1 {
+			h.TunnelNode = "node-\"b\""
+		}
+		js = append(js, j)
+	}
+	sameLines(t, optionSets[0], js...)
+	var b bytes.Buffer
+	if err := render.NewJSON(&b, optionSets[0]).Journey(js[0]); err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		Hops []struct {
+			Action string
+			Tunnel *render.TunnelJSON
+		}
+	}
+	if err := json.Unmarshal(b.Bytes(), &got); err != nil {
+		t.Fatal(err)
+	}
+	last := got.Hops[len(got.Hops)-1]
+	if last.Tunnel == nil || last.Tunnel.VNI != 4096 || last.Tunnel.Peer != "192.0.2.7" || last.Tunnel.Type != "vxlan" {
+		t.Fatalf("tunnel of the last hop: %+v", last.Tunnel)
+	}
+	if want := "192.0.2.7 (VNI 4096)"; !bytes.Contains([]byte(last.Action), []byte(want)) {
+		t.Fatalf("action %q does not say %q", last.Action, want)
+	}
+	if got.Hops[0].Tunnel != nil && len(got.Hops) > 1 {
+		t.Fatalf("a hop outside the tunnel has one: %+v", got.Hops[0].Tunnel)
+	}
+}
+
 // The time of a journey across second boundaries and daylight saving
 // changes, in order and out of it, in zones with and without them.
 func TestJourneyLineTimes(t *testing.T) {

@@ -8,7 +8,11 @@
 // needs root, Docker or the recording host.
 package playback
 
-import "github.com/hoptrace/hoptrace/resolver/topology"
+import (
+	"net/netip"
+
+	"github.com/hoptrace/hoptrace/resolver/topology"
+)
 
 // Namer resolves interfaces from the latest snapshot it was given. It is
 // the recording's journey.Names: a refresh is the next snapshot in the
@@ -48,4 +52,12 @@ func (n *Namer) Lookup(k topology.Key) (topology.Endpoint, bool) {
 		return topology.Endpoint{}, false
 	}
 	return n.ix.Lookup(k)
+}
+
+// NodeName implements topology.NodeNamer.
+func (n *Namer) NodeName(addr netip.Addr) (string, bool) {
+	if n.ix == nil {
+		return "", false
+	}
+	return n.ix.NodeName(addr)
 }
