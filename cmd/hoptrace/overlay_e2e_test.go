@@ -2,12 +2,20 @@ package main
 
 import (
 	"encoding/json"
+	gonet "net"
+	"net/netip"
 	"os/exec"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
 	"github.com/hoptrace/hoptrace/resolver"
+	"github.com/hoptrace/hoptrace/tracer/render"
 	"github.com/hoptrace/hoptrace/vmtests/testenv"
 )
 
@@ -79,5 +87,148 @@ func TestTraceOverlay(t *testing.T) {
 		if n.Source == "docker-overlay" {
 			t.Errorf("overlay sandbox %s listed as a namespace not owned by Docker", n.Name)
 		}
+	}
+}
+
+// TestTraceOverlayUnderlay: an overlay network with another node on it.
+// The "node" is a namespace of the test's own behind a test bridge, with a
+// VXLAN device on the overlay's VNI and a made-up container address; the
+// overlay's sandbox is told, as Docker tells it of a peer, that this
+// address is at that node (a neighbour and a forwarding entry on vxlan0).
+// A ping from the client to it leaves through vxlan0 and crosses the test
+// bridge inside VXLAN: the journey ends "left host toward <node> (VNI n)"
+// there, the reply's starts "arrived from <node>", with the VNI and the
+// node's address decoded from the outer headers.
+func TestTraceOverlayUnderlay(t *testing.T) {
+	testenv.RequireDocker(t)
+	testenv.SwarmNode(t)
+	net := testenv.UniqueName("ht-ovu")
+	t.Cleanup(func() { _ = exec.Command("docker", "network", "rm", net).Run() })
+	testenv.Command(t, "docker", "network", "create", "-d", "overlay", "--attachable", net)
+	client := testenv.RunContainer(t, testenv.UniqueName("ht-client"), []string{"--network", net}, "sleep", "600")
+	clientIP := client.IPs[net]
+	inspect := func(format string) string {
+		return strings.TrimSpace(testenv.Command(t, "docker", "network", "inspect", "-f", format, net))
+	}
+	vni, err := strconv.Atoi(inspect(`{{index .Options "com.docker.network.driver.overlay.vxlanid_list"}}`))
+	if err != nil {
+		t.Fatalf("the overlay's VNI: %v", err)
+	}
+	subnet := netip.MustParsePrefix(inspect(`{{(index .IPAM.Config 0).Subnet}}`))
+	id := inspect(`{{.Id}}`)
+	sandboxes, _ := filepath.Glob("/var/run/docker/netns/*-" + id[:10])
+	if len(sandboxes) != 1 || !clientIP.IsValid() || !subnet.Contains(clientIP) {
+		t.Fatalf("overlay %s: sandboxes %v, client address %v in %v", net, sandboxes, clientIP, subnet)
+	}
+	clientMAC, err := gonet.ParseMAC(strings.TrimSpace(testenv.Command(t, "docker", "inspect", "-f",
+		`{{(index .NetworkSettings.Networks "`+net+`").MacAddress}}`, client.Name)))
+	if err != nil {
+		t.Fatalf("client's MAC: %v", err)
+	}
+
+	// The other node, and a container address of its.
+	topo := testenv.NewTopology(t, 1)
+	node, hostSide := topo.Hosts[0], topo.BridgeIP()
+	far := subnet.Addr().As4()
+	far[3] = 250
+	remote := netip.AddrFrom4(far)
+	remoteMAC := gonet.HardwareAddr{0x02, 0x42, 0x0a, 0xfa, 0xfa, 0xfa}
+	if err := node.Do(func() error {
+		vx := &netlink.Vxlan{LinkAttrs: netlink.LinkAttrs{Name: "vx0", HardwareAddr: remoteMAC}, VxlanId: vni,
+			VtepDevIndex: node.IfaceIndex, SrcAddr: node.IP.AsSlice(), Group: hostSide.AsSlice(), Port: 4789}
+		if err := netlink.LinkAdd(vx); err != nil {
+			return err
+		}
+		lnk, err := netlink.LinkByName("vx0")
+		if err != nil {
+			return err
+		}
+		if err := netlink.AddrAdd(lnk, &netlink.Addr{IPNet: &gonet.IPNet{IP: remote.AsSlice(), Mask: gonet.CIDRMask(subnet.Bits(), 32)}}); err != nil {
+			return err
+		}
+		if err := netlink.NeighSet(&netlink.Neigh{LinkIndex: lnk.Attrs().Index, Family: netlink.FAMILY_V4, State: netlink.NUD_PERMANENT,
+			IP: clientIP.AsSlice(), HardwareAddr: clientMAC}); err != nil {
+			return err
+		}
+		return netlink.LinkSetUp(lnk)
+	}); err != nil {
+		t.Fatalf("the other node's vxlan: %v", err)
+	}
+	if err := testenv.Do(sandboxes[0], func() error {
+		lnk, err := netlink.LinkByName("vxlan0")
+		if err != nil {
+			return err
+		}
+		i := lnk.Attrs().Index
+		if err := netlink.NeighSet(&netlink.Neigh{LinkIndex: i, Family: netlink.FAMILY_V4, State: netlink.NUD_PERMANENT,
+			IP: remote.AsSlice(), HardwareAddr: remoteMAC}); err != nil {
+			return err
+		}
+		return netlink.NeighSet(&netlink.Neigh{LinkIndex: i, Family: unix.AF_BRIDGE, Flags: netlink.NTF_SELF, State: netlink.NUD_PERMANENT,
+			IP: node.IP.AsSlice(), HardwareAddr: remoteMAC})
+	}); err != nil {
+		t.Fatalf("telling the sandbox of the other node: %v", err)
+	}
+
+	run := startHoptrace(t, "trace", "-o", "json", "-C", client.Name, "icmp and host "+remote.String())
+	if _, err := testenv.Exec(client.Name, "ping", "-c", "2", "-W", "2", remote.String()); err != nil {
+		t.Fatalf("ping across the tunnel: %v", err)
+	}
+	if err := run.stop(t); err != nil {
+		t.Fatalf("trace: %v\n%s", err, run.stderr)
+	}
+	js, _ := run.jsonOut(t)
+	var req, rep *render.JourneyJSON
+	for i := range js {
+		p := js[i].Packet
+		switch {
+		case p == nil || p.ICMPType == nil:
+		case *p.ICMPType == 8 && p.Src == clientIP.String() && p.Dst == remote.String() && req == nil:
+			req = &js[i]
+		case *p.ICMPType == 0 && p.Src == remote.String() && p.Dst == clientIP.String() && rep == nil:
+			rep = &js[i]
+		}
+	}
+	if req == nil || rep == nil {
+		t.Fatalf("no echo request or reply journey (%v, %v):\n%s\n%s", req != nil, rep != nil, run.stdout, run.stderr)
+	}
+	for _, j := range []*render.JourneyJSON{req, rep} {
+		for _, h := range j.Hops {
+			t.Logf("%s %s: %s", h.Label, h.Dir, h.Action)
+		}
+	}
+	tunnelOK := func(h render.HopJSON, dir string) bool {
+		return h.Dir == dir && h.Tunnel != nil && h.Tunnel.Type == "vxlan" && h.Tunnel.VNI == uint32(vni) && h.Tunnel.Peer == node.IP.String()
+	}
+	got := labels(req)
+	last := req.Hops[len(req.Hops)-1]
+	if len(got) != 4 || got[0] != client.Name+":eth0" || got[2] != net+":vxlan0" || !tunnelOK(last, "egress") || req.Verdict != "left-host" ||
+		!strings.Contains(last.Action, "left host toward "+node.IP.String()+" (VNI "+strconv.Itoa(vni)+")") {
+		t.Fatalf("echo request: path %v verdict %s, last hop %+v tunnel %+v; want %s:eth0 -> %s:vethN -> %s:vxlan0 -> the test bridge, left toward %s (VNI %d)",
+			got, req.Verdict, last, last.Tunnel, client.Name, net, net, node.IP, vni)
+	}
+	got = labels(rep)
+	first := rep.Hops[0]
+	if len(got) != 4 || got[1] != net+":vxlan0" || got[3] != client.Name+":eth0" || !tunnelOK(first, "ingress") || rep.Verdict != "delivered" ||
+		!strings.Contains(first.Action, "arrived from "+node.IP.String()) {
+		t.Fatalf("echo reply: path %v verdict %s, first hop %+v tunnel %+v; want the test bridge -> %s:vxlan0 -> %s:vethN -> %s:eth0, arrived from %s",
+			got, rep.Verdict, first, first.Tunnel, net, net, client.Name, node.IP)
+	}
+
+	out := testenv.Command(t, hoptraceBinary(t), "links", "-o", "json")
+	var l resolver.Links
+	if err := json.Unmarshal([]byte(out), &l); err != nil {
+		t.Fatal(err)
+	}
+	var tun *resolver.LinkTunnel
+	for _, b := range l.Bridges {
+		for _, p := range b.Ports {
+			if b.Network == net && p.Tunnel != nil {
+				tun = p.Tunnel
+			}
+		}
+	}
+	if tun == nil || tun.VNI != uint32(vni) || !slices.Contains(tun.Remotes, node.IP) || len(tun.Underlays) != 1 {
+		t.Errorf("links: the overlay's tunnel %+v, want VNI %d to %s via the test bridge", tun, vni, node.IP)
 	}
 }
