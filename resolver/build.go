@@ -260,9 +260,11 @@ func (b *builder) overlayInterfaces(ns nsInfo, nw string) {
 	}
 	for _, l := range ns.Links {
 		e := topology.Endpoint{NetnsIno: ns.Ino, Ifindex: l.Index, Name: l.Name, MAC: l.MAC, Addrs: l.Addrs,
-			Role: topology.RoleHost, Network: nw, Driver: topology.DriverOverlay, Tunnel: l.Tunnel}
+			Role: topology.RoleHost, Network: nw, Driver: topology.DriverOverlay}
 		if l.Tunnel != nil {
-			b.underlay(l.Tunnel)
+			t := *l.Tunnel
+			t.Key, t.Network = e.Key(), nw
+			snap.Tunnels = append(snap.Tunnels, t)
 		}
 		switch {
 		case l.Type == "bridge":
@@ -290,16 +292,6 @@ func (b *builder) overlayInterfaces(ns nsInfo, nw string) {
 		}
 		snap.Endpoints = append(snap.Endpoints, e)
 		b.portEP[e.Key()] = e
-	}
-}
-
-// underlay marks the host interfaces an overlay's VXLAN packets cross.
-func (b *builder) underlay(t *topology.Tunnel) {
-	for i := range b.snap.Endpoints {
-		e := &b.snap.Endpoints[i]
-		if e.NetnsIno == b.snap.HostNetnsIno && slices.Contains(t.Underlays, e.Ifindex) {
-			e.UnderlayPort = t.Port
-		}
 	}
 }
 

@@ -494,11 +494,11 @@ func TestBuildOverlayUnderlay(t *testing.T) {
 	}
 	s := build(sc, ds, time.Unix(0, 0))
 	ix := topology.NewIndex(s)
-	if e, ok := ix.Lookup(key(hostIno, 2)); !ok || e.UnderlayPort != 4789 {
-		t.Errorf("host eth0: %+v, want underlay port 4789", e)
+	if tun, ok := s.Tunnel(key(sboxIno, 30)); !ok || tun.VNI != 4097 || tun.Network != "ht-ov" || fmt.Sprint(tun.Underlays) != "[2]" {
+		t.Errorf("vxlan0's tunnel: %+v", tun)
 	}
-	if e, ok := ix.Lookup(key(sboxIno, 30)); !ok || e.Tunnel == nil || e.Tunnel.VNI != 4097 {
-		t.Errorf("vxlan0: %+v, want its tunnel", e)
+	if e, ok := ix.Lookup(key(sboxIno, 30)); !ok || e.Driver != topology.DriverOverlay || e.Role != topology.RoleHost {
+		t.Errorf("vxlan0: %+v", e)
 	}
 	underlay := func(is []Interface) string {
 		var out []string

@@ -79,12 +79,12 @@ func InterfacesOf(s *topology.Snapshot, sel Selection) []Interface {
 // packets cross, to trace those packets on the wire.
 func underlays(s *topology.Snapshot, sel Selection) []Interface {
 	ports := map[uint32]uint16{}
-	for _, e := range s.Endpoints {
-		if e.Tunnel == nil || e.Driver != topology.DriverOverlay || sel.Limit && !slices.Contains(sel.Networks, e.Network) {
+	for _, t := range s.Tunnels {
+		if sel.Limit && !slices.Contains(sel.Networks, t.Network) {
 			continue
 		}
-		for _, i := range e.Tunnel.Underlays {
-			ports[i] = e.Tunnel.Port
+		for _, i := range t.Underlays {
+			ports[i] = t.Port
 		}
 	}
 	var out []Interface

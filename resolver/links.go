@@ -126,7 +126,7 @@ func LinksOf(s *topology.Snapshot) Links {
 			if peer, ok := ix.Peer(e.Key()); ok {
 				lp.PeerName, lp.MAC, lp.Addrs = peer.Name, peer.MAC, peer.Addrs
 			}
-			if t := e.Tunnel; t != nil {
+			if t, ok := s.Tunnel(e.Key()); ok {
 				lt := &LinkTunnel{VNI: t.VNI, Port: t.Port, Remotes: append([]netip.Addr{}, t.Remotes...), Underlays: []string{}}
 				for _, u := range t.Underlays {
 					name := fmt.Sprintf("if%d", u)

@@ -108,17 +108,15 @@ type Endpoint struct {
 	// sandbox (its br0, the veth ports and vxlan0), Network naming it.
 	Driver string `json:"driver,omitempty"`
 	Parent string `json:"parent,omitempty"`
-	// Tunnel describes an overlay's VXLAN device (vxlan0).
-	Tunnel *Tunnel `json:"tunnel,omitempty"`
-	// UnderlayPort is set on a host interface that overlays' VXLAN packets
-	// cross (the route to another node leaves by it): their UDP port.
-	UnderlayPort uint16 `json:"underlay_port,omitempty"`
 }
 
-// Tunnel is an overlay's VXLAN device: its VNI and UDP port, the other
-// nodes its forwarding table sends to, and the host interfaces the routes
-// to them leave by (its underlay).
+// Tunnel is an overlay's VXLAN device (vxlan0, at Key in the overlay
+// Network's sandbox): its VNI and UDP port, the other nodes its forwarding
+// table sends to, and the host interfaces the routes to them leave by (its
+// underlay). Not in Endpoint: every hop copies one.
 type Tunnel struct {
+	Key       Key          `json:"key"`
+	Network   string       `json:"network"`
 	VNI       uint32       `json:"vni"`
 	Port      uint16       `json:"port"`
 	Remotes   []netip.Addr `json:"remotes,omitempty"`
@@ -175,9 +173,21 @@ type Snapshot struct {
 	DockerError string `json:"docker_error,omitempty"`
 	// Namespaces are the network namespaces seen, the host's included.
 	Namespaces []Netns `json:"namespaces,omitempty"`
+	// Tunnels are the overlay networks' VXLAN devices.
+	Tunnels []Tunnel `json:"tunnels,omitempty"`
 	// Nodes are the other Swarm nodes of the overlay networks, by the
 	// address their VXLAN packets go to.
 	Nodes []Node `json:"nodes,omitempty"`
+}
+
+// Tunnel returns the VXLAN device at k, when it is an overlay's.
+func (s *Snapshot) Tunnel(k Key) (Tunnel, bool) {
+	for _, t := range s.Tunnels {
+		if t.Key == k {
+			return t, true
+		}
+	}
+	return Tunnel{}, false
 }
 
 // Node is a Swarm node as an overlay network's peer list names it.

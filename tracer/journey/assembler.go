@@ -103,13 +103,14 @@ func (a *Assembler) AddHop(h event.Hop) []*Journey {
 		SkbKey:   h.SkbKey,
 		PacketID: h.PacketID,
 		Pkt:      h.Pkt,
-		Tunnel:   h.Tunnel,
 		Data:     h.Data,
 	})
 	if h.Tunnel.Valid() {
+		t := &Tunnel{Tunnel: h.Tunnel}
 		if nn, ok := a.namer.(topology.NodeNamer); ok {
-			j.Hops[len(j.Hops)-1].TunnelNode, _ = nn.NodeName(h.Tunnel.Peer)
+			t.Node, _ = nn.NodeName(h.Tunnel.Peer)
 		}
+		j.Hops[len(j.Hops)-1].Tunnel = t
 	}
 	if h.SkbKey != 0 {
 		a.bySkb[h.SkbKey] = o

@@ -120,12 +120,18 @@ type Hop struct {
 	PacketID uint64
 	Pkt      event.Packet
 	// Tunnel is set where the packet crossed the host's wire inside an
-	// overlay's VXLAN tunnel (Pkt is then the packet inside it); TunnelNode
-	// names the node at its other end, when the overlay lists it.
-	Tunnel     event.Tunnel
-	TunnelNode string
+	// overlay's VXLAN tunnel (Pkt is then the packet inside it); nil
+	// elsewhere, which keeps every other hop small.
+	Tunnel *Tunnel
 	// Data is the event's packet bytes, kept as given (not copied).
 	Data []byte
+}
+
+// Tunnel is what a hop inside VXLAN learnt from the outer headers, and the
+// name of the node at the other end when the overlay lists it.
+type Tunnel struct {
+	event.Tunnel
+	Node string
 }
 
 // Label is the hop's endpoint label, e.g. "web:eth0", "veth3c4d", "docker0".
@@ -152,19 +158,19 @@ func (h *Hop) AppendAction(b []byte) []byte {
 		who = e.NetnsName
 	}
 	in := h.Dir == event.Ingress
-	if h.Tunnel.Valid() {
+	if t := h.Tunnel; t != nil {
 		// An overlay's packet on the wire, inside VXLAN.
 		if in {
 			b = append(b, "arrived from "...)
 		} else {
 			b = append(b, "left host toward "...)
 		}
-		if h.TunnelNode != "" {
-			b = append(append(b, h.TunnelNode...), ' ')
+		if t.Node != "" {
+			b = append(append(b, t.Node...), ' ')
 		}
-		b = h.Tunnel.Peer.AppendTo(b)
+		b = t.Peer.AppendTo(b)
 		b = append(b, " (VNI "...)
-		b = strconv.AppendUint(b, uint64(h.Tunnel.VNI), 10)
+		b = strconv.AppendUint(b, uint64(t.VNI), 10)
 		return append(append(b, ") at "...), e.Name...)
 	}
 	switch e.Role {
@@ -193,15 +199,13 @@ func (h *Hop) AppendAction(b []byte) []byte {
 		}
 		return append(append(b, "sent down by host into "...), e.Name...)
 	case topology.RoleHost:
-		if e.Tunnel != nil {
+		if e.Driver == topology.DriverOverlay {
 			// An overlay's vxlan0: the underlay hop, where traced, says
-			// which node.
+			// which node and VNI.
 			if in {
-				b = append(b, "out of VXLAN tunnel (VNI "...)
-			} else {
-				b = append(b, "into VXLAN tunnel (VNI "...)
+				return append(append(b, "out of the VXLAN tunnel at "...), e.Name...)
 			}
-			return append(append(strconv.AppendUint(b, uint64(e.Tunnel.VNI), 10), ") at "...), e.Name...)
+			return append(append(b, "into the VXLAN tunnel at "...), e.Name...)
 		}
 		if e.Driver != "" {
 			// The parent of a macvlan/ipvlan network: the driver carries

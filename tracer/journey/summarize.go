@@ -113,7 +113,7 @@ func (a *Assembler) kind(h *Hop) Verdict { return hopKind(h, a.role(&h.Endpoint)
 // goes on into the overlay's vxlan0 where it was seen arriving, whatever
 // the interface it crossed.
 func hopKind(h *Hop, r topology.Role) Verdict {
-	if h.Tunnel.Valid() {
+	if h.Tunnel != nil {
 		if h.Dir == event.Egress {
 			return VerdictLeftHost
 		}

@@ -20,7 +20,8 @@ func TestTunnelHops(t *testing.T) {
 	vxlan0 := topology.Key{NetnsIno: sbox, Ifindex: 30}
 	snap := jt.Snapshot()
 	snap.Endpoints = append(snap.Endpoints, topology.Endpoint{NetnsIno: sbox, Ifindex: 30, Name: "vxlan0", Role: topology.RoleHost,
-		Network: "ov", Driver: topology.DriverOverlay, Bridge: "br0", Tunnel: &topology.Tunnel{VNI: 4097, Port: 4789, Remotes: []netip.Addr{node}}})
+		Network: "ov", Driver: topology.DriverOverlay, Bridge: "br0"})
+	snap.Tunnels = []topology.Tunnel{{Key: vxlan0, Network: "ov", VNI: 4097, Port: 4789, Remotes: []netip.Addr{node}}}
 	snap.Nodes = []topology.Node{{Name: "node-b", Addr: node}}
 	p := jt.UDP(netip.MustParseAddr("10.0.9.2"), 4000, netip.MustParseAddr("10.0.9.3"), 53)
 
@@ -35,7 +36,7 @@ func TestTunnelHops(t *testing.T) {
 	if j.Verdict != journey.VerdictLeftHost || len(j.Hops) != 2 {
 		t.Fatalf("leaving: verdict %v with %d hops, want left-host with 2", j.Verdict, len(j.Hops))
 	}
-	if got, want := j.Hops[0].Action(), "into VXLAN tunnel (VNI 4097) at vxlan0"; got != want {
+	if got, want := j.Hops[0].Action(), "into the VXLAN tunnel at vxlan0"; got != want {
 		t.Errorf("vxlan0: %q, want %q", got, want)
 	}
 	if got, want := j.Hops[1].Action(), "left host toward node-b 192.0.2.20 (VNI 4097) at eth0"; got != want {

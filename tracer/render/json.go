@@ -251,8 +251,8 @@ func (p *JSON) JourneyObject(j *journey.Journey) *JourneyJSON {
 		if h.Pkt.Src.IsValid() && !h.Pkt.Layers.Has(event.LayerARP) {
 			hj.Src, hj.Dst = hostPort(h.Pkt.Src, h.Pkt.SrcPort), hostPort(h.Pkt.Dst, h.Pkt.DstPort)
 		}
-		if h.Tunnel.Valid() {
-			hj.Tunnel = &TunnelJSON{Type: "vxlan", VNI: h.Tunnel.VNI, Peer: h.Tunnel.Peer.String(), Node: h.TunnelNode}
+		if t := h.Tunnel; t != nil {
+			hj.Tunnel = &TunnelJSON{Type: "vxlan", VNI: t.VNI, Peer: t.Peer.String(), Node: t.Node}
 		}
 		if b, ok := j.Bridged(i); ok {
 			hj.Bridged = &BridgedJSON{Bridge: b.Bridge, Network: b.Network, Kind: b.Kind, Label: b.Label(), Inferred: true}

@@ -178,13 +178,13 @@ func appendHop(b []byte, j *journey.Journey, i int) []byte {
 		b = appendHostPort(b, h.Pkt.Dst, h.Pkt.DstPort)
 		b = append(b, '"')
 	}
-	if h.Tunnel.Valid() {
+	if t := h.Tunnel; t != nil {
 		b = append(b, `,"tunnel":{"type":"vxlan","vni":`...)
-		b = strconv.AppendUint(b, uint64(h.Tunnel.VNI), 10)
+		b = strconv.AppendUint(b, uint64(t.VNI), 10)
 		b = append(b, `,"peer":"`...)
-		b = h.Tunnel.Peer.AppendTo(b)
+		b = t.Peer.AppendTo(b)
 		b = append(b, '"')
-		b = appendStringOmit(b, `,"node":`, h.TunnelNode)
+		b = appendStringOmit(b, `,"node":`, t.Node)
 		b = append(b, '}')
 	}
 	if s, ok := j.Bridged(i); ok {

@@ -103,9 +103,9 @@ func TestJourneyLineTunnel(t *testing.T) {
 		}
 		h := &j.Hops[len(j.Hops)-1]
 		h.Endpoint.Role = topology.RoleHost
-		h.Tunnel = event.Tunnel{VNI: uint32(4096 + n), Peer: peers[n%2]}
+		h.Tunnel = &journey.Tunnel{Tunnel: event.Tunnel{VNI: uint32(4096 + n), Peer: peers[n%2]}}
 		if n%3 == 1 {
-			h.TunnelNode = "node-\"b\""
+			h.Tunnel.Node = "node-\"b\""
 		}
 		js = append(js, j)
 	}
