@@ -1101,6 +1101,14 @@ struct vxlan_udp {
 	__be32 vni; /* the VNI in the top 24 bits */
 };
 
+/* tunnel_port tells whether UDP port carries VXLAN (tunnel_ports). */
+static __always_inline bool tunnel_port(__u32 port)
+{
+	__u32 word = port >> 5;
+	__u32 *bits = bpf_map_lookup_elem(&tunnel_ports, &word);
+	return bits && (*bits & (1U << (port & 31)));
+}
+
 /* vxlan_inner decodes the outer headers of a VXLAN packet at an overlay's
  * underlay hook (the host interface its encapsulated packets cross): it
  * fills t and returns the offset of the inner Ethernet header, or 0 for
@@ -1137,12 +1145,7 @@ static __always_inline __u32 vxlan_inner(const struct src *s, __u8 dir, struct t
 		return 0;
 	}
 	struct vxlan_udp u;
-	if (load(s, off, &u, sizeof(u)) || !(u.flags & 0x08))
-		return 0;
-	__u32 port = bpf_ntohs(u.dport);
-	__u32 word = port >> 5;
-	__u32 *bits = bpf_map_lookup_elem(&tunnel_ports, &word);
-	if (!bits || !(*bits & (1U << (port & 31))))
+	if (load(s, off, &u, sizeof(u)) || !(u.flags & 0x08) || !tunnel_port(bpf_ntohs(u.dport)))
 		return 0;
 	t->bits |= TUNNEL_VXLAN | (bpf_ntohl(u.vni) >> 8);
 	return off + sizeof(u);
@@ -1296,7 +1299,32 @@ int hop_underlay_egress_legacy(struct __sk_buff *ctx)
 	return TC_ACT_UNSPEC;
 }
 
-/* decode_skb fills p from a kernel skb, starting at its network header. */
+/* decode_inner replaces p, the outer headers of a VXLAN packet at nh, by
+ * the packet inside, as the underlay hooks see it: a drop after the
+ * encapsulation (a firewall that blocks the overlay's port) or before the
+ * decapsulation then joins that packet's journey. p is kept when what
+ * follows is not VXLAN. A subprogram: it holds a second packet summary. */
+static __noinline void decode_inner(const struct src *s, __u32 nh, struct pkt *p)
+{
+	__u32 off = nh + 40; /* IPv6 */
+	if (p->layers & L_IPV4) {
+		__u8 ihl;
+		if (load(s, nh, &ihl, 1))
+			return;
+		off = nh + (ihl & 0xf) * 4;
+	}
+	struct vxlan_udp u;
+	if (load(s, off, &u, sizeof(u)) || !(u.flags & 0x08))
+		return;
+	struct pkt in;
+	__builtin_memset(&in, 0, sizeof(in));
+	parse_l2(s, off + sizeof(u), &in);
+	if (in.layers & (L_IPV4 | L_IPV6 | L_ARP))
+		__builtin_memcpy(p, &in, sizeof(in));
+}
+
+/* decode_skb fills p from a kernel skb, starting at its network header;
+ * for a VXLAN packet, the packet inside. */
 static __always_inline void decode_skb(struct sk_buff *skb, struct pkt *p)
 {
 	const unsigned char *head = skb->head;
@@ -1314,6 +1342,8 @@ static __always_inline void decode_skb(struct sk_buff *skb, struct pkt *p)
 		return;
 	struct src s = { .base = head };
 	parse_l3(&s, nh, bpf_ntohs(skb->protocol), p);
+	if ((p->layers & L_UDP) && tunnel_port(p->dport))
+		decode_inner(&s, nh, p);
 }
 
 /* drop_id returns the packet id of an entry the dropped packet matches.

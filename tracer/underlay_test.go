@@ -95,25 +95,42 @@ func udpThrough(t *testing.T, src, dst *testenv.NSHost, from, to netip.Addr, por
 // and from the receiver's wire into its vx0. At the underlay hooks the hop
 // is the packet inside, with the VNI and the other end's address from the
 // outer headers; packets that are not VXLAN are not traced there.
-func TestVXLANUnderlay(t *testing.T) {
-	modes(t, func(t *testing.T, legacy bool) {
-		topo := testenv.NewTopology(t, 2)
-		a, b := topo.Hosts[0], topo.Hosts[1]
-		const vni = 4242
-		innerA, innerB := netip.MustParseAddr("192.168.213.1"), netip.MustParseAddr("192.168.213.2")
-		vxA := addVXLAN(t, a, vni, b.IP, innerA)
-		vxB := addVXLAN(t, b, vni, a.IP, innerB)
+// tunnelPair is two namespaces joined by a VXLAN tunnel (VNI 4242) over
+// their eth0s, traced at both vx0s and, as underlays, both eth0s.
+type tunnelPair struct {
+	a, b           *testenv.NSHost
+	vxA, vxB       int
+	innerA, innerB netip.Addr
+	tr             *Tracer
+	c              *collector
+}
 
-		tr := load(t, Options{ForceLegacy: legacy})
-		for _, h := range []*testenv.NSHost{a, b} {
-			if err := tr.Attach(Iface{Name: "vx0", Netns: h.Path}); err != nil {
-				t.Fatal(err)
-			}
-			if err := tr.Attach(Iface{Name: h.Iface, Netns: h.Path, TunnelPort: vxlanPort}); err != nil {
-				t.Fatal(err)
-			}
+const tunnelVNI = 4242
+
+func newTunnelPair(t *testing.T, opts Options) *tunnelPair {
+	topo := testenv.NewTopology(t, 2)
+	p := &tunnelPair{a: topo.Hosts[0], b: topo.Hosts[1],
+		innerA: netip.MustParseAddr("192.168.213.1"), innerB: netip.MustParseAddr("192.168.213.2")}
+	p.vxA = addVXLAN(t, p.a, tunnelVNI, p.b.IP, p.innerA)
+	p.vxB = addVXLAN(t, p.b, tunnelVNI, p.a.IP, p.innerB)
+	p.tr = load(t, opts)
+	for _, h := range []*testenv.NSHost{p.a, p.b} {
+		if err := p.tr.Attach(Iface{Name: "vx0", Netns: h.Path}); err != nil {
+			t.Fatal(err)
 		}
-		c := collect(t, tr)
+		if err := p.tr.Attach(Iface{Name: h.Iface, Netns: h.Path, TunnelPort: vxlanPort}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.c = collect(t, p.tr)
+	return p
+}
+
+func TestVXLANUnderlay(t *testing.T) {
+	allModes(t, func(t *testing.T, opts Options) {
+		p := newTunnelPair(t, opts)
+		a, b, vxA, vxB, innerA, innerB, c := p.a, p.b, p.vxA, p.vxB, p.innerA, p.innerB, p.c
+		const vni = tunnelVNI
 
 		// Not VXLAN: a ping on the underlay itself is not traced there.
 		if n := a.Ping(t, b.IP, 1, 0x5151); n != 1 {
@@ -162,6 +179,92 @@ func TestVXLANUnderlay(t *testing.T) {
 				if h.Fingerprint != hs[0].Fingerprint {
 					t.Errorf("packet %#x at %v: fingerprint changed inside the tunnel", id, hookOf(h))
 				}
+			}
+		}
+	})
+}
+
+// TestVXLANUnderlayDrop: a firewall that blocks the tunnel's port, on the
+// sending side (OUTPUT, after the encapsulation) or the receiving side
+// (INPUT, before the decapsulation), drops the VXLAN packet; the drop is
+// decoded as the packet inside and joins its journey.
+func TestVXLANUnderlayDrop(t *testing.T) {
+	allModes(t, func(t *testing.T, opts Options) {
+		p := newTunnelPair(t, opts)
+		if !p.tr.Features().Drops {
+			t.Skip("kernel has no tp_btf/kfree_skb")
+		}
+		// Across once, so that ARP is done before the firewall goes up.
+		udpThrough(t, p.a, p.b, p.innerA, p.innerB, 7700, 1)
+		for _, side := range []struct {
+			name string
+			ns   *testenv.NSHost
+			rule []string
+			port int
+			// the hooks the dropped packet passed, in order
+			hooks []hookID
+		}{
+			{"sender's OUTPUT", p.a, []string{"OUTPUT", "-p", "udp", "--dport", "4789", "-j", "DROP"}, 7701,
+				[]hookID{{p.a.NetnsIno, uint32(p.vxA), event.Egress}}},
+			{"receiver's INPUT", p.b, []string{"INPUT", "-p", "udp", "--dport", "4789", "-j", "DROP"}, 7702,
+				[]hookID{{p.a.NetnsIno, uint32(p.vxA), event.Egress}, {p.a.NetnsIno, uint32(p.a.IfaceIndex), event.Egress},
+					{p.b.NetnsIno, uint32(p.b.IfaceIndex), event.Ingress}}},
+		} {
+			if out, err := side.ns.Exec("iptables", append([]string{"-w", "-I"}, side.rule...)...); err != nil {
+				testenv.Lacks(t, "iptables", fmt.Sprintf("iptables in a namespace: %v: %s", err, out))
+			}
+			var conn *net.UDPConn
+			if err := p.a.Do(func() error {
+				var err error
+				conn, err = net.DialUDP("udp4", &net.UDPAddr{IP: p.innerA.AsSlice(), Port: side.port}, &net.UDPAddr{IP: p.innerB.AsSlice(), Port: side.port})
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+			const n = 2
+			for range n {
+				if _, err := conn.Write([]byte("blocked")); err != nil {
+					t.Fatal(err)
+				}
+			}
+			conn.Close()
+			isOurs := func(src netip.Addr, port int) func(*event.Hop) bool {
+				return func(h *event.Hop) bool {
+					return h.Pkt.Layers.Has(event.LayerUDP) && h.Pkt.DstPort == uint16(port) && h.Pkt.Src == src
+				}
+			}
+			hops, drops := p.c.wait(t, side.name+" drops", func(_ []event.Hop, drops []event.Drop) bool {
+				k := 0
+				for _, d := range drops {
+					if d.ReasonName == "NETFILTER_DROP" && d.Pkt.DstPort == uint16(side.port) {
+						k++
+					}
+				}
+				return k >= n
+			})
+			byID := map[uint64][]event.Hop{}
+			for _, h := range filterHops(hops, isOurs(p.innerA, side.port)) {
+				byID[h.PacketID] = append(byID[h.PacketID], h)
+			}
+			for _, d := range drops {
+				if d.ReasonName != "NETFILTER_DROP" || d.Pkt.DstPort != uint16(side.port) {
+					continue
+				}
+				hs := byID[d.PacketID]
+				var got []hookID
+				for _, h := range hs {
+					got = append(got, hookOf(h))
+				}
+				if fmt.Sprint(got) != fmt.Sprint(side.hooks) {
+					t.Errorf("%s: the dropped packet %#x passed %v, want %v", side.name, d.PacketID, got, side.hooks)
+					continue
+				}
+				if d.Fingerprint != hs[0].Fingerprint || d.Pkt.Src != p.innerA || d.Pkt.Dst != p.innerB {
+					t.Errorf("%s: drop %+v is not the packet inside the tunnel", side.name, d)
+				}
+			}
+			if out, err := side.ns.Exec("iptables", append([]string{"-w", "-D"}, side.rule...)...); err != nil {
+				t.Fatalf("iptables -D: %v: %s", err, out)
 			}
 		}
 	})
