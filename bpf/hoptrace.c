@@ -1299,28 +1299,35 @@ int hop_underlay_egress_legacy(struct __sk_buff *ctx)
 	return TC_ACT_UNSPEC;
 }
 
-/* decode_inner replaces p, the outer headers of a VXLAN packet at nh, by
- * the packet inside, as the underlay hooks see it: a drop after the
- * encapsulation (a firewall that blocks the overlay's port) or before the
- * decapsulation then joins that packet's journey. p is kept when what
- * follows is not VXLAN. A subprogram: it holds a second packet summary. */
-static __noinline void decode_inner(const struct src *s, __u32 nh, struct pkt *p)
+/* decode_inner replaces p, the outer headers of a VXLAN packet whose
+ * network header is at head + nh, by the packet inside, as the underlay
+ * hooks see it: a drop after the encapsulation (a firewall that blocks the
+ * overlay's port) or before the decapsulation then joins that packet's
+ * journey. p is kept when what follows is not VXLAN. A global function, so
+ * the verifier checks it once, not once for each way the outer headers
+ * can be decoded. */
+__noinline int decode_inner(__u64 head, __u32 nh, struct pkt *p)
 {
+	if (!p)
+		return 0;
+	struct src s = { .base = (const unsigned char *)head };
 	__u32 off = nh + 40; /* IPv6 */
 	if (p->layers & L_IPV4) {
 		__u8 ihl;
-		if (load(s, nh, &ihl, 1))
-			return;
+		if (load(&s, nh, &ihl, 1))
+			return 0;
 		off = nh + (ihl & 0xf) * 4;
 	}
 	struct vxlan_udp u;
-	if (load(s, off, &u, sizeof(u)) || !(u.flags & 0x08))
-		return;
+	if (load(&s, off, &u, sizeof(u)) || !(u.flags & 0x08))
+		return 0;
 	struct pkt in;
 	__builtin_memset(&in, 0, sizeof(in));
-	parse_l2(s, off + sizeof(u), &in);
-	if (in.layers & (L_IPV4 | L_IPV6 | L_ARP))
-		__builtin_memcpy(p, &in, sizeof(in));
+	parse_l2(&s, off + sizeof(u), &in);
+	if (!(in.layers & (L_IPV4 | L_IPV6 | L_ARP)))
+		return 0;
+	__builtin_memcpy(p, &in, sizeof(in));
+	return 1;
 }
 
 /* decode_skb fills p from a kernel skb, starting at its network header;
@@ -1342,8 +1349,10 @@ static __always_inline void decode_skb(struct sk_buff *skb, struct pkt *p)
 		return;
 	struct src s = { .base = head };
 	parse_l3(&s, nh, bpf_ntohs(skb->protocol), p);
-	if ((p->layers & L_UDP) && tunnel_port(p->dport))
-		decode_inner(&s, nh, p);
+	__u64 head_bits; /* a plain number, as a global function takes it */
+	if ((p->layers & L_UDP) && tunnel_port(p->dport) &&
+	    !bpf_probe_read_kernel(&head_bits, sizeof(head_bits), &skb->head))
+		decode_inner(head_bits, nh, p);
 }
 
 /* drop_id returns the packet id of an entry the dropped packet matches.

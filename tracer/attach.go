@@ -217,43 +217,70 @@ func (t *Tracer) Attached() []Iface {
 
 type hopProgs struct{ inTCX, egTCX, inLegacy, egLegacy *ebpf.Program }
 
+// underlayPrefix starts the names of the underlay hook programs.
+const underlayPrefix = "hop_underlay_"
+
+// hopCollKey names a collection of hop programs beside the first one.
+type hopCollKey struct {
+	netns    uint32 // 0: for every namespace (with kern ctx)
+	underlay bool
+}
+
 // hopPrograms returns the hop programs for interfaces in netns ino, those
-// of an underlay (VXLAN packets only) or the others. With an skb key the
-// kernel tells each hook its netns; without, the netns is a load-time
-// constant, so each netns gets its own copy of the programs, sharing all
-// maps.
+// of an underlay (VXLAN packets only) or the others. The first collection
+// has the others for the host's namespace and, with an skb key, for every
+// namespace: the kernel tells each hook its netns. Without, the netns is a
+// load-time constant, so each netns gets its own copy of the programs. The
+// underlay programs are loaded at their first use. All share every map.
+// t.mu is held.
 func (t *Tracer) hopPrograms(ino uint32, underlay bool) (hopProgs, error) {
+	prefix := "hop_"
+	if underlay {
+		prefix = underlayPrefix
+	}
 	coll := t.coll
-	if !t.features.SkbKey && ino != t.hostIno {
-		coll = t.nsColls[ino]
+	if underlay || (!t.features.SkbKey && ino != t.hostIno) {
+		k := hopCollKey{netns: ino, underlay: underlay}
+		if t.features.SkbKey {
+			k.netns = 0
+		}
+		coll = t.hopColls[k]
 		if coll == nil {
-			spec := t.spec.Copy()
-			delete(spec.Programs, "drop")
-			if err := spec.Variables["attach_netns_ino"].Set(ino); err != nil {
-				return hopProgs{}, fmt.Errorf("set netns: %w", err)
-			}
-			maps := map[string]*ebpf.Map{}
-			for name, m := range t.coll.Maps {
-				if !strings.HasPrefix(name, ".") { // .rodata holds this copy's constants
-					maps[name] = m
-				}
-			}
-			c, err := newCollection(spec, maps)
+			c, err := t.loadHopPrograms(k, prefix)
 			if err != nil {
 				return hopProgs{}, err
 			}
-			t.nsColls[ino] = c
+			t.hopColls[k] = c
 			coll = c
 		}
-	}
-	prefix := "hop_"
-	if underlay {
-		prefix = "hop_underlay_"
 	}
 	return hopProgs{
 		inTCX: coll.Programs[prefix+"ingress_tcx"], egTCX: coll.Programs[prefix+"egress_tcx"],
 		inLegacy: coll.Programs[prefix+"ingress_legacy"], egLegacy: coll.Programs[prefix+"egress_legacy"],
 	}, nil
+}
+
+// loadHopPrograms loads the hop programs whose names start with prefix (and
+// no others) for k, sharing the first collection's maps.
+func (t *Tracer) loadHopPrograms(k hopCollKey, prefix string) (*ebpf.Collection, error) {
+	spec := t.spec.Copy()
+	for name := range spec.Programs {
+		if !strings.HasPrefix(name, prefix) || (!k.underlay && strings.HasPrefix(name, underlayPrefix)) {
+			delete(spec.Programs, name)
+		}
+	}
+	if k.netns != 0 {
+		if err := spec.Variables["attach_netns_ino"].Set(k.netns); err != nil {
+			return nil, fmt.Errorf("set netns: %w", err)
+		}
+	}
+	maps := map[string]*ebpf.Map{}
+	for name, m := range t.coll.Maps {
+		if !strings.HasPrefix(name, ".") { // .rodata holds this copy's constants
+			maps[name] = m
+		}
+	}
+	return newCollection(spec, maps)
 }
 
 // addTunnelPort makes the underlay hooks take UDP port as VXLAN. A port

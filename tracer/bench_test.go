@@ -146,12 +146,12 @@ func flowFrame(i int) []byte {
 }
 
 // hopStats sums the bpf_stats run time and run count of the tracer's hop
-// programs, in every netns copy.
+// programs, in every collection of them.
 func hopStats(b *testing.B, tr *Tracer) (time.Duration, uint64) {
 	b.Helper()
 	tr.mu.Lock()
 	colls := []*ebpf.Collection{tr.coll}
-	for _, c := range tr.nsColls {
+	for _, c := range tr.hopColls {
 		colls = append(colls, c)
 	}
 	tr.mu.Unlock()

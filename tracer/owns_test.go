@@ -6,7 +6,7 @@ import "github.com/cilium/ebpf"
 // programs (tests tell ours from another hoptrace's on the same host).
 func (t *Tracer) ownsProgram(id ebpf.ProgramID) bool {
 	colls := []*ebpf.Collection{t.coll}
-	for _, c := range t.nsColls {
+	for _, c := range t.hopColls {
 		colls = append(colls, c)
 	}
 	for _, c := range colls {

@@ -113,7 +113,7 @@ type Tracer struct {
 	clock    Clock
 
 	mu       sync.Mutex
-	nsColls  map[uint32]*ebpf.Collection // hop programs per netns, without kern ctx
+	hopColls map[hopCollKey]*ebpf.Collection // more hop programs: see hopPrograms
 	attached map[ifaceKey]*attachment
 	// hookFlagsOf mirrors the hook flags in the kernel (hookflags.go).
 	hookFlagsOf map[hoptraceHookKey]uint32
@@ -185,14 +185,22 @@ func Load(opts Options) (t *Tracer, err error) {
 		delete(spec.Programs, "hop_egress_tcx")
 	}
 
-	coll, err := newCollection(spec, nil)
+	// The underlay programs are verified when an underlay is attached,
+	// not at every start: they cost more than all the others together.
+	main := spec.Copy()
+	for name := range main.Programs {
+		if strings.HasPrefix(name, underlayPrefix) {
+			delete(main.Programs, name)
+		}
+	}
+	coll, err := newCollection(main, nil)
 	if err != nil {
 		return nil, err
 	}
 	t = &Tracer{
 		opts: opts, features: feat, spec: spec, coll: coll, hostIno: hostIno,
 		drain: opts.DrainInterval, clock: NewClock(),
-		nsColls: map[uint32]*ebpf.Collection{}, attached: map[ifaceKey]*attachment{},
+		hopColls: map[hopCollKey]*ebpf.Collection{}, attached: map[ifaceKey]*attachment{},
 		hookFlagsOf: map[hoptraceHookKey]uint32{},
 	}
 	if t.drain <= 0 {
@@ -386,7 +394,7 @@ func (t *Tracer) Close() error {
 	if t.rd != nil {
 		errs = append(errs, t.rd.Close())
 	}
-	for _, c := range t.nsColls {
+	for _, c := range t.hopColls {
 		c.Close()
 	}
 	if t.coll != nil {

@@ -98,7 +98,8 @@ func TestTraceOverlay(t *testing.T) {
 // A ping from the client to it leaves through vxlan0 and crosses the test
 // bridge inside VXLAN: the journey ends "left host toward <node> (VNI n)"
 // there, the reply's starts "arrived from <node>", with the VNI and the
-// node's address decoded from the outer headers.
+// node's address decoded from the outer headers. With the tunnel's port
+// blocked toward the node, the ping's journey ends dropped at vxlan0.
 func TestTraceOverlayUnderlay(t *testing.T) {
 	testenv.RequireDocker(t)
 	testenv.SwarmNode(t)
@@ -213,6 +214,32 @@ func TestTraceOverlayUnderlay(t *testing.T) {
 		!strings.Contains(first.Action, "arrived from "+node.IP.String()) {
 		t.Fatalf("echo reply: path %v verdict %s, first hop %+v tunnel %+v; want the test bridge -> %s:vxlan0 -> %s:vethN -> %s:eth0, arrived from %s",
 			got, rep.Verdict, first, first.Tunnel, net, net, client.Name, node.IP)
+	}
+
+	// A firewall that blocks the tunnel toward that node: the ping's
+	// journey ends in a drop at vxlan0, where its VXLAN packet went.
+	rule := []string{"OUTPUT", "-d", node.IP.String(), "-p", "udp", "--dport", "4789", "-j", "DROP"}
+	testenv.Command(t, "iptables", append([]string{"-w", "-I"}, rule...)...)
+	t.Cleanup(func() { _ = exec.Command("iptables", append([]string{"-w", "-D"}, rule...)...).Run() })
+	run = startHoptrace(t, "trace", "-o", "json", "-C", client.Name, "icmp and host "+remote.String())
+	if _, err := testenv.Exec(client.Name, "ping", "-c", "1", "-W", "1", remote.String()); err == nil {
+		t.Fatalf("ping across a blocked tunnel was answered")
+	}
+	if err := run.stop(t); err != nil {
+		t.Fatalf("trace: %v\n%s", err, run.stderr)
+	}
+	js, _ = run.jsonOut(t)
+	var dropped *render.JourneyJSON
+	for i := range js {
+		if p := js[i].Packet; p != nil && p.ICMPType != nil && *p.ICMPType == 8 && p.Dst == remote.String() {
+			dropped = &js[i]
+		}
+	}
+	if dropped == nil {
+		t.Fatalf("no echo request journey through the blocked tunnel:\n%s\n%s", run.stdout, run.stderr)
+	}
+	if d := dropped.Drop; dropped.Verdict != "dropped" || d == nil || d.Reason != "NETFILTER_DROP" || d.Where != net+":vxlan0" {
+		t.Fatalf("echo request through a blocked tunnel: path %v verdict %s drop %+v; want dropped at %s:vxlan0 (NETFILTER_DROP)", labels(dropped), dropped.Verdict, d, net)
 	}
 
 	out := testenv.Command(t, hoptraceBinary(t), "links", "-o", "json")
