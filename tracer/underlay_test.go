@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf/btf"
 	"github.com/vishvananda/netlink"
 
 	"github.com/hoptrace/hoptrace/tracer/event"
@@ -126,8 +127,28 @@ func newTunnelPair(t *testing.T, opts Options) *tunnelPair {
 	return p
 }
 
+// distinctModes runs f in those modes of allModes that differ on this
+// kernel: without TCX the tcx mode attaches as legacy does, and without
+// the skb key legacy runs as legacy-noskbkey does. The VXLAN tests verify
+// two more sets of programs per namespace, slow in a VM without KVM.
+func distinctModes(t *testing.T, f func(t *testing.T, opts Options)) {
+	testenv.RequireRoot(t)
+	k, err := btf.LoadKernelSpec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	feat := probeFeatures(k)
+	if feat.TCX {
+		t.Run("tcx", func(t *testing.T) { f(t, Options{}) })
+	}
+	if feat.SkbKey {
+		t.Run("legacy", func(t *testing.T) { f(t, Options{ForceLegacy: true}) })
+	}
+	t.Run("legacy-noskbkey", func(t *testing.T) { f(t, Options{ForceLegacy: true, noSkbKey: true}) })
+}
+
 func TestVXLANUnderlay(t *testing.T) {
-	allModes(t, func(t *testing.T, opts Options) {
+	distinctModes(t, func(t *testing.T, opts Options) {
 		p := newTunnelPair(t, opts)
 		a, b, vxA, vxB, innerA, innerB, c := p.a, p.b, p.vxA, p.vxB, p.innerA, p.innerB, p.c
 		const vni = tunnelVNI
@@ -189,7 +210,7 @@ func TestVXLANUnderlay(t *testing.T) {
 // (INPUT, before the decapsulation), drops the VXLAN packet; the drop is
 // decoded as the packet inside and joins its journey.
 func TestVXLANUnderlayDrop(t *testing.T) {
-	allModes(t, func(t *testing.T, opts Options) {
+	distinctModes(t, func(t *testing.T, opts Options) {
 		p := newTunnelPair(t, opts)
 		if !p.tr.Features().Drops {
 			t.Skip("kernel has no tp_btf/kfree_skb")
