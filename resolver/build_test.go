@@ -489,11 +489,22 @@ func TestBuildOverlayUnderlay(t *testing.T) {
 	sc.Host.Links = append(sc.Host.Links, linkInfo{Name: "eth0", Index: 2, Type: "device", PeerNsid: -1})
 	for i, l := range sc.Others[0].Links {
 		if l.Name == "vxlan0" {
-			sc.Others[0].Links[i].Tunnel = &topology.Tunnel{VNI: 4097, Port: 4789, Remotes: []netip.Addr{netip.MustParseAddr("192.0.2.20")}, Underlays: []uint32{2}}
+			sc.Others[0].Links[i].Tunnel = &topology.Tunnel{VNI: 4097, Port: 4789, Remotes: []netip.Addr{netip.MustParseAddr("192.0.2.20"), netip.MustParseAddr("192.0.2.21")}, Underlays: []uint32{2}}
+		}
+	}
+	for i := range ds.Networks {
+		if ds.Networks[i].Name == "ht-ov" {
+			ds.Networks[i].Nodes = []topology.Node{{Name: "node-b", Addr: netip.MustParseAddr("192.0.2.20")}, {Name: "node-a", Addr: netip.MustParseAddr("192.0.2.10")}}
 		}
 	}
 	s := build(sc, ds, time.Unix(0, 0))
 	ix := topology.NewIndex(s)
+	if got := fmt.Sprint(s.Nodes); got != "[{node-a 192.0.2.10} {node-b 192.0.2.20}]" {
+		t.Errorf("nodes %s, want node-a and node-b by address", got)
+	}
+	if n, ok := ix.NodeName(netip.MustParseAddr("192.0.2.20")); !ok || n != "node-b" {
+		t.Errorf("node at 192.0.2.20: %q %v", n, ok)
+	}
 	if tun, ok := s.Tunnel(key(sboxIno, 30)); !ok || tun.VNI != 4097 || tun.Network != "ht-ov" || fmt.Sprint(tun.Underlays) != "[2]" {
 		t.Errorf("vxlan0's tunnel: %+v", tun)
 	}
@@ -535,14 +546,15 @@ func TestBuildOverlayUnderlay(t *testing.T) {
 			}
 		}
 	}
-	if tun == nil || tun.VNI != 4097 || tun.Port != 4789 || fmt.Sprint(tun.Remotes) != "[192.0.2.20]" || fmt.Sprint(tun.Underlays) != "[eth0]" {
+	if tun == nil || tun.VNI != 4097 || tun.Port != 4789 || fmt.Sprint(tun.Remotes) != "[192.0.2.20 192.0.2.21]" || fmt.Sprint(tun.Underlays) != "[eth0]" ||
+		fmt.Sprint(tun.Nodes) != "map[192.0.2.20:node-b]" {
 		t.Fatalf("links tunnel: %+v", tun)
 	}
 	var buf bytes.Buffer
 	if err := l.WriteText(&buf); err != nil {
 		t.Fatal(err)
 	}
-	if out := strings.Join(strings.Fields(buf.String()), " "); !strings.Contains(out, "VXLAN VNI 4097, UDP 4789, to 192.0.2.20 via eth0") {
+	if out := strings.Join(strings.Fields(buf.String()), " "); !strings.Contains(out, "VXLAN VNI 4097, UDP 4789, to node-b 192.0.2.20, 192.0.2.21 via eth0") {
 		t.Errorf("text:\n%s", buf.String())
 	}
 }

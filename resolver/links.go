@@ -62,6 +62,8 @@ type LinkTunnel struct {
 	VNI       uint32       `json:"vni"`
 	Port      uint16       `json:"port"`
 	Remotes   []netip.Addr `json:"remotes"`
+	// Nodes name the remotes the overlay's peer list knows, by address.
+	Nodes map[string]string `json:"nodes,omitempty"`
 	Underlays []string     `json:"underlays"` // host interface names
 }
 
@@ -128,6 +130,14 @@ func LinksOf(s *topology.Snapshot) Links {
 			}
 			if t, ok := s.Tunnel(e.Key()); ok {
 				lt := &LinkTunnel{VNI: t.VNI, Port: t.Port, Remotes: append([]netip.Addr{}, t.Remotes...), Underlays: []string{}}
+				for _, r := range t.Remotes {
+					if name, ok := ix.NodeName(r); ok {
+						if lt.Nodes == nil {
+							lt.Nodes = map[string]string{}
+						}
+						lt.Nodes[r.String()] = name
+					}
+				}
 				for _, u := range t.Underlays {
 					name := fmt.Sprintf("if%d", u)
 					if h, ok := ix.Lookup(topology.Key{NetnsIno: s.HostNetnsIno, Ifindex: u}); ok {
@@ -249,7 +259,7 @@ func (l Links) WriteText(w io.Writer) error {
 			if t := p.Tunnel; t != nil {
 				nodes := "no other node yet"
 				if len(t.Remotes) > 0 {
-					nodes = fmt.Sprintf("to %s via %s", joinAddrs(t.Remotes), orDash(strings.Join(t.Underlays, ",")))
+					nodes = fmt.Sprintf("to %s via %s", joinRemotes(t), orDash(strings.Join(t.Underlays, ",")))
 				}
 				fmt.Fprintf(tw, "    VXLAN VNI %d, UDP %d, %s\n", t.VNI, t.Port, nodes)
 			}
@@ -280,12 +290,17 @@ func (l Links) WriteText(w io.Writer) error {
 	return tw.Flush()
 }
 
-func joinAddrs(as []netip.Addr) string {
-	s := make([]string, len(as))
-	for i, a := range as {
+// joinRemotes lists a tunnel's remotes, each after its node's name when
+// known: "node-b 10.0.0.2, 10.0.0.3".
+func joinRemotes(t *LinkTunnel) string {
+	s := make([]string, len(t.Remotes))
+	for i, a := range t.Remotes {
 		s[i] = a.String()
+		if n := t.Nodes[s[i]]; n != "" {
+			s[i] = n + " " + s[i]
+		}
 	}
-	return strings.Join(s, ",")
+	return strings.Join(s, ", ")
 }
 
 func shortID(id string) string {
