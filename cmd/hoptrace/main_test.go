@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"math"
 	"runtime/debug"
 	"strings"
 	"testing"
@@ -50,5 +51,26 @@ func TestVersionFromBuildInfo(t *testing.T) {
 	out, _, err := runCmd(t, "version")
 	if err != nil || !strings.HasPrefix(out, "hoptrace ") {
 		t.Errorf("version: %v %q", err, out)
+	}
+}
+
+// The collector runs less often unless GOGC or GOMEMLIMIT says otherwise.
+func TestTuneGC(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(math.MaxInt64))
+	tuneGC(func(string) string { return "" })
+	if got := debug.SetGCPercent(100); got != gcPercent {
+		t.Errorf("GC percent %d, want %d", got, gcPercent)
+	}
+	if got := debug.SetMemoryLimit(-1); got != memoryLimit {
+		t.Errorf("memory limit %d, want %d", got, memoryLimit)
+	}
+	debug.SetMemoryLimit(math.MaxInt64)
+	tuneGC(func(k string) string { return map[string]string{"GOGC": "50", "GOMEMLIMIT": "64MiB"}[k] })
+	if got := debug.SetGCPercent(100); got != 100 {
+		t.Errorf("with GOGC set: GC percent %d, want it left at 100", got)
+	}
+	if got := debug.SetMemoryLimit(-1); got != math.MaxInt64 {
+		t.Errorf("with GOMEMLIMIT set: memory limit %d, want it left alone", got)
 	}
 }
