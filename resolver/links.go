@@ -59,12 +59,12 @@ type LinkPort struct {
 // LinkTunnel is an overlay's VXLAN device: the other nodes it sends to and
 // the host interfaces those packets leave by.
 type LinkTunnel struct {
-	VNI       uint32       `json:"vni"`
-	Port      uint16       `json:"port"`
-	Remotes   []netip.Addr `json:"remotes"`
+	VNI     uint32       `json:"vni"`
+	Port    uint16       `json:"port"`
+	Remotes []netip.Addr `json:"remotes"`
 	// Nodes name the remotes the overlay's peer list knows, by address.
-	Nodes map[string]string `json:"nodes,omitempty"`
-	Underlays []string     `json:"underlays"` // host interface names
+	Nodes     map[string]string `json:"nodes,omitempty"`
+	Underlays []string          `json:"underlays"` // host interface names
 }
 
 // LinkParented is a macvlan or ipvlan network and its containers.
