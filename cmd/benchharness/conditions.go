@@ -24,6 +24,7 @@ const (
 	kindNone tracerKind = iota
 	kindTcpdump
 	kindHoptrace
+	kindFloor // this binary's -floor: a TC program that only counts
 )
 
 // A condition is what runs beside the workloads.
@@ -50,6 +51,7 @@ func allConditions() []condition {
 	return []condition{
 		{name: "none", label: "none (no tracer)"},
 		{name: "tcpdump", label: "tcpdump -i any -s 128 -w /dev/null", kind: kindTcpdump},
+		{name: "floor", label: "tcx program that only counts, at hoptrace's hooks (the floor)", kind: kindFloor},
 		{name: "trace-nomatch", label: "hoptrace trace, filter matching nothing (udp port 9)", kind: kindHoptrace,
 			args: []string{"trace", "-o", "json"}, filter: []string{"udp", "port", "9"}, stdoutToFile: true},
 		{name: "record", label: "hoptrace record -w FILE", kind: kindHoptrace,
@@ -139,6 +141,16 @@ func (h *harness) startTracer(ctx context.Context, c condition) (*tracer, error)
 	switch c.kind {
 	case kindTcpdump:
 		argv = []string{"tcpdump", "-i", "any", "-s", "128", "-w", "/dev/null"}
+	case kindFloor:
+		self, err := os.Executable()
+		if err != nil {
+			return nil, err
+		}
+		var pts []string
+		for _, p := range h.bed.hookPoints() {
+			pts = append(pts, p.String())
+		}
+		argv = []string{self, "-floor", strings.Join(pts, ","), "-floor-ready", t.readyFile}
 	case kindHoptrace:
 		argv = []string{h.o.hoptrace}
 		for _, a := range c.args {
@@ -269,7 +281,7 @@ func (t *tracer) finish(s *sample, all1, host1 uint64) {
 	switch {
 	case t.c.kind == kindTcpdump:
 		s.hops, s.lost, err = tcpdumpStats(readFileTail(t.stderrFile, 4096))
-	case t.c.name == "serve":
+	case t.c.name == "serve", t.c.kind == kindFloor:
 		// No per-packet output to count.
 	case t.c.stdoutToFile:
 		s.hops, s.lost, s.evicted, err = jsonSummary(readFileTail(t.outFile, 64<<10) + "\n" + readFileTail(t.stderrFile, 16<<10))
@@ -281,7 +293,7 @@ func (t *tracer) finish(s *sample, all1, host1 uint64) {
 	}
 	if s.killed {
 		s.note = joinNote(s.note, "did not stop within 60s of SIGINT: killed")
-	} else if t.waitErr != nil && t.c.kind == kindHoptrace {
+	} else if t.waitErr != nil && t.c.kind != kindTcpdump {
 		s.note = joinNote(s.note, fmt.Sprintf("exit: %v: %s", t.waitErr, tail(t.stderrFile, 300)))
 	}
 }

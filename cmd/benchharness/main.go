@@ -17,7 +17,8 @@
 //     the packet counters of the traced interfaces over the same window, the
 //     ground truth the hop count is compared with.
 //
-// Conditions: none; tcpdump -i any -s 128 -w /dev/null; hoptrace record -w
+// Conditions: none; tcpdump -i any -s 128 -w /dev/null; the floor (a tcx
+// program that only counts, at the hooks hoptrace uses); hoptrace record -w
 // FILE; record -s 128; trace -o json >FILE; trace with a filter matching
 // nothing; and hoptrace serve once that subcommand exists (skipped before).
 //
@@ -57,6 +58,10 @@ type options struct {
 	netns      bool
 	conditions []string // names to run; nil: all
 	command    string   // how the run was started, for the report
+	// floor: run as the floor condition's tracer (see floor.go) at these
+	// comma-separated hook points, not as the harness.
+	floor      string
+	floorReady string
 }
 
 func main() {
@@ -84,6 +89,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.netns, "netns", false, "no Docker: two network namespaces on a bridge of the harness's own, hoptrace with --no-docker -i")
 	conds := fs.String("conditions", "", "comma-separated conditions to run (default all): "+strings.Join(conditionNames(), ","))
 	fs.StringVar(&o.command, "command", "", "the command line to name in the report (default: this one)")
+	fs.StringVar(&o.floor, "floor", "", "internal: be the floor condition, a TC program that only counts at these hook points (IFNAME or NETNS-PATH:IFNAME, comma-separated), until SIGINT")
+	fs.StringVar(&o.floorReady, "floor-ready", "", "internal: with -floor, the file to create once attached")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -125,6 +132,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	}
 	if os.Geteuid() != 0 {
 		return errors.New("needs root (BPF, network namespaces, Docker): run it with sudo")
+	}
+	if o.floor != "" {
+		var points []hookPoint
+		for _, s := range strings.Split(o.floor, ",") {
+			p, err := parseHookPoint(s)
+			if err != nil {
+				return err
+			}
+			points = append(points, p)
+		}
+		return runFloor(ctx, points, o.floorReady)
 	}
 	for _, tool := range []string{"iperf3", "taskset", "nsenter", "tcpdump", "ip"} {
 		if _, err := exec.LookPath(tool); err != nil {

@@ -301,6 +301,9 @@ func (r *report) markdown() string {
 	p("- A tracer is started before the three workloads and stopped after them with SIGINT; hoptrace is\n")
 	p("  known to be attached once its `--ready-file` exists, tcpdump once it says \"listening on\".\n")
 	p("  Recordings and JSON output go to a file in a temporary directory and are deleted after each run.\n")
+	p("- The floor is the harness's own tcx program that only counts (a per-CPU counter, then the next\n")
+	p("  program), attached in both directions at every interface hoptrace hooks here: what any tracer at\n")
+	p("  those hooks pays before doing anything. What a hoptrace row costs beyond it is hoptrace's own work.\n")
 	p("- A warm-up runs each workload for 1 s before the first round.\n\n")
 
 	if len(r.notes) > 0 {

@@ -33,6 +33,8 @@ type testbed interface {
 	// packet between the two endpoints crosses.
 	describe() string
 	notes() []string
+	// hookPoints are the interfaces hoptrace hooks here, for the floor.
+	hookPoints() []hookPoint
 	// healthy says whether the bed is still there (something may restart
 	// dockerd, which stops every container).
 	healthy(ctx context.Context) error
@@ -110,6 +112,7 @@ type dockerBed struct {
 	nss            []netns.NsHandle
 	ifs            []iface
 	ifNames        []string
+	points         []hookPoint
 	othersAtStart  int
 }
 
@@ -145,6 +148,7 @@ func (d *dockerBed) setup(ctx context.Context) error {
 	d.othersAtStart = d.others(ctx)
 	d.ifs = []iface{{name: "docker0"}}
 	d.ifNames = []string{"docker0"}
+	d.points = []hookPoint{{name: "docker0"}}
 	for _, c := range []struct {
 		name string
 		pid  int
@@ -169,6 +173,8 @@ func (d *dockerBed) setup(ctx context.Context) error {
 		}
 		d.ifs = append(d.ifs, iface{name: peer.Attrs().Name}, iface{name: "eth0", h: h})
 		d.ifNames = append(d.ifNames, peer.Attrs().Name, c.name+":eth0")
+		d.points = append(d.points, hookPoint{name: peer.Attrs().Name},
+			hookPoint{netns: fmt.Sprintf("/proc/%d/ns/net", c.pid), name: "eth0"})
 	}
 	_, _, err = d.counters()
 	return err
@@ -193,7 +199,7 @@ func (d *dockerBed) teardown() error {
 	for _, ns := range d.nss {
 		ns.Close()
 	}
-	d.handles, d.nss, d.ifs, d.ifNames = nil, nil, nil, nil
+	d.handles, d.nss, d.ifs, d.ifNames, d.points = nil, nil, nil, nil, nil
 	return sh(context.Background(), "docker", "rm", "-f", benchClient, benchServer)
 }
 
@@ -210,8 +216,9 @@ func (d *dockerBed) inServer(ctx context.Context, cpu int, args ...string) *exec
 	return nsenter(ctx, d.srvPID, cpu, args)
 }
 
-func (d *dockerBed) serverIP() string       { return d.srvAddr }
-func (d *dockerBed) hoptraceArgs() []string { return nil }
+func (d *dockerBed) serverIP() string        { return d.srvAddr }
+func (d *dockerBed) hookPoints() []hookPoint { return d.points }
+func (d *dockerBed) hoptraceArgs() []string  { return nil }
 func (d *dockerBed) counters() (uint64, uint64, error) {
 	return sumCounters(d.ifs)
 }
@@ -352,6 +359,9 @@ func (n *netnsBed) inServer(ctx context.Context, cpu int, args ...string) *exec.
 }
 
 func (n *netnsBed) serverIP() string { return nsSrvAddr }
+func (n *netnsBed) hookPoints() []hookPoint {
+	return []hookPoint{{name: vethCli}, {name: vethSrv}}
+}
 func (n *netnsBed) hoptraceArgs() []string {
 	return []string{"--no-docker", "-i", vethCli, "-i", vethSrv}
 }
