@@ -285,6 +285,18 @@ struct {
 	__uint(max_entries, 1 << 22);
 } events SEC(".maps");
 
+/* reader_asleep[0] is 1 while the reader sleeps until woken: it has found
+ * the ring empty for a while and stopped looking every drain interval (an
+ * idle tracer that wakes 100 times a second costs the host more than its
+ * hooks do). Events are submitted without a wakeup otherwise: the reader
+ * polls while busy, which batches them. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} reader_asleep SEC(".maps");
+
 /* Loss counters, indexed by enum lost_idx. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -467,6 +479,14 @@ static __always_inline int load(const struct src *s, __u32 off, void *dst, __u32
 		return bpf_skb_load_bytes(s->skb, off, dst, len);
 	}
 	return bpf_probe_read_kernel(dst, len, s->base + off);
+}
+
+/* submit hands an event to the reader, waking it only if it sleeps. */
+static __always_inline void submit(void *ev)
+{
+	__u32 zero = 0;
+	__u32 *asleep = bpf_map_lookup_elem(&reader_asleep, &zero);
+	bpf_ringbuf_submit(ev, asleep && *asleep ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
 }
 
 static __always_inline void count(void *map, __u32 idx)
@@ -1240,7 +1260,7 @@ static __always_inline void hop(struct __sk_buff *ctx, __u8 dir, bool underlay)
 				ev->cap_len = m + 1;
 		}
 	}
-	bpf_ringbuf_submit(ev, BPF_RB_NO_WAKEUP);
+	submit(ev);
 }
 
 SEC("tc")
@@ -1467,6 +1487,6 @@ int BPF_PROG(drop, struct sk_buff *skb, void *location, unsigned int reason)
 		ev->netns_ino = dev->nd_net.net->ns.inum;
 	}
 	__builtin_memcpy(&ev->pkt, &p, sizeof(p));
-	bpf_ringbuf_submit(ev, BPF_RB_NO_WAKEUP);
+	submit(ev);
 	return 0;
 }

@@ -228,6 +228,7 @@ const (
 	hoptraceMapLastTraced                = "last_traced"
 	hoptraceMapLost                      = "lost"
 	hoptraceMapPathHist                  = "path_hist"
+	hoptraceMapReaderAsleep              = "reader_asleep"
 	hoptraceMapScratch                   = "scratch"
 	hoptraceMapSeenPkts                  = "seen_pkts"
 	hoptraceMapTunnelPorts               = "tunnel_ports"
@@ -328,20 +329,21 @@ type hoptraceProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type hoptraceMapSpecs struct {
-	DropCounts  *ebpf.MapSpec `ebpf:"drop_counts"`
-	Events      *ebpf.MapSpec `ebpf:"events"`
-	Flights     *ebpf.MapSpec `ebpf:"flights"`
-	HookCalls   *ebpf.MapSpec `ebpf:"hook_calls"`
-	HookMore    *ebpf.MapSpec `ebpf:"hook_more"`
-	HookSlots   *ebpf.MapSpec `ebpf:"hook_slots"`
-	HopHist     *ebpf.MapSpec `ebpf:"hop_hist"`
-	IdCounter   *ebpf.MapSpec `ebpf:"id_counter"`
-	LastTraced  *ebpf.MapSpec `ebpf:"last_traced"`
-	Lost        *ebpf.MapSpec `ebpf:"lost"`
-	PathHist    *ebpf.MapSpec `ebpf:"path_hist"`
-	Scratch     *ebpf.MapSpec `ebpf:"scratch"`
-	SeenPkts    *ebpf.MapSpec `ebpf:"seen_pkts"`
-	TunnelPorts *ebpf.MapSpec `ebpf:"tunnel_ports"`
+	DropCounts   *ebpf.MapSpec `ebpf:"drop_counts"`
+	Events       *ebpf.MapSpec `ebpf:"events"`
+	Flights      *ebpf.MapSpec `ebpf:"flights"`
+	HookCalls    *ebpf.MapSpec `ebpf:"hook_calls"`
+	HookMore     *ebpf.MapSpec `ebpf:"hook_more"`
+	HookSlots    *ebpf.MapSpec `ebpf:"hook_slots"`
+	HopHist      *ebpf.MapSpec `ebpf:"hop_hist"`
+	IdCounter    *ebpf.MapSpec `ebpf:"id_counter"`
+	LastTraced   *ebpf.MapSpec `ebpf:"last_traced"`
+	Lost         *ebpf.MapSpec `ebpf:"lost"`
+	PathHist     *ebpf.MapSpec `ebpf:"path_hist"`
+	ReaderAsleep *ebpf.MapSpec `ebpf:"reader_asleep"`
+	Scratch      *ebpf.MapSpec `ebpf:"scratch"`
+	SeenPkts     *ebpf.MapSpec `ebpf:"seen_pkts"`
+	TunnelPorts  *ebpf.MapSpec `ebpf:"tunnel_ports"`
 }
 
 // hoptraceVariableSpecs contains global variables before they are loaded into the kernel.
@@ -399,20 +401,21 @@ func (o *hoptraceObjects) Close() error {
 //
 // It can be passed to loadHoptraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type hoptraceMaps struct {
-	DropCounts  *ebpf.Map `ebpf:"drop_counts"`
-	Events      *ebpf.Map `ebpf:"events"`
-	Flights     *ebpf.Map `ebpf:"flights"`
-	HookCalls   *ebpf.Map `ebpf:"hook_calls"`
-	HookMore    *ebpf.Map `ebpf:"hook_more"`
-	HookSlots   *ebpf.Map `ebpf:"hook_slots"`
-	HopHist     *ebpf.Map `ebpf:"hop_hist"`
-	IdCounter   *ebpf.Map `ebpf:"id_counter"`
-	LastTraced  *ebpf.Map `ebpf:"last_traced"`
-	Lost        *ebpf.Map `ebpf:"lost"`
-	PathHist    *ebpf.Map `ebpf:"path_hist"`
-	Scratch     *ebpf.Map `ebpf:"scratch"`
-	SeenPkts    *ebpf.Map `ebpf:"seen_pkts"`
-	TunnelPorts *ebpf.Map `ebpf:"tunnel_ports"`
+	DropCounts   *ebpf.Map `ebpf:"drop_counts"`
+	Events       *ebpf.Map `ebpf:"events"`
+	Flights      *ebpf.Map `ebpf:"flights"`
+	HookCalls    *ebpf.Map `ebpf:"hook_calls"`
+	HookMore     *ebpf.Map `ebpf:"hook_more"`
+	HookSlots    *ebpf.Map `ebpf:"hook_slots"`
+	HopHist      *ebpf.Map `ebpf:"hop_hist"`
+	IdCounter    *ebpf.Map `ebpf:"id_counter"`
+	LastTraced   *ebpf.Map `ebpf:"last_traced"`
+	Lost         *ebpf.Map `ebpf:"lost"`
+	PathHist     *ebpf.Map `ebpf:"path_hist"`
+	ReaderAsleep *ebpf.Map `ebpf:"reader_asleep"`
+	Scratch      *ebpf.Map `ebpf:"scratch"`
+	SeenPkts     *ebpf.Map `ebpf:"seen_pkts"`
+	TunnelPorts  *ebpf.Map `ebpf:"tunnel_ports"`
 }
 
 func (m *hoptraceMaps) Close() error {
@@ -428,6 +431,7 @@ func (m *hoptraceMaps) Close() error {
 		m.LastTraced,
 		m.Lost,
 		m.PathHist,
+		m.ReaderAsleep,
 		m.Scratch,
 		m.SeenPkts,
 		m.TunnelPorts,

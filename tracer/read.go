@@ -66,14 +66,17 @@ func (t *Tracer) ReadInto(ctx context.Context, r *Record) error {
 		err := t.rd.ReadInto(&r.raw)
 		switch {
 		case err == nil:
+			if t.idle.event() {
+				t.rd.SetDeadline(time.Now().Add(t.drain))
+			}
 			if t.decode(r) {
 				return nil
 			}
 			continue
-		case errors.Is(err, os.ErrDeadlineExceeded):
-			// The ring is drained; the kernel never wakes us, so wait one
-			// more interval.
-			t.rd.SetDeadline(time.Now().Add(t.drain))
+		case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, ringbuf.ErrFlushed):
+			// The ring is drained: look again in a drain interval, or,
+			// idle for a while, sleep until the kernel wakes us (idle.go).
+			t.rd.SetDeadline(t.idle.empty(ctx, t.drain, t.rd.AvailableBytes, t.rd.Flush))
 		case errors.Is(err, ringbuf.ErrClosed), errors.Is(err, os.ErrClosed):
 			return ErrClosed
 		default:

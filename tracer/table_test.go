@@ -199,12 +199,13 @@ func TestDropJoinsOnlyItsPacket(t *testing.T) {
 		if _, _, err := rx1.ReadFrom(buf); err != nil {
 			t.Fatal(err)
 		}
-		hops, _ := col.wait(t, "a's datagram", func(hops []event.Hop, _ []event.Drop) bool { return len(hops) > 0 })
+		isMine := func(h *event.Hop) bool { return h.Pkt.DstPort == p1 }
+		hops, _ := col.wait(t, "a's datagram", func(hops []event.Hop, _ []event.Drop) bool {
+			return len(filterHops(hops, isMine)) > 0
+		})
 		var mine event.Hop
-		for _, h := range hops {
-			if h.Pkt.DstPort == p1 {
-				mine = h
-			}
+		for _, h := range filterHops(hops, isMine) {
+			mine = h
 		}
 		if mine.PacketID == 0 {
 			t.Fatalf("no hop of a's datagram: %+v", hops)

@@ -110,6 +110,7 @@ type Tracer struct {
 	rd       *ringbuf.Reader
 	drop     closer // the kfree_skb link, nil without drops
 	drain    time.Duration
+	idle     idleReader
 	clock    Clock
 
 	mu       sync.Mutex
@@ -222,6 +223,7 @@ func Load(opts Options) (t *Tracer, err error) {
 	if t.rd, err = ringbuf.NewReader(coll.Maps["events"]); err != nil {
 		return t, fmt.Errorf("open ring buffer reader: %w", err)
 	}
+	t.idle = idleReader{asleepMap: coll.Maps["reader_asleep"], after: sleepAfter, check: sleepCheck}
 	t.rd.SetDeadline(time.Now().Add(t.drain))
 	return t, nil
 }

@@ -71,6 +71,10 @@ type Session struct {
 
 	mu     sync.Mutex // serialises Handler calls
 	newest uint64     // the newest event time delivered (under mu)
+	// quiet: no event for quietAfter, Handler.Tick runs every quietTick
+	// until one comes, and kick brings the ticks back (under mu).
+	quiet bool
+	kick  chan struct{}
 
 	amu      sync.Mutex // guards the attachments
 	attached []resolver.Interface
@@ -90,7 +94,7 @@ func Open(ctx context.Context, cfg Config) (s *Session, err error) {
 	if cfg.Resolver.Logger == nil {
 		cfg.Resolver.Logger = cfg.Logger
 	}
-	s = &Session{cfg: cfg, log: cfg.Logger, warned: map[topology.Key]bool{}}
+	s = &Session{cfg: cfg, log: cfg.Logger, warned: map[topology.Key]bool{}, kick: make(chan struct{}, 1)}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, s.Close())
@@ -187,14 +191,17 @@ func (s *Session) Run(ctx context.Context, h Handler) error {
 	}()
 	go func() {
 		defer wg.Done()
-		t := time.NewTicker(s.cfg.TickInterval)
+		t := time.NewTimer(s.cfg.TickInterval)
 		defer t.Stop()
 		var loss event.Loss
 		lastLoss := time.Now()
+		lastNewest, lastEvent := uint64(0), time.Now()
 		for {
 			select {
 			case <-ctx.Done():
 				return
+			case <-s.kick:
+				t.Reset(s.cfg.TickInterval)
 			case now := <-t.C:
 				s.mu.Lock()
 				if now.Sub(lastLoss) >= lossEvery {
@@ -202,7 +209,18 @@ func (s *Session) Run(ctx context.Context, h Handler) error {
 					s.reportLoss(h, &loss)
 				}
 				h.Tick(s.watermark())
+				if s.newest != lastNewest {
+					lastNewest, lastEvent = s.newest, now
+				}
+				// Quiet for a while: everything waiting on time is done
+				// (journeys, names), so tick slowly until the next event.
+				s.quiet = now.Sub(lastEvent) >= quietAfter
 				s.mu.Unlock()
+				if s.quiet {
+					t.Reset(quietTick)
+				} else {
+					t.Reset(s.cfg.TickInterval)
+				}
 			}
 		}
 	}()
@@ -234,6 +252,13 @@ func (s *Session) Run(ctx context.Context, h Handler) error {
 func (s *Session) deliver(h Handler, rec *tracer.Record) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.quiet {
+		s.quiet = false
+		select {
+		case s.kick <- struct{}{}:
+		default:
+		}
+	}
 	switch rec.Kind {
 	case tracer.KindHop:
 		s.newest = max(s.newest, rec.Hop.TimeNS)
@@ -264,6 +289,14 @@ func (s *Session) drainAfterStop(h Handler, rec *tracer.Record) {
 
 // lossEvery is how often the kernel's loss counters are read while running.
 const lossEvery = time.Second
+
+// Ticks while nothing happens: after quietAfter without an event (longer
+// than anything in the pipeline waits: a journey 200 ms, its names 500 ms)
+// a tick every quietTick is enough, and the process stays off the CPUs.
+const (
+	quietAfter = time.Second
+	quietTick  = time.Second
+)
 
 // reportLoss hands the loss counters to h when they changed since last.
 // Called with s.mu.
