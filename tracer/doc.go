@@ -99,8 +99,10 @@
 // The kernel submits to the ring buffer without waking the reader, which
 // costs a few hundred ns per event instead of microseconds; the reader
 // drains the ring when it has data and looks again every
-// Options.DrainInterval (10ms) when it was empty, so idle latency stays in
-// the tens of milliseconds. Events the full ring cannot take are counted per
+// Options.DrainInterval (10ms) when it was empty, so latency stays in the
+// tens of milliseconds. After 200ms of empty ring the reader sleeps and
+// sets reader_asleep, and the kernel wakes it with the next event: an idle
+// tracer does not wake at all (idle.go). Events the full ring cannot take are counted per
 // CPU and reported by Loss, exactly.
 //
 // # Netns identity on older kernels

@@ -54,7 +54,8 @@ type Options struct {
 	// of at least a page (0: 4 MiB).
 	RingBufferBytes int
 	// DrainInterval is how often the reader looks at the ring buffer when
-	// it is idle: the kernel submits without wakeups (0: 10ms).
+	// it found it empty: the kernel submits without wakeups (0: 10ms).
+	// After 200ms of empty looks the reader sleeps until the kernel wakes it.
 	DrainInterval time.Duration
 	// Filter, compiled by filter.Compile, is evaluated in the kernel at a
 	// packet's first hook; packets it rejects make no hops and no drops and
