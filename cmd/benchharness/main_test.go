@@ -139,3 +139,26 @@ func TestParseFlags(t *testing.T) {
 		t.Error("unknown condition accepted")
 	}
 }
+
+func TestParseHookPoint(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want hookPoint
+	}{
+		{"docker0", hookPoint{name: "docker0"}},
+		{"/proc/42/ns/net:eth0", hookPoint{netns: "/proc/42/ns/net", name: "eth0"}},
+	} {
+		got, err := parseHookPoint(tc.in)
+		if err != nil || got != tc.want {
+			t.Errorf("parseHookPoint(%q) = %+v, %v; want %+v", tc.in, got, err, tc.want)
+		}
+		if got.String() != tc.in {
+			t.Errorf("%+v.String() = %q, want %q", got, got.String(), tc.in)
+		}
+	}
+	for _, bad := range []string{"", ":eth0", "/proc/42/ns/net:"} {
+		if _, err := parseHookPoint(bad); err == nil {
+			t.Errorf("parseHookPoint(%q): no error", bad)
+		}
+	}
+}
