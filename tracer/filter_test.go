@@ -167,15 +167,20 @@ func TestFilterDecisionSticks(t *testing.T) {
 // rejected packet costs the decode and the table lookups: no event, no
 // table entry.
 func BenchmarkHookCostFilter(b *testing.B) {
-	for _, bc := range []struct{ name, expr string }{
-		{"none", ""}, {"nomatch", "udp and dst port 5001"}, {"match", "tcp and dst port 80"},
+	for _, bc := range []struct {
+		name, expr string
+		interpret  bool
+	}{
+		{"none", "", false}, {"nomatch", "udp and dst port 5001", false}, {"match", "tcp and dst port 80", false},
+		// The interpreter the filter's own code replaced (filtercode.go).
+		{"nomatch-interpreted", "udp and dst port 5001", true}, {"match-interpreted", "tcp and dst port 80", true},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			var f *filter.Program
 			if bc.expr != "" {
 				f = mustCompile(b, bc.expr)
 			}
-			hookCost(b, Options{RingBufferBytes: 16 << 20, Filter: f})
+			hookCost(b, Options{RingBufferBytes: 16 << 20, Filter: f, interpretFilter: bc.interpret})
 		})
 	}
 }

@@ -77,6 +77,9 @@ type Options struct {
 	countHookCalls bool
 	// noSkbKey loads as on a kernel without bpf_cast_to_kern_ctx (tests).
 	noSkbKey bool
+	// interpretFilter keeps filter_match's interpreter instead of the
+	// filter's own code (filtercode.go), to compare the two (tests).
+	interpretFilter bool
 }
 
 // Features are what the running kernel offers hoptrace.
@@ -175,6 +178,11 @@ func Load(opts Options) (t *Tracer, err error) {
 	}
 	if err := setFilter(spec, opts.Filter); err != nil {
 		return nil, err
+	}
+	if !opts.interpretFilter {
+		if err := inlineFilter(spec, opts.Filter); err != nil {
+			return nil, err
+		}
 	}
 	if err := setAggregate(spec, opts.Aggregate); err != nil {
 		return nil, err

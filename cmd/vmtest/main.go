@@ -48,7 +48,10 @@ type options struct {
 }
 
 func (o *options) testArgs() string {
-	var a []string
+	// -test.short: the VMs may run under TCG, many times slower than the
+	// host, with a time limit; a test that sweeps many cases (each a BPF
+	// load) runs a sample of them there, and all of them on the host.
+	a := []string{"-test.short"}
 	if o.run != "" {
 		a = append(a, "-test.run "+shellQuote(o.run))
 	}
