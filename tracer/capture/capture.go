@@ -195,7 +195,7 @@ func (s *Session) Run(ctx context.Context, h Handler) error {
 		defer t.Stop()
 		var loss event.Loss
 		lastLoss := time.Now()
-		lastNewest, lastEvent := uint64(0), time.Now()
+		pace := tickPacer{lastEvent: time.Now()}
 		for {
 			select {
 			case <-ctx.Done():
@@ -209,18 +209,10 @@ func (s *Session) Run(ctx context.Context, h Handler) error {
 					s.reportLoss(h, &loss)
 				}
 				h.Tick(s.watermark())
-				if s.newest != lastNewest {
-					lastNewest, lastEvent = s.newest, now
-				}
-				// Quiet for a while: everything waiting on time is done
-				// (journeys, names), so tick slowly until the next event.
-				s.quiet = now.Sub(lastEvent) >= quietAfter
+				var next time.Duration
+				next, s.quiet = pace.next(s.newest, now, s.cfg.TickInterval)
 				s.mu.Unlock()
-				if s.quiet {
-					t.Reset(quietTick)
-				} else {
-					t.Reset(s.cfg.TickInterval)
-				}
+				t.Reset(next)
 			}
 		}
 	}()
@@ -297,6 +289,27 @@ const (
 	quietAfter = time.Second
 	quietTick  = time.Second
 )
+
+// tickPacer decides when the next tick comes.
+type tickPacer struct {
+	lastNewest uint64    // the newest event time at the last change
+	lastEvent  time.Time // when that changed
+}
+
+// next takes the newest event time delivered so far and the time of this
+// tick; it returns how long until the next tick and whether the capture is
+// quiet (then the first event must bring the busy ticks back: Session.kick).
+func (p *tickPacer) next(newest uint64, now time.Time, busy time.Duration) (time.Duration, bool) {
+	if newest != p.lastNewest {
+		p.lastNewest, p.lastEvent = newest, now
+	}
+	// Quiet for a while: everything waiting on time is done (journeys,
+	// names), so tick slowly until the next event.
+	if now.Sub(p.lastEvent) >= quietAfter {
+		return quietTick, true
+	}
+	return busy, false
+}
 
 // reportLoss hands the loss counters to h when they changed since last.
 // Called with s.mu.
