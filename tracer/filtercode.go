@@ -31,6 +31,18 @@ var (
 	pktDport     = int16(unsafe.Offsetof(hoptracePkt{}.Dport))
 )
 
+// rangeFields are the fields compared as one number in [Lo, Hi]: where
+// they are in struct pkt, and their size.
+var rangeFields = map[filter.Field]struct {
+	off  int16
+	size asm.Size
+}{
+	filter.FieldSrcPort:   {pktSport, asm.Half},
+	filter.FieldDstPort:   {pktDport, asm.Half},
+	filter.FieldProto:     {pktProto, asm.Byte},
+	filter.FieldEtherType: {pktEthertype, asm.Half},
+}
+
 // filterInstructions compiles f to the body of filter_match(const struct
 // pkt *p): r0 = 1 when any clause holds, else 0. Predicates are evaluated
 // as filter.Pred.match does, in order, a clause left at its first false
@@ -54,20 +66,11 @@ func filterInstructions(f *filter.Program) asm.Instructions {
 				c.emit(asm.And.Imm(asm.R2, int32(p.Layers)))
 				c.jump(asm.JEq.Imm(asm.R2, 0, ""), no)
 			}
-			switch p.Field {
-			case filter.FieldSrcPort:
-				c.emit(asm.LoadMem(asm.R2, asm.R1, pktSport, asm.Half))
+			switch f, ok := rangeFields[p.Field]; {
+			case ok:
+				c.emit(asm.LoadMem(asm.R2, asm.R1, f.off, f.size))
 				c.inRange(p.Lo, p.Hi, no)
-			case filter.FieldDstPort:
-				c.emit(asm.LoadMem(asm.R2, asm.R1, pktDport, asm.Half))
-				c.inRange(p.Lo, p.Hi, no)
-			case filter.FieldProto:
-				c.emit(asm.LoadMem(asm.R2, asm.R1, pktProto, asm.Byte))
-				c.inRange(p.Lo, p.Hi, no)
-			case filter.FieldEtherType:
-				c.emit(asm.LoadMem(asm.R2, asm.R1, pktEthertype, asm.Half))
-				c.inRange(p.Lo, p.Hi, no)
-			case filter.FieldAnyPort:
+			case p.Field == filter.FieldAnyPort:
 				dport := c.newLabel()
 				c.emit(asm.LoadMem(asm.R2, asm.R1, pktSport, asm.Half))
 				c.inRange(p.Lo, p.Hi, dport)
@@ -75,11 +78,11 @@ func filterInstructions(f *filter.Program) asm.Instructions {
 				c.place(dport)
 				c.emit(asm.LoadMem(asm.R2, asm.R1, pktDport, asm.Half))
 				c.inRange(p.Lo, p.Hi, no)
-			case filter.FieldSrcAddr:
+			case p.Field == filter.FieldSrcAddr:
 				c.addrIs(p, pktSrc, no)
-			case filter.FieldDstAddr:
+			case p.Field == filter.FieldDstAddr:
 				c.addrIs(p, pktDst, no)
-			case filter.FieldAnyAddr:
+			case p.Field == filter.FieldAnyAddr:
 				dst := c.newLabel()
 				c.addrIs(p, pktSrc, dst)
 				c.jump(asm.Ja.Label(""), yes)
