@@ -100,7 +100,9 @@
 // costs a few hundred ns per event instead of microseconds; the reader
 // drains the ring when it has data and looks again every
 // Options.DrainInterval (10ms) when it was empty, so latency stays in the
-// tens of milliseconds. After 200ms of empty ring the reader sleeps and
+// tens of milliseconds. It waits on a Go timer, not in a blocking system
+// call, which would wake the runtime's monitor thread thousands of times a
+// second. After 200ms of empty ring the reader sleeps and
 // sets reader_asleep, and the kernel wakes it with the next event: an idle
 // tracer does not wake at all (idle.go). Events the full ring cannot take are counted per
 // CPU and reported by Loss, exactly.

@@ -67,7 +67,7 @@ func (t *Tracer) ReadInto(ctx context.Context, r *Record) error {
 		switch {
 		case err == nil:
 			if t.idle.event() {
-				t.rd.SetDeadline(time.Now().Add(t.drain))
+				t.rd.SetDeadline(lookNow)
 			}
 			if t.decode(r) {
 				return nil
@@ -76,12 +76,45 @@ func (t *Tracer) ReadInto(ctx context.Context, r *Record) error {
 		case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, ringbuf.ErrFlushed):
 			// The ring is drained: look again in a drain interval, or,
 			// idle for a while, sleep until the kernel wakes us (idle.go).
-			t.rd.SetDeadline(t.idle.empty(ctx, t.drain, t.rd.AvailableBytes, t.rd.Flush))
+			next := t.idle.empty(ctx, t.drain, t.rd.AvailableBytes, t.rd.Flush)
+			if t.idle.asleep.Load() {
+				t.rd.SetDeadline(next)
+				continue
+			}
+			// Busy, the wait is a Go timer, not a blocking epoll_wait:
+			// a thread blocked in a system call for the whole interval
+			// has its P taken away by the runtime's monitor, which then
+			// polls at its fastest for a while; 100 times a second that
+			// was a third of a recording's CPU time. The look itself
+			// does not block.
+			if err := pause(ctx, next); err != nil {
+				return err
+			}
+			t.rd.SetDeadline(lookNow)
 		case errors.Is(err, ringbuf.ErrClosed), errors.Is(err, os.ErrClosed):
 			return ErrClosed
 		default:
 			return fmt.Errorf("read ring buffer: %w", err)
 		}
+	}
+}
+
+// lookNow is a ring reader deadline in the past: a look that does not block.
+var lookNow = time.Unix(1, 0)
+
+// pause waits until the time next, or returns ctx.Err() when ctx ends first.
+func pause(ctx context.Context, next time.Time) error {
+	d := time.Until(next)
+	if d <= 0 {
+		return nil
+	}
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-tm.C:
+		return nil
 	}
 }
 

@@ -233,7 +233,7 @@ func Load(opts Options) (t *Tracer, err error) {
 		return t, fmt.Errorf("open ring buffer reader: %w", err)
 	}
 	t.idle = idleReader{asleepMap: coll.Maps["reader_asleep"], after: sleepAfter, check: sleepCheck}
-	t.rd.SetDeadline(time.Now().Add(t.drain))
+	t.rd.SetDeadline(lookNow)
 	return t, nil
 }
 
