@@ -19,6 +19,27 @@ type hopRef struct {
 	pkt event.Packet
 }
 
+// fpIndex finds the latest hop coded with a fingerprint, for the writer to
+// code against: a direct-mapped table, 16 times the ring, so it costs an
+// index and a compare where a map cost three hash operations a hop (a
+// third of a recording's user-space time). Two fingerprints sharing a
+// slot only cost the older one its reference (the hop is then coded
+// against the previous one): the reader never sees the index.
+type fpIndex [fpIndexSlots]struct{ fp, seq uint64 } // seq: hop number + 1, 0 empty
+
+const fpIndexSlots = 16 * ringSize
+
+func fpSlot(fp uint64) uint64 { return (fp * 0x9e3779b97f4a7c15) >> (64 - 12) } // 12 = log2(fpIndexSlots)
+
+// latest returns the number of the latest hop coded with fingerprint fp.
+func (x *fpIndex) latest(fp uint64) (uint64, bool) {
+	e := &x[fpSlot(fp)]
+	return e.seq - 1, e.seq != 0 && e.fp == fp
+}
+
+// set notes hop number seq as the latest with fingerprint fp.
+func (x *fpIndex) set(fp, seq uint64) { x[fpSlot(fp)] = struct{ fp, seq uint64 }{fp, seq + 1} }
+
 // state is the coding context shared, in lockstep, by writer and reader. It
 // starts empty in every file, so each file (and each rotated part) decodes
 // on its own.
@@ -66,11 +87,11 @@ const (
 )
 
 // encodeHop codes h against the coding state and advances it.
-func (s *state) encodeHop(e *enc, h *event.Hop, fpIndex map[uint64]uint64, snaplen uint32) {
+func (s *state) encodeHop(e *enc, h *event.Hop, fpIndex *fpIndex, snaplen uint32) {
 	// Reference: the latest earlier hop of the same packet (same
 	// fingerprint), else the previous hop (often the same flow).
 	var d uint64
-	if seq, ok := fpIndex[h.Fingerprint]; ok && s.hops-seq <= ringSize {
+	if seq, ok := fpIndex.latest(h.Fingerprint); ok && s.hops-seq <= ringSize {
 		d = s.hops - seq
 	} else if s.hops > 0 {
 		d = 1
@@ -135,19 +156,13 @@ func (s *state) encodeHop(e *enc, h *event.Hop, fpIndex map[uint64]uint64, snapl
 	s.lastNetns = h.NetnsIno
 	s.lastSkb = h.SkbKey
 	s.lastPID = h.PacketID
-	if s.hops >= ringSize {
-		old := s.ring[s.hops%ringSize].fp
-		if seq, ok := fpIndex[old]; ok && seq == s.hops-ringSize {
-			delete(fpIndex, old)
-		}
-	}
-	fpIndex[h.Fingerprint] = s.hops
+	fpIndex.set(h.Fingerprint, s.hops)
 	s.push(h)
 }
 
-func (s *state) encodeDrop(e *enc, dr *event.Drop, fpIndex map[uint64]uint64, nameIDs map[string]uint64) {
+func (s *state) encodeDrop(e *enc, dr *event.Drop, fpIndex *fpIndex, nameIDs map[string]uint64) {
 	var d uint64
-	if seq, ok := fpIndex[dr.Fingerprint]; ok && s.hops-seq <= ringSize {
+	if seq, ok := fpIndex.latest(dr.Fingerprint); ok && s.hops-seq <= ringSize {
 		d = s.hops - seq
 	}
 	ref, _ := s.ref(d)

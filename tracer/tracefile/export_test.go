@@ -19,3 +19,6 @@ func (w *Writer) WriteRaw(k Kind, payload []byte) error {
 	w.e.b = append(w.e.b, payload...)
 	return w.frame(k)
 }
+
+// FPIndexSlot is the slot of fingerprint fp in the writer's fingerprint index.
+func FPIndexSlot(fp uint64) uint64 { return fpSlot(fp) }

@@ -43,7 +43,7 @@ type Writer struct {
 	file    *os.File // set by CreateFile: synced and closed by Close
 	hdr     Header
 	st      state
-	fpIndex map[uint64]uint64
+	fpIndex *fpIndex
 	nameIDs map[string]uint64
 	e       enc
 	hb      [binary.MaxVarintLen64 + 1]byte
@@ -74,7 +74,7 @@ func create(w io.Writer, hdr Header, js []byte) (*Writer, error) {
 	wr := &Writer{
 		bw:      bufio.NewWriterSize(w, 64<<10),
 		hdr:     hdr,
-		fpIndex: make(map[uint64]uint64),
+		fpIndex: new(fpIndex),
 		nameIDs: make(map[string]uint64),
 	}
 	// magic | version u16 | JSON length u32 | CRC32C(version, length) u32 |
