@@ -321,6 +321,27 @@ struct {
 	__type(value, struct hist);
 } path_hist SEC(".maps");
 
+/* aggregate_only: the histograms most counted into, per CPU, in front of
+ * hop_hist (the first HIST_CACHE_SLOTS) and path_hist (the rest). A slot is
+ * direct-mapped by its key and kept by the first key counted into it; a key
+ * whose slot another holds goes to the hash map. Finding a slot is an
+ * array index and two compares, where a hash map lookup hashes the key and
+ * walks a bucket in a helper call: a third of what serve's hooks cost.
+ * User space adds a key's slots and its hash entry, and empties the slots
+ * of keys whose hooks are gone. */
+#define HIST_CACHE_SLOTS 256
+struct hist_slot {
+	struct hook_pair key; /* all zero: free */
+	struct hist h;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2 * HIST_CACHE_SLOTS);
+	__type(key, __u32);
+	__type(value, struct hist_slot);
+} hist_cache SEC(".maps");
+
 /* aggregate_only: drops of traced packets. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
@@ -437,6 +458,7 @@ const struct hist *unused_hist __attribute__((unused));
 const struct hook_pair *unused_hook_pair __attribute__((unused));
 const struct drop_key *unused_drop_key __attribute__((unused));
 const struct flight *unused_flight __attribute__((unused));
+const struct hist_slot *unused_hist_slot __attribute__((unused));
 const enum tunnel_bits *unused_tunnel_bits __attribute__((unused));
 
 extern void *bpf_cast_to_kern_ctx(void *obj) __ksym __weak;
@@ -972,17 +994,51 @@ static __always_inline __u32 at_hook(__u32 netns_ino, __u32 ifindex, __u8 dir)
 
 static const struct hist zero_hist = {};
 
-/* hist_add counts v (ns) in the histogram of key in map. */
-static __always_inline void hist_add(void *map, const struct hook_pair *key, __u64 v)
+/* hist_cache_idx is key's slot in the half of hist_cache (0 or
+ * HIST_CACHE_SLOTS); tracer/aggregate.go needs no copy of it. */
+static __always_inline __u32 hist_cache_idx(const struct hook_pair *key, __u32 half)
 {
-	struct hist *h = bpf_map_lookup_elem(map, key);
-	if (!h) {
-		bpf_map_update_elem(map, key, &zero_hist, BPF_NOEXIST);
-		h = bpf_map_lookup_elem(map, key);
-		if (!h) {
-			count(&lost, LOST_AGGREGATE);
-			return;
+	__u64 a, b;
+	__builtin_memcpy(&a, &key->from, 8);
+	__builtin_memcpy(&b, &key->to, 8);
+	__u64 h = (a ^ (b * 0xff51afd7ed558ccdULL)) * 0x9e3779b97f4a7c15ULL;
+	return (__u32)(h >> 56) | half; /* 56 = 64 - log2(HIST_CACHE_SLOTS) */
+}
+
+/* hist_find returns the histogram of key on this CPU: its slot of
+ * hist_cache when it has (or can take) one, else its entry in map. */
+static __always_inline struct hist *hist_find(void *map, __u32 half, const struct hook_pair *key)
+{
+	__u32 idx = hist_cache_idx(key, half);
+	struct hist_slot *c = bpf_map_lookup_elem(&hist_cache, &idx);
+	if (c) {
+		__u64 a, b, ca, cb;
+		__builtin_memcpy(&a, &key->from, 8);
+		__builtin_memcpy(&b, &key->to, 8);
+		__builtin_memcpy(&ca, &c->key.from, 8);
+		__builtin_memcpy(&cb, &c->key.to, 8);
+		if (ca == a && cb == b)
+			return &c->h;
+		if (!ca && !cb) { /* free: this CPU's own, no one else writes it */
+			__builtin_memcpy(&c->key, key, sizeof(*key));
+			return &c->h;
 		}
+	}
+	struct hist *h = bpf_map_lookup_elem(map, key);
+	if (h)
+		return h;
+	bpf_map_update_elem(map, key, &zero_hist, BPF_NOEXIST);
+	return bpf_map_lookup_elem(map, key);
+}
+
+/* hist_add counts v (ns) in the histogram of key: hop_hist's (half 0) or
+ * path_hist's (half HIST_CACHE_SLOTS). */
+static __always_inline void hist_add(void *map, __u32 half, const struct hook_pair *key, __u64 v)
+{
+	struct hist *h = hist_find(map, half, key);
+	if (!h) {
+		count(&lost, LOST_AGGREGATE);
+		return;
 	}
 	__u32 idx = 0;
 #pragma unroll
@@ -1003,7 +1059,7 @@ static __noinline void agg_hop(struct seen *s, __u32 netns_ino, __u32 ifindex_di
 	if (!s)
 		return;
 	struct hook_pair k = { .from = s->last, .to = { netns_ino, ifindex_dir } };
-	hist_add(&hop_hist, &k, now - s->ts);
+	hist_add(&hop_hist, 0, &k, now - s->ts);
 	s->last = k.to;
 }
 
@@ -1014,7 +1070,7 @@ static __noinline void agg_path(const struct seen *s, __u32 netns_ino, __u32 ifi
 	if (!s)
 		return;
 	struct hook_pair k = { .from = s->first, .to = { netns_ino, ifindex_dir } };
-	hist_add(&path_hist, &k, now - s->first_ts);
+	hist_add(&path_hist, HIST_CACHE_SLOTS, &k, now - s->first_ts);
 }
 
 /* packet_id joins a hop to its packet and keeps its entry, or returns 0

@@ -64,8 +64,17 @@ func (t *Tracer) Aggregates() (metrics.Aggregates, error) {
 	}{{"hop_hist", agg.Hops}, {"path_hist", agg.Paths}} {
 		errs = append(errs, readHists(t.coll.Maps[m.name], m.out, live))
 	}
+	errs = append(errs, readHistCache(t.coll.Maps["hist_cache"], agg.Hops, agg.Paths, live))
 	errs = append(errs, t.readDrops(agg.Drops, live))
 	return agg, errors.Join(errs...)
+}
+
+// addHist adds a kernel histogram to h.
+func addHist(h *metrics.Hist, v *hoptraceHist) {
+	for i := range h.Buckets {
+		h.Buckets[i] += v.Buckets[i]
+	}
+	h.SumNS += v.SumNs
 }
 
 func readHists(m *ebpf.Map, out map[metrics.Pair]metrics.Hist, live map[topology.Key]bool) error {
@@ -81,12 +90,9 @@ func readHists(m *ebpf.Map, out map[metrics.Pair]metrics.Hist, live map[topology
 			stale = append(stale, k)
 			continue
 		}
-		var h metrics.Hist
-		for _, v := range vals {
-			for i := range h.Buckets {
-				h.Buckets[i] += v.Buckets[i]
-			}
-			h.SumNS += v.SumNs
+		h := out[p]
+		for i := range vals {
+			addHist(&h, &vals[i])
 		}
 		out[p] = h
 	}
@@ -94,6 +100,60 @@ func readHists(m *ebpf.Map, out map[metrics.Pair]metrics.Hist, live map[topology
 		return fmt.Errorf("read %s: %w", m, err)
 	}
 	return deleteKeys(m, stale)
+}
+
+// readHistCache adds the per-CPU histogram slots of hist_cache (the first
+// half hops, the second paths) to what the hash maps held. A slot keeps its
+// key while the key's hooks are attached, so a key's total only grows. An
+// index where no CPU's slot holds a live key but some hold a gone one is
+// emptied for new keys; a CPU that takes a free slot there between this
+// read and the write loses those few microseconds of counts.
+func readHistCache(m *ebpf.Map, hops, paths map[metrics.Pair]metrics.Hist, live map[topology.Key]bool) error {
+	var (
+		idx   uint32
+		vals  []hoptraceHistSlot
+		stale []uint32
+	)
+	half := m.MaxEntries() / 2
+	it := m.Iterate()
+	for it.Next(&idx, &vals) {
+		out := hops
+		if idx >= half {
+			out = paths
+		}
+		gone, used := false, false
+		for i := range vals {
+			k := vals[i].Key
+			if k == (hoptraceHookPair{}) {
+				continue
+			}
+			p := metrics.Pair{From: aggHook(k.From), To: aggHook(k.To)}
+			if !live[p.From.Key] || !live[p.To.Key] {
+				gone = true
+				continue
+			}
+			used = true
+			h := out[p]
+			addHist(&h, &vals[i].H)
+			out[p] = h
+		}
+		if gone && !used {
+			stale = append(stale, idx)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("read %s: %w", m, err)
+	}
+	if len(stale) == 0 {
+		return nil
+	}
+	free := make([]hoptraceHistSlot, len(vals))
+	for _, idx := range stale {
+		if err := m.Update(idx, free, ebpf.UpdateExist); err != nil {
+			return fmt.Errorf("empty %s slot %d: %w", m, idx, err)
+		}
+	}
+	return nil
 }
 
 func (t *Tracer) readDrops(out map[metrics.DropKey]uint64, live map[topology.Key]bool) error {

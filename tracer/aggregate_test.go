@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+
 	"github.com/hoptrace/hoptrace/resolver/topology"
 	"github.com/hoptrace/hoptrace/tracer/metrics"
 	"github.com/hoptrace/hoptrace/vmtests/testenv"
@@ -19,8 +21,67 @@ import (
 // up to the path's; nothing goes to the ring; a FORWARD drop is counted by
 // reason at the hook that saw the packet last; and entries of detached
 // interfaces go.
+//
+// With taken, every slot of the per-CPU histogram cache is first held by a
+// key of hooks that do not exist, so the counts go to the hash maps: the
+// totals must be the same, and the first read must free those slots.
 func TestAggregate(t *testing.T) {
 	allModes(t, func(t *testing.T, opts Options) {
+		t.Run("cache", func(t *testing.T) { testAggregate(t, opts, false) })
+		t.Run("cache-taken", func(t *testing.T) { testAggregate(t, opts, true) })
+	})
+}
+
+// takeHistCache fills every slot of hist_cache, on every CPU, with a key of
+// hooks nobody attached.
+func takeHistCache(t *testing.T, tr *Tracer) {
+	m := tr.coll.Maps["hist_cache"]
+	ncpu, err := ebpf.PossibleCPU()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for idx := uint32(0); idx < m.MaxEntries(); idx++ {
+		vals := make([]hoptraceHistSlot, ncpu)
+		for c := range vals {
+			vals[c].Key = hoptraceHookPair{
+				From: hoptraceHookId{NetnsIno: 1, IfindexDir: idx},
+				To:   hoptraceHookId{NetnsIno: 1, IfindexDir: uint32(c)},
+			}
+			vals[c].H.Buckets[0] = 7
+		}
+		if err := m.Update(idx, vals, ebpf.UpdateExist); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// cacheSlots counts the slots of hist_cache in use, over all CPUs: in the
+// hop half and the path half.
+func cacheSlots(t *testing.T, tr *Tracer) (hops, paths int) {
+	m := tr.coll.Maps["hist_cache"]
+	var idx uint32
+	var vals []hoptraceHistSlot
+	it := m.Iterate()
+	for it.Next(&idx, &vals) {
+		for _, v := range vals {
+			if v.Key == (hoptraceHookPair{}) {
+				continue
+			}
+			if idx < m.MaxEntries()/2 {
+				hops++
+			} else {
+				paths++
+			}
+		}
+	}
+	if err := it.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return hops, paths
+}
+
+func testAggregate(t *testing.T, opts Options, taken bool) {
+	{
 		topo := testenv.NewTopology(t, 2)
 		a, b := topo.Hosts[0], topo.Hosts[1]
 		rx := b.UDPConn(t, 0)
@@ -28,6 +89,9 @@ func TestAggregate(t *testing.T) {
 		opts.Aggregate = true
 		opts.Filter = mustCompile(t, fmt.Sprintf("udp and dst port %d", port))
 		tr := load(t, opts)
+		if taken {
+			takeHistCache(t, tr)
+		}
 		attachAll(t, tr, topo)
 
 		const n = 5
@@ -72,6 +136,19 @@ func TestAggregate(t *testing.T) {
 		if tr.Unread() != 0 {
 			t.Errorf("%d bytes in the ring buffer with Aggregate", tr.Unread())
 		}
+		var hashed int
+		for _, name := range []string{"hop_hist", "path_hist"} {
+			hashed += mapLen(t, tr.coll.Maps[name])
+		}
+		cachedHops, cachedPaths := cacheSlots(t, tr)
+		switch {
+		case taken && (hashed != 4 || cachedHops+cachedPaths != 0):
+			t.Errorf("cache taken: %d hash entries, want 4 (3 hops, 1 path); %d+%d cache slots in use after the read, want the stale ones freed",
+				hashed, cachedHops, cachedPaths)
+		case !taken && (hashed != 0 || cachedHops < 3 || cachedPaths < 1):
+			t.Errorf("%d hash entries, want none; %d hop and %d path cache slots in use, want at least 3 and 1",
+				hashed, cachedHops, cachedPaths)
+		}
 
 		if _, err := os.Stat("/proc/sys/net/bridge/bridge-nf-call-iptables"); err == nil && tr.Features().Drops {
 			rule := []string{"FORWARD", "-s", a.IP.String(), "-d", b.IP.String(), "-p", "udp",
@@ -111,15 +188,26 @@ func TestAggregate(t *testing.T) {
 		if len(agg.Paths) != 0 || len(agg.Hops) != 1 {
 			t.Errorf("after b's detach: paths %+v, hops %+v; want none and a's first hop", agg.Paths, agg.Hops)
 		}
-		var keys int
-		it := tr.coll.Maps["path_hist"].Iterate()
-		var k hoptraceHookPair
-		var v []hoptraceHist
-		for it.Next(&k, &v) {
-			keys++
-		}
-		if keys != 0 {
+		if keys := mapLen(t, tr.coll.Maps["path_hist"]); keys != 0 {
 			t.Errorf("%d path entries left in the kernel after b's detach", keys)
 		}
-	})
+		if _, paths := cacheSlots(t, tr); paths != 0 {
+			t.Errorf("%d path cache slots still held after b's detach", paths)
+		}
+	}
+}
+
+// mapLen counts the keys of a per-CPU hash map.
+func mapLen(t *testing.T, m *ebpf.Map) int {
+	var n int
+	var k hoptraceHookPair
+	var v []hoptraceHist
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		n++
+	}
+	if err := it.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }

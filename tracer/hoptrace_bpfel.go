@@ -81,6 +81,12 @@ type hoptraceHist struct {
 	SumNs   uint64
 }
 
+type hoptraceHistSlot struct {
+	_   structs.HostLayout
+	Key hoptraceHookPair
+	H   hoptraceHist
+}
+
 type hoptraceHookFlag uint32
 
 const (
@@ -220,6 +226,7 @@ const (
 	hoptraceMapDropCounts                = "drop_counts"
 	hoptraceMapEvents                    = "events"
 	hoptraceMapFlights                   = "flights"
+	hoptraceMapHistCache                 = "hist_cache"
 	hoptraceMapHookCalls                 = "hook_calls"
 	hoptraceMapHookMore                  = "hook_more"
 	hoptraceMapHookSlots                 = "hook_slots"
@@ -260,6 +267,7 @@ const (
 	hoptraceVarUnusedField               = "unused_field"
 	hoptraceVarUnusedFlight              = "unused_flight"
 	hoptraceVarUnusedHist                = "unused_hist"
+	hoptraceVarUnusedHistSlot            = "unused_hist_slot"
 	hoptraceVarUnusedHookFlag            = "unused_hook_flag"
 	hoptraceVarUnusedHookKey             = "unused_hook_key"
 	hoptraceVarUnusedHookPair            = "unused_hook_pair"
@@ -332,6 +340,7 @@ type hoptraceMapSpecs struct {
 	DropCounts   *ebpf.MapSpec `ebpf:"drop_counts"`
 	Events       *ebpf.MapSpec `ebpf:"events"`
 	Flights      *ebpf.MapSpec `ebpf:"flights"`
+	HistCache    *ebpf.MapSpec `ebpf:"hist_cache"`
 	HookCalls    *ebpf.MapSpec `ebpf:"hook_calls"`
 	HookMore     *ebpf.MapSpec `ebpf:"hook_more"`
 	HookSlots    *ebpf.MapSpec `ebpf:"hook_slots"`
@@ -369,6 +378,7 @@ type hoptraceVariableSpecs struct {
 	UnusedField         *ebpf.VariableSpec `ebpf:"unused_field"`
 	UnusedFlight        *ebpf.VariableSpec `ebpf:"unused_flight"`
 	UnusedHist          *ebpf.VariableSpec `ebpf:"unused_hist"`
+	UnusedHistSlot      *ebpf.VariableSpec `ebpf:"unused_hist_slot"`
 	UnusedHookFlag      *ebpf.VariableSpec `ebpf:"unused_hook_flag"`
 	UnusedHookKey       *ebpf.VariableSpec `ebpf:"unused_hook_key"`
 	UnusedHookPair      *ebpf.VariableSpec `ebpf:"unused_hook_pair"`
@@ -404,6 +414,7 @@ type hoptraceMaps struct {
 	DropCounts   *ebpf.Map `ebpf:"drop_counts"`
 	Events       *ebpf.Map `ebpf:"events"`
 	Flights      *ebpf.Map `ebpf:"flights"`
+	HistCache    *ebpf.Map `ebpf:"hist_cache"`
 	HookCalls    *ebpf.Map `ebpf:"hook_calls"`
 	HookMore     *ebpf.Map `ebpf:"hook_more"`
 	HookSlots    *ebpf.Map `ebpf:"hook_slots"`
@@ -423,6 +434,7 @@ func (m *hoptraceMaps) Close() error {
 		m.DropCounts,
 		m.Events,
 		m.Flights,
+		m.HistCache,
 		m.HookCalls,
 		m.HookMore,
 		m.HookSlots,
@@ -461,6 +473,7 @@ type hoptraceVariables struct {
 	UnusedField         *ebpf.Variable `ebpf:"unused_field"`
 	UnusedFlight        *ebpf.Variable `ebpf:"unused_flight"`
 	UnusedHist          *ebpf.Variable `ebpf:"unused_hist"`
+	UnusedHistSlot      *ebpf.Variable `ebpf:"unused_hist_slot"`
 	UnusedHookFlag      *ebpf.Variable `ebpf:"unused_hook_flag"`
 	UnusedHookKey       *ebpf.Variable `ebpf:"unused_hook_key"`
 	UnusedHookPair      *ebpf.Variable `ebpf:"unused_hook_pair"`
