@@ -35,14 +35,6 @@ const stopGrace = time.Second
 // queued after the deadline (the summary, the error line).
 const stallLimit = 100 * time.Millisecond
 
-// batchDelay: the writer goroutine lets a write smaller than a quarter of
-// the buffer wait this long for more (not after a stop). Under a flood of
-// JSON it otherwise wrote whatever had come during its last write(2), ~30
-// KB at a time, thousands of times a second, and the runtime handed its P
-// around at every long system call: 3 context switches per write, a
-// quarter of trace -o json's CPU time.
-const batchDelay = 2 * time.Millisecond
-
 // outBufferBytes bounds what an outWriter holds for its reader.
 const outBufferBytes = 256 << 10
 
@@ -78,11 +70,6 @@ func (o *outWriter) loop() {
 		if len(o.pending) == 0 || o.err != nil {
 			o.mu.Unlock()
 			continue
-		}
-		if len(o.pending) < o.limit/4 && o.deadline.IsZero() {
-			o.mu.Unlock()
-			time.Sleep(batchDelay)
-			o.mu.Lock()
 		}
 		buf := o.pending
 		o.pending, o.spare = o.spare[:0], nil
