@@ -419,6 +419,14 @@ struct {
 	__type(value, __u64);
 } last_traced SEC(".maps");
 
+/* When this CPU last wrote last_traced, in ns (mark_traced). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} marked_at SEC(".maps");
+
 /* join_window_ns plus a slack (CPUs race to write last_traced), in jiffies
  * of the fastest tick (HZ 1000): with a slower tick it spans more time,
  * which only keeps the lookups on longer. */
@@ -903,11 +911,21 @@ static __always_inline bool traced_lately(void)
 	return bpf_jiffies64() - *t < traced_window_jiffies;
 }
 
-/* mark_traced notes that a packet was traced now; it writes the shared word
- * at most once a tick, so CPUs rarely contend for it. */
-static __always_inline void mark_traced(void)
+/* mark_traced notes that a packet was traced at now (ns). Each CPU does so
+ * at most once every MARK_EVERY_NS, far inside the slack of
+ * traced_window_jiffies: reading jiffies and the shared word at every hop
+ * cost serve's hooks a tenth of their time. The shared word is written at
+ * most once a tick, so CPUs rarely contend for it. */
+#define MARK_EVERY_NS 1000000
+static __always_inline void mark_traced(__u64 now)
 {
 	__u32 zero = 0;
+	__u64 *m = bpf_map_lookup_elem(&marked_at, &zero);
+	if (!m)
+		return;
+	if (now - *m < MARK_EVERY_NS)
+		return;
+	*m = now;
 	__u64 *t = bpf_map_lookup_elem(&last_traced, &zero);
 	if (!t)
 		return;
@@ -1273,7 +1291,7 @@ static __always_inline void hop(struct __sk_buff *ctx, __u8 dir, bool underlay)
 	__u32 hook = (ifindex << 1 | dir) ^ (netns_ino * 2654435761U);
 	__u64 id = packet_id(have_kern_ctx ? skb : fp, fp, now, hook, netns_ino, ifindex, dir, &p, wanted);
 	if (id)
-		mark_traced();
+		mark_traced(now);
 	if (!id || aggregate_only)
 		return;
 

@@ -234,6 +234,7 @@ const (
 	hoptraceMapIdCounter                 = "id_counter"
 	hoptraceMapLastTraced                = "last_traced"
 	hoptraceMapLost                      = "lost"
+	hoptraceMapMarkedAt                  = "marked_at"
 	hoptraceMapPathHist                  = "path_hist"
 	hoptraceMapReaderAsleep              = "reader_asleep"
 	hoptraceMapScratch                   = "scratch"
@@ -348,6 +349,7 @@ type hoptraceMapSpecs struct {
 	IdCounter    *ebpf.MapSpec `ebpf:"id_counter"`
 	LastTraced   *ebpf.MapSpec `ebpf:"last_traced"`
 	Lost         *ebpf.MapSpec `ebpf:"lost"`
+	MarkedAt     *ebpf.MapSpec `ebpf:"marked_at"`
 	PathHist     *ebpf.MapSpec `ebpf:"path_hist"`
 	ReaderAsleep *ebpf.MapSpec `ebpf:"reader_asleep"`
 	Scratch      *ebpf.MapSpec `ebpf:"scratch"`
@@ -422,6 +424,7 @@ type hoptraceMaps struct {
 	IdCounter    *ebpf.Map `ebpf:"id_counter"`
 	LastTraced   *ebpf.Map `ebpf:"last_traced"`
 	Lost         *ebpf.Map `ebpf:"lost"`
+	MarkedAt     *ebpf.Map `ebpf:"marked_at"`
 	PathHist     *ebpf.Map `ebpf:"path_hist"`
 	ReaderAsleep *ebpf.Map `ebpf:"reader_asleep"`
 	Scratch      *ebpf.Map `ebpf:"scratch"`
@@ -442,6 +445,7 @@ func (m *hoptraceMaps) Close() error {
 		m.IdCounter,
 		m.LastTraced,
 		m.Lost,
+		m.MarkedAt,
 		m.PathHist,
 		m.ReaderAsleep,
 		m.Scratch,
