@@ -133,6 +133,11 @@ func testAggregate(t *testing.T, opts Options, taken bool) {
 		if hopSum != p.SumNS || p.SumNS == 0 {
 			t.Errorf("hop latencies add up to %dns, the path's to %dns", hopSum, p.SumNS)
 		}
+		for _, all := range []map[metrics.Pair]metrics.Hist{agg.Paths, agg.Hops} {
+			for pair, h := range all {
+				checkBuckets(t, pair, h)
+			}
+		}
 		if tr.Unread() != 0 {
 			t.Errorf("%d bytes in the ring buffer with Aggregate", tr.Unread())
 		}
@@ -194,6 +199,29 @@ func testAggregate(t *testing.T, opts Options, taken bool) {
 		if _, paths := cacheSlots(t, tr); paths != 0 {
 			t.Errorf("%d path cache slots still held after b's detach", paths)
 		}
+	}
+}
+
+// checkBuckets checks that a histogram's values lie in their buckets: the
+// sum of its values is at least what the buckets' lower bounds add up to,
+// and at most what their upper bounds do.
+func checkBuckets(t *testing.T, pair metrics.Pair, h metrics.Hist) {
+	t.Helper()
+	var low, high uint64
+	unbounded := false
+	for i, n := range h.Buckets {
+		if i > 0 {
+			low += n * metrics.BoundsNS[i-1]
+		}
+		if i < metrics.NumBounds {
+			high += n * metrics.BoundsNS[i]
+		} else if n > 0 {
+			unbounded = true
+		}
+	}
+	if h.SumNS < low || (!unbounded && h.SumNS > high) {
+		t.Errorf("%v: %d values summing to %dns in buckets %v, which hold %d to %dns",
+			pair, h.Count(), h.SumNS, h.Buckets, low, high)
 	}
 }
 
