@@ -111,12 +111,21 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 	log.Info(fmt.Sprintf("serving http://%s/metrics: %d interfaces hooked (%s); Ctrl-C to stop", ln.Addr(), len(sess.Attached()), sess.Features()))
 
 	var runErr error
+	runEnded := false
 	select {
 	case <-ctx.Done():
 	case runErr = <-ran:
+		runEnded = true
 	case runErr = <-served:
 	}
 	cancel()
+	if !runEnded {
+		// Run ends with ctx (after draining for at most a moment); the
+		// session is closed only after it, never under it.
+		if err := <-ran; runErr == nil {
+			runErr = err
+		}
+	}
 	shut, stop := context.WithTimeout(context.Background(), 2*time.Second)
 	defer stop()
 	shutErr := srv.Shutdown(shut)
