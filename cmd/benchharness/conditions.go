@@ -42,6 +42,42 @@ type condition struct {
 	// needs: a hoptrace subcommand that must exist, else the condition is
 	// skipped (a slot for what is not there yet).
 	needs string
+	// bin: the hoptrace binary, when not -hoptrace (-baseline's twins).
+	bin string
+}
+
+// baselineSuffix names a condition's twin run with the -baseline binary.
+const baselineSuffix = "@base"
+
+// kindName is the condition's name without baselineSuffix: what it runs.
+func (c condition) kindName() string { return strings.TrimSuffix(c.name, baselineSuffix) }
+
+// hoptraceBin is the binary a hoptrace condition runs.
+func (c condition) hoptraceBin(o options) string {
+	if c.bin != "" {
+		return c.bin
+	}
+	return o.hoptrace
+}
+
+// withBaseline puts after each hoptrace condition its twin run with the
+// binary base, so that the rounds interleave the two builds.
+func withBaseline(conds []condition, base string) []condition {
+	if base == "" {
+		return conds
+	}
+	var out []condition
+	for _, c := range conds {
+		out = append(out, c)
+		if c.kind == kindHoptrace {
+			t := c
+			t.name += baselineSuffix
+			t.label += " [baseline build]"
+			t.bin = base
+			out = append(out, t)
+		}
+	}
+	return out
 }
 
 // serveAddr is where the serve slot listens: loopback only.
@@ -152,14 +188,14 @@ func (h *harness) startTracer(ctx context.Context, c condition) (*tracer, error)
 		}
 		argv = []string{self, "-floor", strings.Join(pts, ","), "-floor-ready", t.readyFile}
 	case kindHoptrace:
-		argv = []string{h.o.hoptrace}
+		argv = []string{c.hoptraceBin(h.o)}
 		for _, a := range c.args {
 			if a == "FILE" {
 				a = t.outFile
 			}
 			argv = append(argv, a)
 		}
-		if c.name != "serve" || h.serveHasReadyFile {
+		if c.kindName() != "serve" || h.serveHasReadyFile {
 			argv = append(argv, "--ready-file", t.readyFile)
 		}
 		argv = append(argv, h.bed.hoptraceArgs()...)
@@ -219,7 +255,7 @@ func (t *tracer) ready() bool {
 	case t.c.kind == kindTcpdump:
 		b, _ := os.ReadFile(t.stderrFile)
 		return bytes.Contains(b, []byte("listening on"))
-	case t.c.name == "serve" && !fileExists(t.readyFile):
+	case t.c.kindName() == "serve" && !fileExists(t.readyFile):
 		// A serve without --ready-file: ready once it accepts on loopback.
 		conn, err := net.DialTimeout("tcp", serveAddr, 100*time.Millisecond)
 		if err == nil {
@@ -281,7 +317,7 @@ func (t *tracer) finish(s *sample, all1, host1 uint64) {
 	switch {
 	case t.c.kind == kindTcpdump:
 		s.hops, s.lost, err = tcpdumpStats(readFileTail(t.stderrFile, 4096))
-	case t.c.name == "serve", t.c.kind == kindFloor:
+	case t.c.kindName() == "serve", t.c.kind == kindFloor:
 		// No per-packet output to count.
 	case t.c.stdoutToFile:
 		s.hops, s.lost, s.evicted, err = jsonSummary(readFileTail(t.outFile, 64<<10) + "\n" + readFileTail(t.stderrFile, 16<<10))

@@ -175,11 +175,11 @@ func (h *harness) runWorkloads(ctx context.Context, s *sample) error {
 // available says why a condition cannot run here, or "".
 func (h *harness) available(ctx context.Context, c condition) string {
 	if c.needs != "" {
-		out, err := exec.CommandContext(ctx, h.o.hoptrace, c.needs, "--help").CombinedOutput()
+		out, err := exec.CommandContext(ctx, c.hoptraceBin(h.o), c.needs, "--help").CombinedOutput()
 		if err != nil {
 			return fmt.Sprintf("skipped: this hoptrace has no %q subcommand yet", c.needs)
 		}
-		if c.name == "serve" {
+		if c.kindName() == "serve" {
 			h.serveHasReadyFile = strings.Contains(string(out), "--ready-file")
 		}
 	}
@@ -197,8 +197,8 @@ func rotate[T any](s []T, k int) []T {
 func (h *harness) measure(ctx context.Context) (*report, error) {
 	rep := newReport(h)
 	var conds []condition
-	for _, c := range allConditions() {
-		if h.o.conditions != nil && !contains(h.o.conditions, c.name) {
+	for _, c := range withBaseline(allConditions(), h.o.baseline) {
+		if h.o.conditions != nil && !contains(h.o.conditions, c.kindName()) {
 			continue
 		}
 		rep.conds = append(rep.conds, c)

@@ -51,6 +51,7 @@ import (
 
 type options struct {
 	hoptrace   string
+	baseline   string // -baseline: a second hoptrace binary, run as each condition's twin
 	pingpong   string
 	rounds     int
 	duration   time.Duration // of each workload
@@ -81,6 +82,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs := flag.NewFlagSet("benchharness", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.hoptrace, "hoptrace", "./hoptrace", "the hoptrace binary to measure")
+	fs.StringVar(&o.baseline, "baseline", "", "another hoptrace binary: each hoptrace condition also runs with it, interleaved, as NAME"+baselineSuffix+" (an A/B of two builds in one run)")
 	fs.StringVar(&o.pingpong, "pingpong", "", "the pingpong binary (default: build ./cmd/pingpong with go build)")
 	fs.IntVar(&o.rounds, "rounds", 5, "rounds; each runs every condition once")
 	fs.DurationVar(&o.duration, "duration", 5*time.Second, "length of each workload run")
@@ -154,6 +156,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	}
 	if _, err := os.Stat(o.hoptrace); err != nil {
 		return fmt.Errorf("hoptrace binary: %w (run make build)", err)
+	}
+	if o.baseline != "" {
+		if o.baseline, err = filepath.Abs(o.baseline); err != nil {
+			return err
+		}
+		if _, err := os.Stat(o.baseline); err != nil {
+			return fmt.Errorf("baseline binary: %w", err)
+		}
 	}
 	tmp, err := os.MkdirTemp("", "hoptrace-bench-")
 	if err != nil {
