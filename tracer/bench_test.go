@@ -123,7 +123,7 @@ func hookCost(b *testing.B, opts Options) event.Loss {
 		}
 		total += d * time.Duration(n)
 		done += n
-		for tr.rd.AvailableBytes() > 0 {
+		for tr.Unread() > 0 {
 			time.Sleep(time.Millisecond)
 		}
 	}
@@ -255,7 +255,7 @@ func BenchmarkHookCostFlows(b *testing.B) {
 					b.Fatal(err)
 				}
 				done += n
-				for tr.rd.AvailableBytes() > 0 {
+				for tr.Unread() > 0 {
 					time.Sleep(time.Millisecond)
 				}
 			}
@@ -412,7 +412,7 @@ func hookCostTraffic(b *testing.B, opts Options) {
 		}
 		wg.Wait()
 		done += n
-		for tr.rd.AvailableBytes() > 0 {
+		for tr.Unread() > 0 {
 			time.Sleep(time.Millisecond)
 		}
 	}

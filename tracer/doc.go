@@ -96,14 +96,20 @@
 //
 // # Delivery
 //
-// The kernel submits to the ring buffer without waking the reader, which
+// Each CPU writes its events to its own ring buffer: with one ring for all,
+// CPUs tracing at once waited for each other's lock and producer position,
+// and a hop cost twice what it did on one CPU. The reader merges the rings
+// in time order (ring.go): a look takes every ring's producer position,
+// then hands out the events below them oldest first, decoded in place.
+// The kernel submits without waking the reader, which
 // costs a few hundred ns per event instead of microseconds; the reader
-// drains the ring when it has data and looks again every
+// drains the rings when they have data and looks again every
 // Options.DrainInterval (10ms) when it was empty, so latency stays in the
 // tens of milliseconds. It waits on a Go timer, not in a blocking system
 // call, which would wake the runtime's monitor thread thousands of times a
 // second. After 200ms of empty ring the reader sleeps and
-// sets reader_asleep, and the kernel wakes it with the next event: an idle
+// sets reader_asleep, and the kernel wakes it with the next event, on any
+// CPU's ring: an idle
 // tracer does not wake at all (idle.go). Events the full ring cannot take are counted per
 // CPU and reported by Loss, exactly.
 //

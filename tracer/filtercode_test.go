@@ -103,11 +103,12 @@ func runHop(t *testing.T, tr *Tracer, frame []byte) (event.Hop, bool) {
 		t.Fatal(err)
 	}
 	var r Record
-	for tr.rd.AvailableBytes() > 0 {
-		if err := tr.rd.ReadInto(&r.raw); err != nil {
-			t.Fatal(err)
+	for {
+		took, good := tr.readNow(&r)
+		if !took {
+			break
 		}
-		if tr.decode(&r) && r.Kind == KindHop {
+		if good && r.Kind == KindHop {
 			return r.Hop, true
 		}
 	}

@@ -11,7 +11,6 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
-	"github.com/cilium/ebpf/ringbuf"
 
 	"github.com/hoptrace/hoptrace/tracer/event"
 )
@@ -40,8 +39,6 @@ type Record struct {
 	Kind Kind
 	Hop  event.Hop
 	Drop event.Drop
-
-	raw ringbuf.Record
 }
 
 // Read returns the next event. See ReadInto.
@@ -52,55 +49,68 @@ func (t *Tracer) Read(ctx context.Context) (Record, error) {
 }
 
 // ReadInto blocks until the next event and decodes it into r. Events are
-// delivered within about the drain interval. It returns ctx.Err() when ctx
-// ends (within a drain interval, even while the ring never empties) and
-// ErrClosed once the tracer is closed. Several goroutines may read at once;
-// each event goes to one of them.
+// delivered within about the drain interval, in time order across CPUs
+// (ring.go). It returns ctx.Err() when ctx ends (within a drain interval,
+// even while the rings never empty) and ErrClosed once the tracer is
+// closed. Several goroutines may read at once; each event goes to one of
+// them.
 func (t *Tracer) ReadInto(ctx context.Context, r *Record) error {
+	rings := t.rings
 	for {
-		// Checked on every read, not only when the ring is drained: under
-		// a flood it may never be (ctx.Err is an atomic load).
+		// Checked on every read, not only when the rings are drained:
+		// under a flood they may never be (ctx.Err is an atomic load).
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		err := t.rd.ReadInto(&r.raw)
-		switch {
-		case err == nil:
-			if t.idle.event() {
-				t.rd.SetDeadline(lookNow)
-			}
-			if t.decode(r) {
+		if took, good := t.readNow(r); took {
+			t.idle.event()
+			if good {
 				return nil
 			}
 			continue
-		case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, ringbuf.ErrFlushed):
-			// The ring is drained: look again in a drain interval, or,
-			// idle for a while, sleep until the kernel wakes us (idle.go).
-			next := t.idle.empty(ctx, t.drain, t.rd.AvailableBytes, t.rd.Flush)
-			if t.idle.asleep.Load() {
-				t.rd.SetDeadline(next)
-				continue
-			}
-			// Busy, the wait is a Go timer, not a blocking epoll_wait:
-			// a thread blocked in a system call for the whole interval
-			// has its P taken away by the runtime's monitor, which then
-			// polls at its fastest for a while; 100 times a second that
-			// was a third of a recording's CPU time. The look itself
-			// does not block.
-			if err := pause(ctx, next); err != nil {
-				return err
-			}
-			t.rd.SetDeadline(lookNow)
-		case errors.Is(err, ringbuf.ErrClosed), errors.Is(err, os.ErrClosed):
+		}
+		if rings.closed.Load() {
 			return ErrClosed
-		default:
-			return fmt.Errorf("read ring buffer: %w", err)
+		}
+		// Drained: look again in a drain interval, or, idle for a
+		// while, sleep until the kernel wakes us (idle.go).
+		next := t.idle.empty(ctx, t.drain, rings.available, rings.flush)
+		if t.idle.asleep.Load() {
+			if err := rings.wait(next); errors.Is(err, ErrClosed) {
+				return ErrClosed
+			} else if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) && !errors.Is(err, errRingFlushed) {
+				return fmt.Errorf("wait for ring buffers: %w", err)
+			}
+			continue
+		}
+		// Busy, the wait is a Go timer, not a blocking epoll_wait: a
+		// thread blocked in a system call for the whole interval has
+		// its P taken away by the runtime's monitor, which then polls
+		// at its fastest for a while; 100 times a second that was a
+		// third of a recording's CPU time.
+		if err := pause(ctx, next); err != nil {
+			return err
 		}
 	}
 }
 
-// lookNow is a ring reader deadline in the past: a look that does not block.
-var lookNow = time.Unix(1, 0)
+// readNow decodes the next committed event into r, without waiting: whether
+// there was one, and whether it decoded (a kind this tracer knows).
+func (t *Tracer) readNow(r *Record) (took, good bool) {
+	rings := t.rings
+	rings.mu.Lock()
+	defer rings.mu.Unlock()
+	b, i, ok := rings.next()
+	if !ok && rings.look() {
+		b, i, ok = rings.next()
+	}
+	if !ok {
+		return false, false
+	}
+	good = t.decode(b, r)
+	rings.consume(i)
+	return true, good
+}
 
 // pause waits until the time next, or returns ctx.Err() when ctx ends first.
 func pause(ctx context.Context, next time.Time) error {
@@ -118,9 +128,9 @@ func pause(ctx context.Context, next time.Time) error {
 	}
 }
 
-// decode fills r from r.raw; false for a record it does not know.
-func (t *Tracer) decode(r *Record) bool {
-	b := r.raw.RawSample
+// decode fills r from the sample b; false for a record it does not know.
+// b lies in the ring: everything r keeps is copied.
+func (t *Tracer) decode(b []byte, r *Record) bool {
 	if len(b) == 0 {
 		return false
 	}

@@ -12,7 +12,6 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
-	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 
@@ -32,7 +31,9 @@ var (
 )
 
 const (
-	defaultRingBytes = 4 << 20
+	defaultRingBytes = 8 << 20 // shared out among the CPUs' rings
+	minCPURingBytes  = 1 << 20 // by default: a CPU alone can flood its ring
+	maxCPURingBytes  = 4 << 20
 	defaultInFlight  = 8192    // per CPU
 	maxTableEntries  = 1 << 18 // about 32 MiB of kernel memory
 	maxFlightSlots   = 1024    // FLIGHT_SLOTS in bpf/hoptrace.c: per CPU, about 120 KiB
@@ -50,8 +51,9 @@ type Options struct {
 	Snaplen uint32
 	// ForceLegacy attaches with clsact + cls_bpf even where TCX works.
 	ForceLegacy bool
-	// RingBufferBytes is the ring buffer size, rounded up to a power of two
-	// of at least a page (0: 4 MiB).
+	// RingBufferBytes is the size of each CPU's ring buffer, rounded up to
+	// a power of two of at least a page (0: 8 MiB shared out among the
+	// CPUs, at least 1 and at most 4 MiB each).
 	RingBufferBytes int
 	// DrainInterval is how often the reader looks at the ring buffer when
 	// it found it empty: the kernel submits without wakeups (0: 10ms).
@@ -111,8 +113,9 @@ type Tracer struct {
 	coll     *ebpf.Collection
 	hostIno  uint32
 	reasons  map[uint32]string
-	rd       *ringbuf.Reader
-	drop     closer // the kfree_skb link, nil without drops
+	rings    *cpuRings
+	ringMaps []*ebpf.Map // each CPU's ring buffer, in the events map
+	drop     closer      // the kfree_skb link, nil without drops
 	drain    time.Duration
 	idle     idleReader
 	clock    Clock
@@ -155,12 +158,12 @@ func Load(opts Options) (t *Tracer, err error) {
 	if err != nil {
 		return nil, err
 	}
-	ringBytes := roundRing(opts.RingBufferBytes)
-	spec.Maps["events"].MaxEntries = uint32(ringBytes)
 	cpus, err := ebpf.PossibleCPU()
 	if err != nil {
 		return nil, fmt.Errorf("count cpus: %w", err)
 	}
+	spec.Maps["events"].MaxEntries = uint32(cpus)
+	spec.Maps["events"].InnerMap.MaxEntries = uint32(cpuRingBytes(opts.RingBufferBytes, cpus))
 	spec.Maps["seen_pkts"].MaxEntries = tableEntries(cpus, opts.InFlightPerCPU)
 	slots := flightSlots(opts.InFlightPerCPU)
 	spec.Maps["flights"].MaxEntries = slots
@@ -229,11 +232,20 @@ func Load(opts Options) (t *Tracer, err error) {
 		}
 		t.drop = l
 	}
-	if t.rd, err = ringbuf.NewReader(coll.Maps["events"]); err != nil {
-		return t, fmt.Errorf("open ring buffer reader: %w", err)
+	for cpu := range cpus {
+		m, err := ebpf.NewMap(spec.Maps["events"].InnerMap)
+		if err != nil {
+			return t, fmt.Errorf("create ring buffer of cpu %d: %w", cpu, err)
+		}
+		t.ringMaps = append(t.ringMaps, m)
+		if err := coll.Maps["events"].Put(uint32(cpu), m); err != nil {
+			return t, fmt.Errorf("add ring buffer of cpu %d: %w", cpu, err)
+		}
+	}
+	if t.rings, err = newCPURings(t.ringMaps); err != nil {
+		return t, fmt.Errorf("open ring buffers: %w", err)
 	}
 	t.idle = idleReader{asleepMap: coll.Maps["reader_asleep"], after: sleepAfter, check: sleepCheck}
-	t.rd.SetDeadline(lookNow)
 	return t, nil
 }
 
@@ -356,11 +368,19 @@ func flightSlots(perCPU int) uint32 {
 	return n
 }
 
+// cpuRingBytes sizes each CPU's ring: n (Options.RingBufferBytes), or by
+// default defaultRingBytes shared out, within [minCPURingBytes,
+// maxCPURingBytes]: the reader drains every 10ms, and one CPU flooding
+// alone must not find its ring full before that.
+func cpuRingBytes(n, cpus int) int {
+	if n <= 0 {
+		n = min(max(defaultRingBytes/max(cpus, 1), minCPURingBytes), maxCPURingBytes)
+	}
+	return roundRing(n)
+}
+
 func roundRing(n int) int {
 	page := os.Getpagesize()
-	if n <= 0 {
-		n = defaultRingBytes
-	}
 	if n < page {
 		n = page
 	}
@@ -402,8 +422,11 @@ func (t *Tracer) Close() error {
 	if t.drop != nil {
 		errs = append(errs, t.drop.Close())
 	}
-	if t.rd != nil {
-		errs = append(errs, t.rd.Close())
+	if t.rings != nil {
+		errs = append(errs, t.rings.close())
+	}
+	for _, m := range t.ringMaps {
+		errs = append(errs, m.Close())
 	}
 	for _, c := range t.hopColls {
 		c.Close()
