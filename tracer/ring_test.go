@@ -3,6 +3,7 @@ package tracer
 import (
 	"context"
 	"encoding/binary"
+	"os"
 	"runtime"
 	"testing"
 	"time"
@@ -104,6 +105,21 @@ func TestRingsWakeSleepingReader(t *testing.T) {
 		case <-time.After(30 * time.Second):
 			// Asleep, the reader would look again only in an hour.
 			t.Fatalf("an event on cpu %d did not wake the sleeping reader", cpu)
+		}
+	}
+}
+
+// TestCPURingBytes: by default the rings share 8 MiB, each between 1 and
+// 4 MiB; a size asked for is each ring's, a power of two of at least a page.
+func TestCPURingBytes(t *testing.T) {
+	const mib = 1 << 20
+	page := os.Getpagesize()
+	for _, c := range []struct{ asked, cpus, want int }{
+		{0, 1, 4 * mib}, {0, 2, 4 * mib}, {0, 4, 2 * mib}, {0, 8, mib}, {0, 64, mib}, {0, 3, 4 * mib},
+		{1, 2, page}, {3 * mib, 2, 4 * mib}, {16 * mib, 64, 16 * mib},
+	} {
+		if got := cpuRingBytes(c.asked, c.cpus); got != c.want {
+			t.Errorf("cpuRingBytes(%d, %d cpus) = %d, want %d", c.asked, c.cpus, got, c.want)
 		}
 	}
 }
