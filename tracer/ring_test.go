@@ -109,13 +109,13 @@ func TestRingsWakeSleepingReader(t *testing.T) {
 	}
 }
 
-// TestCPURingBytes: by default the rings share 8 MiB, each between 1 and
+// TestCPURingBytes: by default the rings share 16 MiB, each between 2 and
 // 4 MiB; a size asked for is each ring's, a power of two of at least a page.
 func TestCPURingBytes(t *testing.T) {
 	const mib = 1 << 20
 	page := os.Getpagesize()
 	for _, c := range []struct{ asked, cpus, want int }{
-		{0, 1, 4 * mib}, {0, 2, 4 * mib}, {0, 4, 2 * mib}, {0, 8, mib}, {0, 64, mib}, {0, 3, 4 * mib},
+		{0, 1, 4 * mib}, {0, 2, 4 * mib}, {0, 4, 4 * mib}, {0, 8, 2 * mib}, {0, 64, 2 * mib}, {0, 6, 4 * mib},
 		{1, 2, page}, {3 * mib, 2, 4 * mib}, {16 * mib, 64, 16 * mib},
 	} {
 		if got := cpuRingBytes(c.asked, c.cpus); got != c.want {
