@@ -88,20 +88,19 @@ func (r *idleReader) watch(ctx context.Context, flush func() error) {
 	r.stopWake = context.AfterFunc(ctx, func() { _ = flush() })
 }
 
-// event is called for every event read. It ends a sleep and then returns
-// true: the caller must set the deadline back to a drain interval (the
-// sleep's deadline is far away, and events come without wakeups again).
-func (r *idleReader) event() bool {
+// event is called for every event read. It ends a sleep: the reader looks
+// every drain interval again, and the kernel stops waking it.
+func (r *idleReader) event() {
 	if !r.seen.Load() {
 		r.seen.Store(true)
 	}
 	if !r.asleep.Load() {
-		return false
+		return
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if !r.asleep.Load() {
-		return false
+		return
 	}
 	_ = r.asleepMap.Put(uint32(0), uint32(0))
 	r.asleep.Store(false)
@@ -109,5 +108,4 @@ func (r *idleReader) event() bool {
 		r.stopWake()
 		r.stopWake, r.sleepCtx = nil, nil
 	}
-	return true
 }
