@@ -1,10 +1,13 @@
 package main
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -127,9 +130,10 @@ func TestTraceClientToWeb(t *testing.T) {
 	}
 }
 
-// TestTraceDockerUserDrop: a DOCKER-USER rule drops client -> web:8080; the
-// SYN journeys end as dropped at the client's veth with NETFILTER_DROP, and
-// the summary counts them.
+// TestTraceDockerUserDrop: a DOCKER-USER rule drops client -> web:8080; every
+// SYN the rule dropped (its packet counter) is a journey that ends as
+// dropped at the client's veth with NETFILTER_DROP, and the summary counts
+// them.
 func TestTraceDockerUserDrop(t *testing.T) {
 	web, client := webAndClient(t)
 	testenv.RequireCommand(t, "iptables")
@@ -138,21 +142,37 @@ func TestTraceDockerUserDrop(t *testing.T) {
 	t.Cleanup(func() { _ = exec.Command("iptables", append([]string{"-w", "-D"}, rule...)...).Run() })
 
 	run := startHoptrace(t, "trace", "-o", "json", "-C", client.Name)
-	if err := wget(client.Name, "http://"+web.IP().String()+":8080/"); err == nil {
+	// Given up after 2s, the SYNs go at 0s and 1s (the next would be due
+	// at 3s): none is on its way when hoptrace stops. With 3s the third
+	// raced the kill, and a vCPU the host held up could still be carrying
+	// it after hoptrace stopped.
+	if _, err := testenv.Exec(client.Name, "busybox", "timeout", "2", "wget", "-q", "-O", "/dev/null", "http://"+web.IP().String()+":8080/"); err == nil {
 		t.Fatal("wget got through the DROP rule")
+	}
+	cip, wip := client.IP().String(), web.IP().String()
+	dropped := ruleDrops(t, cip, wip)
+	if dropped == 0 {
+		t.Fatal("the DROP rule dropped nothing")
+	}
+	// Stop once every dropped SYN was printed (or give up and let the
+	// checks below say what is missing).
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if droppedSYNsPrinted(run.stdout.Bytes(), cip, wip) >= dropped {
+			break
+		}
 	}
 	if err := run.stop(t); err != nil {
 		t.Fatalf("trace: %v\n%s", err, run.stderr)
 	}
 	js, sum := run.jsonOut(t)
-	syns := findTCP(js, client.IP().String(), web.IP().String(), "S")
-	if len(syns) == 0 {
-		t.Fatalf("no SYN journeys in\n%s", run.stdout)
+	syns := findTCP(js, cip, wip, "S")
+	if uint64(len(syns)) != dropped {
+		t.Fatalf("%d SYN journeys, the rule dropped %d, in\n%s", len(syns), dropped, run.stdout)
 	}
 	cveth := hostVethOf(t, client.Name)
 	for _, j := range syns {
 		if j.Verdict != "dropped" || j.Drop == nil {
-			t.Errorf("SYN %d: verdict %q drop %+v, want dropped", j.ID, j.Verdict, j.Drop)
+			t.Errorf("SYN %d: verdict %q drop %+v path %v, want dropped", j.ID, j.Verdict, j.Drop, labels(&j))
 			continue
 		}
 		if j.Drop.Reason != "NETFILTER_DROP" || j.Drop.Where != cveth {
@@ -162,9 +182,49 @@ func TestTraceDockerUserDrop(t *testing.T) {
 			t.Errorf("SYN %d: path %v, want client:eth0 -> its veth, then the drop", j.ID, got)
 		}
 	}
-	if sum == nil || sum.DropsByReason["NETFILTER_DROP"] < uint64(len(syns)) || sum.Verdicts["dropped"] < uint64(len(syns)) {
-		t.Errorf("summary %+v: want at least %d NETFILTER_DROP drops and dropped journeys", sum, len(syns))
+	if sum == nil || sum.DropsByReason["NETFILTER_DROP"] < dropped || sum.Verdicts["dropped"] < dropped {
+		t.Errorf("summary %+v: want at least %d NETFILTER_DROP drops and dropped journeys", sum, dropped)
 	}
+}
+
+// ruleDrops is the packet counter of the DOCKER-USER rule that drops src ->
+// dst (iptables -L -v -x: pkts bytes target prot opt in out source dest ...).
+func ruleDrops(t *testing.T, src, dst string) uint64 {
+	t.Helper()
+	out := testenv.Command(t, "iptables", "-w", "-L", "DOCKER-USER", "-v", "-x", "-n")
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 9 && f[2] == "DROP" && f[7] == src && f[8] == dst {
+			n, err := strconv.ParseUint(f[0], 10, 64)
+			if err != nil {
+				t.Fatalf("counter of %q: %v", line, err)
+			}
+			return n
+		}
+	}
+	t.Fatalf("no DROP rule %s -> %s in\n%s", src, dst, out)
+	return 0
+}
+
+// droppedSYNsPrinted counts the dropped SYN journeys src -> dst among the
+// complete JSON lines of a running trace's output.
+func droppedSYNsPrinted(out []byte, src, dst string) uint64 {
+	if i := bytes.LastIndexByte(out, '\n'); i >= 0 {
+		out = out[:i]
+	} else {
+		return 0
+	}
+	var n uint64
+	for _, line := range splitLines(out) {
+		var j render.JourneyJSON
+		if json.Unmarshal(line, &j) != nil || j.Type != "journey" {
+			continue
+		}
+		if p := j.Packet; p != nil && p.Proto == "TCP" && p.Src == src && p.Dst == dst && p.TCPFlags == "S" && j.Verdict == "dropped" {
+			n++
+		}
+	}
+	return n
 }
 
 // TestTraceFollowsNewContainers: a container started after trace began is
