@@ -73,6 +73,12 @@ func startHoptrace(t testing.TB, args ...string) *proc {
 	return startHoptraceEnv(t, nil, args...)
 }
 
+// readyWithin bounds the wait for hoptrace's --ready-file. Loading and
+// attaching takes a second on a host but can take far longer in a VM under
+// TCG on a busy machine (the 6.1 legacy paths load per network namespace);
+// the bound is only there so that a hang fails the test.
+const readyWithin = 60 * time.Second
+
 // startHoptraceEnv is startHoptrace with extra environment variables.
 func startHoptraceEnv(t testing.TB, env []string, args ...string) *proc {
 	t.Helper()
@@ -88,7 +94,7 @@ func startHoptraceEnv(t testing.TB, env []string, args ...string) *proc {
 	}
 	go func() { p.err = p.cmd.Wait(); close(p.done) }()
 	t.Cleanup(func() { p.stop(t) })
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(readyWithin)
 	for {
 		if _, err := os.Stat(ready); err == nil {
 			return p
@@ -99,7 +105,7 @@ func startHoptraceEnv(t testing.TB, env []string, args ...string) *proc {
 		case <-time.After(50 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("hoptrace %v not ready after 20s\nstderr: %s", args, p.stderr)
+			t.Fatalf("hoptrace %v not ready after %v\nstderr: %s", args, readyWithin, p.stderr)
 		}
 	}
 }

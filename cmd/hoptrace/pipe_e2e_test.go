@@ -93,12 +93,12 @@ func startLivePipe(t *testing.T, useTshark bool, recordArgs ...string) *livePipe
 			<-p.done
 		}
 	})
-	for deadline := time.Now().Add(20 * time.Second); ; {
+	for deadline := time.Now().Add(readyWithin); ; {
 		if _, err := os.Stat(ready); err == nil {
 			return p
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("record -w - not ready after 20s\nstderr: %s", p.recErr)
+			t.Fatalf("record -w - not ready after %v\nstderr: %s", readyWithin, p.recErr)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -83,7 +83,7 @@ func startBlocked(t *testing.T, args ...string) *blockedRun {
 			<-run.done
 		}
 	})
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(readyWithin)
 	for {
 		if _, err := os.Stat(ready); err == nil {
 			return run
@@ -94,7 +94,7 @@ func startBlocked(t *testing.T, args ...string) *blockedRun {
 		case <-time.After(50 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("hoptrace %v not ready after 20s\nstderr: %s", args, run.stderr)
+			t.Fatalf("hoptrace %v not ready after %v\nstderr: %s", args, readyWithin, run.stderr)
 		}
 	}
 }
