@@ -162,3 +162,37 @@ func TestParseHookPoint(t *testing.T) {
 		}
 	}
 }
+
+// TestReportAB: with a baseline build, the report pairs each condition with
+// its twin round by round; without one it has no such section.
+func TestReportAB(t *testing.T) {
+	r := &report{rounds: 3, duration: 5 * time.Second, skipped: map[string]string{}}
+	for _, c := range allConditions() {
+		if c.name == "none" || c.name == "record" {
+			r.conds = append(r.conds, c)
+		}
+	}
+	plain := &report{rounds: 3, duration: 5 * time.Second, skipped: map[string]string{}, conds: r.conds}
+	r.conds = withBaseline(r.conds, "/old/hoptrace")
+	// Rounds 1 and 2: the new build is 10% and 20% faster in W1; round 3
+	// is slow for both, which the pairing cancels.
+	for round, w1 := range []struct{ none, new, base float64 }{{10, 8.8, 8}, {10, 9.6, 8}, {5, 4.4, 4}} {
+		r.samples = append(r.samples,
+			&sample{round: round + 1, cond: "none", w1Gbit: w1.none, w2RxKpps: 300, w3TPS: 20000, w3P50: 40, w3P99: 80},
+			&sample{round: round + 1, cond: "record", w1Gbit: w1.new, w2RxKpps: 200, w3TPS: 18000, w3P50: 44, w3P99: 100,
+				hops: 990, truth: 1000, cpuWindowPct: 5},
+			&sample{round: round + 1, cond: "record" + baselineSuffix, w1Gbit: w1.base, w2RxKpps: 100, w3TPS: 18000, w3P50: 44, w3P99: 50,
+				hops: 900, truth: 1000, cpuWindowPct: 10})
+		plain.samples = append(plain.samples, r.samples[len(r.samples)-3:len(r.samples)-1]...)
+	}
+	r.finish()
+	md := r.markdown()
+	want := "| hoptrace record -w FILE | 1.100 (1.100–1.200) | 2.000 (2.000–2.000) | 1.000 (1.000–1.000) | 1.000 (1.000–1.000) | 2.000 (2.000–2.000) | 0.500 (0.500–0.500) | 1.100 (1.100–1.100) |"
+	if !strings.Contains(md, "## The new build against the baseline build") || !strings.Contains(md, want) {
+		t.Errorf("report lacks the A/B row %q:\n%s", want, md)
+	}
+	plain.finish()
+	if md := plain.markdown(); strings.Contains(md, "against the baseline") {
+		t.Errorf("a report without a baseline has an A/B section:\n%s", md)
+	}
+}

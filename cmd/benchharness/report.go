@@ -157,18 +157,56 @@ func (r *report) values(cond string, f func(*sample) float64) []float64 {
 
 // ratios of f, condition over none in the same round.
 func (r *report) ratios(cond string, f func(*sample) float64) []float64 {
-	base := map[int]float64{}
-	for _, s := range r.of("none") {
-		base[s.round] = f(s)
+	return r.ratiosTo(cond, "none", f)
+}
+
+// ratiosTo are the per-round ratios of f, condition over base in the same
+// round: pairing by round cancels what the machine did in that round.
+func (r *report) ratiosTo(cond, base string, f func(*sample) float64) []float64 {
+	of := map[int]float64{}
+	for _, s := range r.of(base) {
+		of[s.round] = f(s)
 	}
 	var v []float64
 	for _, s := range r.of(cond) {
-		b, x := base[s.round], f(s)
+		b, x := of[s.round], f(s)
 		if b > 0 && x > 0 {
 			v = append(v, x/b)
 		}
 	}
 	return v
+}
+
+// abMarkdown compares each condition run with both builds (-baseline):
+// the per-round ratios of the new build's results over the baseline's. Two
+// medians against none, each over noisy rounds, hide a difference of a few
+// percent that the paired ratios show. Empty without a baseline.
+func (r *report) abMarkdown() string {
+	var b strings.Builder
+	for _, c := range r.conds {
+		base := c.name + baselineSuffix
+		if strings.HasSuffix(c.name, baselineSuffix) || len(r.of(base)) == 0 || len(r.of(c.name)) == 0 {
+			continue
+		}
+		if b.Len() == 0 {
+			b.WriteString("\n## The new build against the baseline build\n\n")
+			b.WriteString("Median of the per-round ratios new build / baseline build, same round, range in parentheses.\n")
+			b.WriteString("W1, W2, W3 tps: above 1.00 the new build costs the workload less. p50, p99, CPU: below 1.00\n")
+			b.WriteString("it is faster or cheaper. Packets seen: the ratio of the shares of hops the two recorded.\n\n")
+			b.WriteString("| condition | W1 | W2 | W3 tps | W3 p50 | W3 p99 | tracer CPU | packets seen |\n")
+			b.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- |\n")
+		}
+		ratio := func(f func(*sample) float64) string { return stat(r.ratiosTo(c.name, base, f), "%.3f") }
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", c.label,
+			ratio(func(s *sample) float64 { return s.w1Gbit }),
+			ratio(func(s *sample) float64 { return s.w2RxKpps }),
+			ratio(func(s *sample) float64 { return s.w3TPS }),
+			ratio(func(s *sample) float64 { return s.w3P50 }),
+			ratio(func(s *sample) float64 { return s.w3P99 }),
+			ratio(func(s *sample) float64 { return s.cpuWindowPct }),
+			ratio((*sample).share))
+	}
+	return b.String()
 }
 
 func median(v []float64) float64 {
@@ -244,6 +282,8 @@ func (r *report) markdown() string {
 			stat(r.ratios(c.name, func(s *sample) float64 { return s.w3P50 }), "%.2f"),
 			stat(r.ratios(c.name, func(s *sample) float64 { return s.w3P99 }), "%.2f"))
 	}
+
+	b.WriteString(r.abMarkdown())
 
 	p("\n## The tracer's own cost, and what it saw\n\n")
 	p("| condition | CPU while the workloads ran (%% of one CPU) | CPU s per run (start and stop included) | peak RSS MB | packets seen / counters | events lost per run | packets evicted in flight per run | output per run |\n")
