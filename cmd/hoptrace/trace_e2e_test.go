@@ -29,8 +29,11 @@ func webAndClient(t *testing.T) (web, client testenv.Container) {
 
 // wget fetches url from inside a container, giving up after 3s. (busybox
 // wget's own -T crashes in Debian's busybox-static, so busybox timeout it is.)
-func wget(client string, url string) error {
-	_, err := testenv.Exec(client, "busybox", "timeout", "3", "wget", "-q", "-O", "/dev/null", url)
+func wget(client string, url string) error { return wgetWithin(client, url, 3) }
+
+// wgetWithin is wget giving up after secs seconds.
+func wgetWithin(client string, url string, secs int) error {
+	_, err := testenv.Exec(client, "busybox", "timeout", strconv.Itoa(secs), "wget", "-q", "-O", "/dev/null", url)
 	return err
 }
 
@@ -146,7 +149,7 @@ func TestTraceDockerUserDrop(t *testing.T) {
 	// at 3s): none is on its way when hoptrace stops. With 3s the third
 	// raced the kill, and a vCPU the host held up could still be carrying
 	// it after hoptrace stopped.
-	if _, err := testenv.Exec(client.Name, "busybox", "timeout", "2", "wget", "-q", "-O", "/dev/null", "http://"+web.IP().String()+":8080/"); err == nil {
+	if err := wgetWithin(client.Name, "http://"+web.IP().String()+":8080/", 2); err == nil {
 		t.Fatal("wget got through the DROP rule")
 	}
 	cip, wip := client.IP().String(), web.IP().String()
@@ -214,13 +217,16 @@ func droppedSYNsPrinted(out []byte, src, dst string) uint64 {
 	} else {
 		return 0
 	}
-	var n uint64
+	var js []render.JourneyJSON
 	for _, line := range splitLines(out) {
 		var j render.JourneyJSON
-		if json.Unmarshal(line, &j) != nil || j.Type != "journey" {
-			continue
+		if json.Unmarshal(line, &j) == nil && j.Type == "journey" {
+			js = append(js, j)
 		}
-		if p := j.Packet; p != nil && p.Proto == "TCP" && p.Src == src && p.Dst == dst && p.TCPFlags == "S" && j.Verdict == "dropped" {
+	}
+	var n uint64
+	for _, j := range findTCP(js, src, dst, "S") {
+		if j.Verdict == "dropped" {
 			n++
 		}
 	}
