@@ -454,6 +454,19 @@ struct {
 const volatile __u64 traced_window_jiffies = 1200;
 
 
+/* seen_until[0]: a time (ns) after which no entry of seen_pkts can continue
+ * a packet: every entry's last hop plus join_window_ns is before it. Entries
+ * are rare (a packet moves there only when another wants its slot while it
+ * is still on its way), and a lookup that finds nothing cost every new
+ * packet's first hook, and every freed skb, a hashed search: until then
+ * the hooks and the drop program skip it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} seen_until SEC(".maps");
+
 /* One word per CPU to read a kernel pointer back as a number. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -955,6 +968,33 @@ static __always_inline void mark_traced(__u64 now)
 		*t = j;
 }
 
+/* SEEN_SLACK_NS pads seen_until: CPUs that move packets at once race to
+ * write it, and the later write may be the earlier time. */
+#define SEEN_SLACK_NS 10000000
+
+/* seen_live tells whether seen_pkts may hold an entry that continues a
+ * packet at now. */
+static __always_inline bool seen_live(__u64 now)
+{
+	__u32 zero = 0;
+	__u64 *u = bpf_map_lookup_elem(&seen_until, &zero);
+	return !u || now < *u;
+}
+
+/* seen_extend keeps seen_pkts looked in until an entry whose last hop is
+ * at now can no longer continue. Before the entry is written: a CPU that
+ * finds the entry then also finds the new time. */
+static __always_inline void seen_extend(__u64 now)
+{
+	__u32 zero = 0;
+	__u64 *u = bpf_map_lookup_elem(&seen_until, &zero);
+	if (!u)
+		return;
+	__u64 until = now + join_window_ns + SEEN_SLACK_NS;
+	if (*u < until - SEEN_SLACK_NS / 2)
+		*u = until;
+}
+
 /* flight_idx is the slot of key in flights. */
 static __always_inline __u32 flight_idx(__u64 key)
 {
@@ -966,8 +1006,10 @@ static __always_inline __u32 flight_idx(__u64 key)
  * a cache, never a loss. */
 static __always_inline void claim_slot(struct flight *f, __u64 key, __u64 now)
 {
-	if (f->key && f->key != key && !f->ended && now - f->s.ts < join_window_ns)
+	if (f->key && f->key != key && !f->ended && now - f->s.ts < join_window_ns) {
+		seen_extend(now);
 		bpf_map_update_elem(&seen_pkts, &f->key, &f->s, BPF_ANY);
+	}
 	f->key = key;
 }
 
@@ -1142,10 +1184,13 @@ static __always_inline __u64 packet_id(__u64 key, __u64 fp, __u64 now, __u32 hoo
 	bool here = f->key == key && continues(&f->s, fp, src_h, dst_h, now, hook);
 	struct seen *s = NULL;
 	if (!here) {
-		s = bpf_map_lookup_elem(&seen_pkts, &key);
+		if (seen_live(now))
+			s = bpf_map_lookup_elem(&seen_pkts, &key);
 		if (s && continues(s, fp, src_h, dst_h, now, hook)) {
 			if (aggregate_only)
 				agg_hop(s, netns_ino, ifdir, now);
+			if (!end)
+				seen_extend(now);
 			add_hook(s, hook, now, src_h, dst_h);
 			if (!end)
 				return s->id;
@@ -1535,6 +1580,8 @@ int BPF_PROG(drop, struct sk_buff *skb, void *location, unsigned int reason)
 		return 0;
 	struct seen *s = NULL;
 	if (f->key != key) {
+		if (!seen_live(now))
+			return 0;
 		s = bpf_map_lookup_elem(&seen_pkts, &key);
 		if (!s)
 			return 0;

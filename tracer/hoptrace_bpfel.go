@@ -239,6 +239,7 @@ const (
 	hoptraceMapReaderAsleep              = "reader_asleep"
 	hoptraceMapScratch                   = "scratch"
 	hoptraceMapSeenPkts                  = "seen_pkts"
+	hoptraceMapSeenUntil                 = "seen_until"
 	hoptraceMapTunnelPorts               = "tunnel_ports"
 	hoptraceProgDrop                     = "drop"
 	hoptraceProgHopEgressLegacy          = "hop_egress_legacy"
@@ -354,6 +355,7 @@ type hoptraceMapSpecs struct {
 	ReaderAsleep *ebpf.MapSpec `ebpf:"reader_asleep"`
 	Scratch      *ebpf.MapSpec `ebpf:"scratch"`
 	SeenPkts     *ebpf.MapSpec `ebpf:"seen_pkts"`
+	SeenUntil    *ebpf.MapSpec `ebpf:"seen_until"`
 	TunnelPorts  *ebpf.MapSpec `ebpf:"tunnel_ports"`
 }
 
@@ -429,6 +431,7 @@ type hoptraceMaps struct {
 	ReaderAsleep *ebpf.Map `ebpf:"reader_asleep"`
 	Scratch      *ebpf.Map `ebpf:"scratch"`
 	SeenPkts     *ebpf.Map `ebpf:"seen_pkts"`
+	SeenUntil    *ebpf.Map `ebpf:"seen_until"`
 	TunnelPorts  *ebpf.Map `ebpf:"tunnel_ports"`
 }
 
@@ -450,6 +453,7 @@ func (m *hoptraceMaps) Close() error {
 		m.ReaderAsleep,
 		m.Scratch,
 		m.SeenPkts,
+		m.SeenUntil,
 		m.TunnelPorts,
 	)
 }

@@ -296,6 +296,11 @@ func TestEvictionsCounted(t *testing.T) {
 	if loss.Evicted != split {
 		t.Errorf("%d evictions counted, %d journeys split", loss.Evicted, split)
 	}
+	// The packets the slots no longer held continued from the table: the
+	// hooks look in it while it may hold a packet (seen_until).
+	if cont := uint64(n) - split; cont <= uint64(flightSlots(8)) {
+		t.Errorf("%d packets continued, no more than one CPU's %d slots hold: none from the table", cont, flightSlots(8))
+	}
 }
 
 // TestCrossCPUContinues: a packet whose next hook runs on another CPU (a
