@@ -35,6 +35,13 @@ const volatile __u64 join_window_ns = 1000000000ULL; /* hops further apart are d
 /* serve: aggregate in the kernel (hop_hist, path_hist, drop_counts) instead
  * of sending events. Off, the aggregation is dead code. */
 const volatile bool aggregate_only = false;
+/* serve: the latency histograms time every packet while a CPU sees at most
+ * timed_per_window new packets in a window of 2^TIME_WINDOW_SHIFT ns;
+ * beyond that, one in time_one_in, counted time_one_in times, so the
+ * buckets still estimate every packet. 0: time every packet. */
+const volatile __u32 timed_per_window = 0;
+const volatile __u32 time_one_in = 1;
+#define TIME_WINDOW_SHIFT 22 /* ~4.2 ms */
 
 /* IP protocol numbers (linux/in.h drags in libc headers). */
 #define IPPROTO_ICMP 1
@@ -198,6 +205,8 @@ struct seen {
 	struct hook_id first; /* the packet's first traced hook */
 	struct hook_id last;  /* its latest */
 	__u64 first_ts;
+	__u32 weight; /* timed: counted this many times in the histograms; 0 untimed */
+	__u32 _pad;
 };
 
 /* A packet on this CPU: a slot of flights, direct-mapped by key. A packet's
@@ -252,6 +261,7 @@ enum lost_idx {
 struct hist {
 	__u64 buckets[HIST_BUCKETS];
 	__u64 sum_ns;
+	__u64 packets; /* path_hist: every packet, timed or not */
 };
 
 /* A pair of hooks: consecutive ones (hop_hist) or a packet's first and last
@@ -370,6 +380,21 @@ struct {
 	__type(key, struct drop_key);
 	__type(value, __u64);
 } drop_counts SEC(".maps");
+
+/* aggregate_only: this CPU's new packets in the current window (struct
+ * timing), for timed_weight. */
+struct timing {
+	__u64 window;
+	__u32 n;    /* new packets in window */
+	__u32 skip; /* untimed since the last timed one past the budget */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct timing);
+} timings SEC(".maps");
 
 /* Hook invocations, counted only when count_hook_calls is set. */
 struct {
@@ -1114,13 +1139,18 @@ static __always_inline struct hist *hist_find(void *map, __u32 half, const struc
 
 /* hist_add counts v (ns) in the histogram of key: hop_hist's (half 0) or
  * path_hist's (half HIST_CACHE_SLOTS). */
-static __always_inline void hist_add(void *map, __u32 half, const struct hook_pair *key, __u64 v)
+static __always_inline void hist_add(void *map, __u32 half, const struct hook_pair *key, __u64 v,
+				     __u32 weight, bool packet)
 {
 	struct hist *h = hist_find(map, half, key);
 	if (!h) {
 		count(&lost, LOST_AGGREGATE);
 		return;
 	}
+	if (packet)
+		h->packets += 1;
+	if (!weight)
+		return;
 	/* The first bound v is within, from the smallest: a hop takes a few
 	 * µs, so this is two or three compares, where counting the bounds
 	 * below v took all nineteen (13 ns a hook). */
@@ -1133,30 +1163,67 @@ static __always_inline void hist_add(void *map, __u32 half, const struct hook_pa
 		}
 	}
 	if (idx < HIST_BUCKETS)
-		h->buckets[idx] += 1;
-	h->sum_ns += v;
+		h->buckets[idx] += weight;
+	h->sum_ns += v * weight;
 }
 
-/* agg_hop counts the hop from entry s's last hook to this one (netns_ino,
- * ifindex_dir) and makes this its last. A subprogram, so its stack is not
+/* timed_weight decides whether a new packet's hops are timed into the
+ * histograms: the weight it is counted with, or 0. Timing costs a
+ * histogram update at every hook, a third of what serve's hooks cost; a
+ * CPU busy with a flood times a sample of it. */
+static __always_inline __u32 timed_weight(__u64 now)
+{
+	if (!timed_per_window)
+		return 1;
+	__u32 zero = 0;
+	struct timing *t = bpf_map_lookup_elem(&timings, &zero);
+	if (!t)
+		return 1;
+	__u64 w = now >> TIME_WINDOW_SHIFT;
+	if (t->window != w) {
+		t->window = w;
+		t->n = 0;
+		t->skip = 0;
+	}
+	if (t->n < timed_per_window) {
+		t->n++;
+		return 1;
+	}
+	if (++t->skip < time_one_in)
+		return 0;
+	t->skip = 0;
+	return time_one_in;
+}
+
+/* time_hop counts the hop of a timed packet from entry s's last hook to
+ * this one (netns_ino, ifindex_dir). A subprogram, so its stack is not
  * added to the hook's, which the filter's call already fills. */
-static __noinline void agg_hop(struct seen *s, __u32 netns_ino, __u32 ifindex_dir, __u64 now)
+static __noinline void time_hop(const struct seen *s, __u32 netns_ino, __u32 ifindex_dir, __u64 now)
 {
 	if (!s)
 		return;
 	struct hook_pair k = { .from = s->last, .to = { netns_ino, ifindex_dir } };
-	hist_add(&hop_hist, 0, &k, now - s->ts);
-	s->last = k.to;
+	hist_add(&hop_hist, 0, &k, now - s->ts, s->weight, false);
+}
+
+/* agg_hop moves entry s's packet on to this hook, timing the hop if the
+ * packet is timed. */
+static __always_inline void agg_hop(struct seen *s, __u32 netns_ino, __u32 ifindex_dir, __u64 now)
+{
+	if (s->weight)
+		time_hop(s, netns_ino, ifindex_dir, now);
+	s->last.netns_ino = netns_ino;
+	s->last.ifindex_dir = ifindex_dir;
 }
 
 /* agg_path counts a packet at its last traced hook (netns_ino,
- * ifindex_dir). */
+ * ifindex_dir), and times it if it is timed. */
 static __noinline void agg_path(const struct seen *s, __u32 netns_ino, __u32 ifindex_dir, __u64 now)
 {
 	if (!s)
 		return;
 	struct hook_pair k = { .from = s->first, .to = { netns_ino, ifindex_dir } };
-	hist_add(&path_hist, HIST_CACHE_SLOTS, &k, now - s->first_ts);
+	hist_add(&path_hist, HIST_CACHE_SLOTS, &k, now - s->first_ts, s->weight, true);
 }
 
 /* packet_id joins a hop to its packet and keeps its entry, or returns 0
@@ -1244,6 +1311,7 @@ static __always_inline __u64 packet_id(__u64 key, __u64 fp, __u64 now, __u32 hoo
 		n->first.ifindex_dir = ifdir;
 		n->last = n->first;
 		n->first_ts = now;
+		n->weight = timed_weight(now);
 		if (end)
 			agg_path(n, netns_ino, ifdir, now);
 	}

@@ -13,17 +13,32 @@ import (
 // aggregateMaps are the maps the hooks fill with Options.Aggregate.
 var aggregateMaps = []string{"hop_hist", "path_hist", "drop_counts"}
 
+// timeWindowNS is the window of TimedPerCPU: 2^TIME_WINDOW_SHIFT ns in
+// bpf/hoptrace.c.
+const timeWindowNS = 1 << 22
+
+// timedPerWindow is how many new packets a CPU times one by one in a window
+// to time perSecond a second (0: every packet).
+func timedPerWindow(perSecond int) uint32 {
+	if perSecond <= 0 {
+		return 0
+	}
+	return uint32(max(1, (int64(perSecond)*timeWindowNS+999_999_999)/1_000_000_000))
+}
+
 // setAggregate switches the kernel-side aggregation on in spec, with the
 // histogram bounds of package metrics.
-func setAggregate(spec *ebpf.CollectionSpec, on bool) error {
-	if !on {
+func setAggregate(spec *ebpf.CollectionSpec, opts Options) error {
+	if !opts.Aggregate {
 		// Unused: one slot, not 90 KB a CPU.
 		spec.Maps["hist_cache"].MaxEntries = 1
 		return nil
 	}
 	for name, v := range map[string]any{
-		"aggregate_only": true,
-		"hist_bounds_ns": metrics.BoundsNS,
+		"aggregate_only":   true,
+		"hist_bounds_ns":   metrics.BoundsNS,
+		"timed_per_window": timedPerWindow(opts.TimedPerCPU),
+		"time_one_in":      uint32(max(1, opts.TimeOneIn)),
 	} {
 		if err := spec.Variables[name].Set(v); err != nil {
 			return fmt.Errorf("set %s: %w", name, err)
@@ -77,6 +92,7 @@ func addHist(h *metrics.Hist, v *hoptraceHist) {
 		h.Buckets[i] += v.Buckets[i]
 	}
 	h.SumNS += v.SumNs
+	h.Packets += v.Packets
 }
 
 func readHists(m *ebpf.Map, out map[metrics.Pair]metrics.Hist, live map[topology.Key]bool) error {

@@ -120,8 +120,8 @@ func testAggregate(t *testing.T, opts Options, taken bool) {
 			t.Fatalf("paths %v, want one", agg.Paths)
 		}
 		p, ok := agg.Paths[metrics.Pair{From: hooks[0], To: hooks[3]}]
-		if !ok || p.Count() != n {
-			t.Fatalf("path %v -> %v: %+v (count %d), want %d packets; all: %+v", hooks[0], hooks[3], p, p.Count(), n, agg.Paths)
+		if !ok || p.Count() != n || p.Packets != n {
+			t.Fatalf("path %v -> %v: %+v (count %d), want %d packets timed and counted; all: %+v", hooks[0], hooks[3], p, p.Count(), n, agg.Paths)
 		}
 		if len(agg.Hops) != 3 {
 			t.Errorf("hops %+v, want 3 pairs", agg.Hops)
@@ -203,6 +203,91 @@ func testAggregate(t *testing.T, opts Options, taken bool) {
 		if _, paths := cacheSlots(t, tr, taken); paths != 0 {
 			t.Errorf("%d path cache slots still held after b's detach", paths)
 		}
+	}
+}
+
+// TestAggregateTimesASample: past TimedPerCPU a CPU times a sample of its
+// packets, while the packet count stays exact. Here each CPU times one
+// packet per window, and the one-in-N past it never comes: a burst of
+// datagrams counts in full, but only a few are timed, and every hop
+// histogram holds the same packets as the path's.
+func TestAggregateTimesASample(t *testing.T) {
+	topo := testenv.NewTopology(t, 2)
+	a, b := topo.Hosts[0], topo.Hosts[1]
+	rx := b.UDPConn(t, 0)
+	port := rx.LocalAddr().(*net.UDPAddr).Port
+	tr := load(t, Options{
+		Aggregate:   true,
+		TimedPerCPU: 1, // one a window
+		TimeOneIn:   1 << 20,
+		Filter:      mustCompile(t, fmt.Sprintf("udp and dst port %d", port)),
+	})
+	attachAll(t, tr, topo)
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			if _, _, err := rx.ReadFrom(buf); err != nil {
+				return
+			}
+		}
+	}()
+	ncpu, err := ebpf.PossibleCPU()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// At most one timed packet per CPU and window the sends spanned.
+	timedAtMost := func(d time.Duration) uint64 {
+		return uint64(ncpu) * (uint64(d/(timeWindowNS*time.Nanosecond)) + 2)
+	}
+	conn := a.UDPConn(t, 0)
+	start := time.Now()
+	var sent uint64
+	for sent < 40 || sent < 4*timedAtMost(time.Since(start)) {
+		if time.Since(start) > 20*time.Second {
+			t.Fatalf("%d datagrams in %v: too slow to fill a window", sent, time.Since(start))
+		}
+		if _, err := conn.WriteTo([]byte("sample me"), rx.LocalAddr()); err != nil {
+			t.Fatal(err)
+		}
+		sent++
+	}
+	bound := timedAtMost(time.Since(start))
+
+	want := path(topo, a, b)
+	hooks := make([]metrics.Hook, len(want))
+	for i, h := range want {
+		hooks[i] = metrics.Hook{Key: topology.Key{NetnsIno: h.netns, Ifindex: h.ifindex}, Egress: h.dir != 0}
+	}
+	var agg metrics.Aggregates
+	var p metrics.Hist
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if agg, err = tr.Aggregates(); err != nil {
+			t.Fatal(err)
+		}
+		p = agg.Paths[metrics.Pair{From: hooks[0], To: hooks[3]}]
+		if p.Packets >= sent || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("%d datagrams: %d counted, %d timed (at most %d)", sent, p.Packets, p.Count(), bound)
+	if p.Packets != sent {
+		t.Fatalf("path counted %d packets, want %d", p.Packets, sent)
+	}
+	if p.Count() == 0 || p.Count() > bound {
+		t.Errorf("path timed %d packets, want 1 to %d", p.Count(), bound)
+	}
+	var hopSum uint64
+	for i := 0; i < 3; i++ {
+		h := agg.Hops[metrics.Pair{From: hooks[i], To: hooks[i+1]}]
+		if h.Count() != p.Count() {
+			t.Errorf("hop %v -> %v timed %d packets, the path %d", hooks[i], hooks[i+1], h.Count(), p.Count())
+		}
+		hopSum += h.SumNS
+	}
+	if hopSum != p.SumNS {
+		t.Errorf("timed hops add up to %dns, the path to %dns", hopSum, p.SumNS)
 	}
 }
 

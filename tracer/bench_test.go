@@ -345,6 +345,13 @@ func BenchmarkHookCostTrafficAggregate(b *testing.B) {
 	hookCostTraffic(b, Options{Aggregate: true})
 }
 
+// BenchmarkHookCostTrafficAggregateSampled is BenchmarkHookCostTrafficAggregate
+// with serve's default timing: each CPU times 16000 new packets a second
+// one by one and one in 8 past that, which this flood is far beyond.
+func BenchmarkHookCostTrafficAggregateSampled(b *testing.B) {
+	hookCostTraffic(b, Options{Aggregate: true, TimedPerCPU: 16000, TimeOneIn: 8})
+}
+
 // BenchmarkHookCostTrafficNomatch is BenchmarkHookCostTraffic with a filter
 // that rejects every datagram: the kernel cost of a trace that records
 // nothing.

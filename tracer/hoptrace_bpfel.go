@@ -79,6 +79,7 @@ type hoptraceHist struct {
 	_       structs.HostLayout
 	Buckets [20]uint64
 	SumNs   uint64
+	Packets uint64
 }
 
 type hoptraceHistSlot struct {
@@ -209,6 +210,15 @@ type hoptraceSeen struct {
 	Last    hoptraceHookId
 	_       [4]byte
 	FirstTs uint64
+	Weight  uint32
+	Pad     uint32
+}
+
+type hoptraceTiming struct {
+	_      structs.HostLayout
+	Window uint64
+	N      uint32
+	Skip   uint32
 }
 
 type hoptraceTunnelBits uint32
@@ -240,6 +250,7 @@ const (
 	hoptraceMapScratch                   = "scratch"
 	hoptraceMapSeenPkts                  = "seen_pkts"
 	hoptraceMapSeenUntil                 = "seen_until"
+	hoptraceMapTimings                   = "timings"
 	hoptraceMapTunnelPorts               = "tunnel_ports"
 	hoptraceProgDrop                     = "drop"
 	hoptraceProgHopEgressLegacy          = "hop_egress_legacy"
@@ -263,6 +274,8 @@ const (
 	hoptraceVarJoinWindowNs              = "join_window_ns"
 	hoptraceVarNrCpus                    = "nr_cpus"
 	hoptraceVarSnaplen                   = "snaplen"
+	hoptraceVarTimeOneIn                 = "time_one_in"
+	hoptraceVarTimedPerWindow            = "timed_per_window"
 	hoptraceVarTracedWindowJiffies       = "traced_window_jiffies"
 	hoptraceVarUnusedDrop                = "unused_drop"
 	hoptraceVarUnusedDropKey             = "unused_drop_key"
@@ -356,6 +369,7 @@ type hoptraceMapSpecs struct {
 	Scratch      *ebpf.MapSpec `ebpf:"scratch"`
 	SeenPkts     *ebpf.MapSpec `ebpf:"seen_pkts"`
 	SeenUntil    *ebpf.MapSpec `ebpf:"seen_until"`
+	Timings      *ebpf.MapSpec `ebpf:"timings"`
 	TunnelPorts  *ebpf.MapSpec `ebpf:"tunnel_ports"`
 }
 
@@ -376,6 +390,8 @@ type hoptraceVariableSpecs struct {
 	JoinWindowNs        *ebpf.VariableSpec `ebpf:"join_window_ns"`
 	NrCpus              *ebpf.VariableSpec `ebpf:"nr_cpus"`
 	Snaplen             *ebpf.VariableSpec `ebpf:"snaplen"`
+	TimeOneIn           *ebpf.VariableSpec `ebpf:"time_one_in"`
+	TimedPerWindow      *ebpf.VariableSpec `ebpf:"timed_per_window"`
 	TracedWindowJiffies *ebpf.VariableSpec `ebpf:"traced_window_jiffies"`
 	UnusedDrop          *ebpf.VariableSpec `ebpf:"unused_drop"`
 	UnusedDropKey       *ebpf.VariableSpec `ebpf:"unused_drop_key"`
@@ -432,6 +448,7 @@ type hoptraceMaps struct {
 	Scratch      *ebpf.Map `ebpf:"scratch"`
 	SeenPkts     *ebpf.Map `ebpf:"seen_pkts"`
 	SeenUntil    *ebpf.Map `ebpf:"seen_until"`
+	Timings      *ebpf.Map `ebpf:"timings"`
 	TunnelPorts  *ebpf.Map `ebpf:"tunnel_ports"`
 }
 
@@ -454,6 +471,7 @@ func (m *hoptraceMaps) Close() error {
 		m.Scratch,
 		m.SeenPkts,
 		m.SeenUntil,
+		m.Timings,
 		m.TunnelPorts,
 	)
 }
@@ -475,6 +493,8 @@ type hoptraceVariables struct {
 	JoinWindowNs        *ebpf.Variable `ebpf:"join_window_ns"`
 	NrCpus              *ebpf.Variable `ebpf:"nr_cpus"`
 	Snaplen             *ebpf.Variable `ebpf:"snaplen"`
+	TimeOneIn           *ebpf.Variable `ebpf:"time_one_in"`
+	TimedPerWindow      *ebpf.Variable `ebpf:"timed_per_window"`
 	TracedWindowJiffies *ebpf.Variable `ebpf:"traced_window_jiffies"`
 	UnusedDrop          *ebpf.Variable `ebpf:"unused_drop"`
 	UnusedDropKey       *ebpf.Variable `ebpf:"unused_drop_key"`

@@ -74,6 +74,15 @@ type Options struct {
 	// counters in the kernel (read by Aggregates) instead of sending
 	// events: `hoptrace serve`. ReadInto then delivers nothing.
 	Aggregate bool
+	// TimedPerCPU is how many new packets a second each CPU times into
+	// Aggregate's latency histograms one by one (0: every packet). Past
+	// it, in a window of about 4 ms, a CPU times one packet in TimeOneIn
+	// and counts it TimeOneIn times, so the histograms estimate every
+	// packet; the packet counts stay exact. Timing is most of what an
+	// aggregating hook costs.
+	TimedPerCPU int
+	// TimeOneIn is the sampling past TimedPerCPU (0 or 1: none past it).
+	TimeOneIn int
 
 	// countHookCalls makes the hooks count every invocation (tests).
 	countHookCalls bool
@@ -187,7 +196,7 @@ func Load(opts Options) (t *Tracer, err error) {
 			return nil, err
 		}
 	}
-	if err := setAggregate(spec, opts.Aggregate); err != nil {
+	if err := setAggregate(spec, opts); err != nil {
 		return nil, err
 	}
 	if !feat.Drops {

@@ -219,13 +219,14 @@ func TestServePrometheus(t *testing.T) {
 // is loaded.
 func TestServeFlags(t *testing.T) {
 	help, _, err := runCmd(t, "serve", "--help")
-	if !errors.Is(err, errHelp) || !strings.Contains(help, "127.0.0.1:9464") || !strings.Contains(help, "--listen") {
+	if !errors.Is(err, errHelp) || !strings.Contains(help, "127.0.0.1:9464") || !strings.Contains(help, "--listen") ||
+		!strings.Contains(help, "--timed-rate") {
 		t.Errorf("serve --help: %v\n%s", err, help)
 	}
 	if strings.Contains(help, "--journey-timeout") || strings.Contains(help, "--count") {
 		t.Errorf("serve --help lists flags it ignores:\n%s", help)
 	}
-	for _, args := range [][]string{{"-c", "5"}, {"--journey-timeout", "1s"}, {"--ring-bytes", "4096"}, {"port", "nope"}} {
+	for _, args := range [][]string{{"-c", "5"}, {"--journey-timeout", "1s"}, {"--ring-bytes", "4096"}, {"port", "nope"}, {"--timed-rate", "-1"}} {
 		if _, _, err := runCmd(t, append([]string{"serve"}, args...)...); !errors.As(err, new(usageError)) {
 			t.Errorf("serve %v: %v, want a usage error", args, err)
 		}

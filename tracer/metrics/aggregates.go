@@ -40,10 +40,14 @@ type Pair struct {
 }
 
 // Hist is a latency histogram: Buckets[i] counts values up to BoundsNS[i]
-// (not cumulative), the last bucket those above; SumNS is their sum.
+// (not cumulative), the last bucket those above; SumNS is their sum. The
+// kernel may time a sample of a busy CPU's packets and count each of them
+// for those it left out (tracer.Options.TimedPerCPU): then the counts are
+// an estimate, and Packets, of a path, is the exact number of packets.
 type Hist struct {
 	Buckets [NumBounds + 1]uint64
 	SumNS   uint64
+	Packets uint64
 }
 
 // Count is the number of values in h.
@@ -61,6 +65,7 @@ func (h *Hist) Add(o *Hist) {
 		h.Buckets[i] += o.Buckets[i]
 	}
 	h.SumNS += o.SumNS
+	h.Packets += o.Packets
 }
 
 // DropKey is a drop of a traced packet: the kernel's reason name, the

@@ -90,7 +90,7 @@ func (c *Collector) Metrics(st *State) []prometheus.Metric {
 		if !ok1 || !ok2 {
 			continue
 		}
-		ser.packets[[2]string{src, dst}] += h.Count()
+		ser.packets[[2]string{src, dst}] += h.Packets
 		if p.From == p.To {
 			continue // one hook: no latency to speak of
 		}

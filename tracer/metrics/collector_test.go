@@ -50,6 +50,13 @@ func hist(counts map[int]uint64, sumNS uint64) Hist {
 	return h
 }
 
+// sampled is a path's histogram whose packets the kernel timed a sample
+// of: packets is what passed, exactly.
+func sampled(h Hist, packets uint64) Hist {
+	h.Packets = packets
+	return h
+}
+
 func state(withWeb bool) *State {
 	clientEth0 := hook(clientNs, 2, true)
 	clientVeth := hook(hostNs, 10, false)
@@ -61,8 +68,9 @@ func state(withWeb bool) *State {
 		Lost:          Lost{Aggregate: 1, Joins: 2},
 		Agg: Aggregates{
 			Paths: map[Pair]Hist{
-				{clientEth0, webEth0}:    hist(map[int]uint64{3: 2, 4: 1}, 40000), // 2 at <=10µs, 1 at <=20µs
-				{clientEth0, clientEth0}: hist(map[int]uint64{0: 4}, 0),           // one hook only
+				// 2 timed at <=10µs, 1 at <=20µs, of 7 packets
+				{clientEth0, webEth0}:    sampled(hist(map[int]uint64{3: 2, 4: 1}, 40000), 7),
+				{clientEth0, clientEth0}: sampled(hist(map[int]uint64{0: 4}, 0), 4), // one hook only
 			},
 			Hops: map[Pair]Hist{
 				{clientEth0, clientVeth}: hist(map[int]uint64{0: 3}, 1500),
@@ -103,7 +111,7 @@ func TestCollector(t *testing.T) {
 		`hoptrace_path_latency_seconds_bucket{dst="web",network="bridge",src="client",le="+Inf"} 3`,
 		`hoptrace_path_latency_seconds_sum{dst="web",network="bridge",src="client"} 4e-05`,
 		`hoptrace_path_latency_seconds_count{dst="web",network="bridge",src="client"} 3`,
-		`hoptrace_packets_total{dst="web",src="client"} 3`,
+		`hoptrace_packets_total{dst="web",src="client"} 7`,
 		`hoptrace_packets_total{dst="client",src="client"} 4`,
 		`hoptrace_hop_latency_seconds_count{from="client:eth0:egress",to="client:veth:ingress"} 3`,
 		`hoptrace_hop_latency_seconds_count{from="client:veth:ingress",to="web:veth:egress"} 3`,
