@@ -78,8 +78,8 @@ type Options struct {
 	// Aggregate's latency histograms one by one (0: every packet). Past
 	// it, in a window of about 4 ms, a CPU times one packet in TimeOneIn
 	// and counts it TimeOneIn times, so the histograms estimate every
-	// packet; the packet counts stay exact. Timing is most of what an
-	// aggregating hook costs.
+	// packet; the packet counts stay exact. The histogram updates of
+	// timing were a third of what an aggregating hook cost.
 	TimedPerCPU int
 	// TimeOneIn is the sampling past TimedPerCPU (0 or 1: none past it).
 	TimeOneIn int

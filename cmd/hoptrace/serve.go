@@ -49,7 +49,8 @@ Examples:
 
 // A CPU times every packet up to defaultTimedRate new packets a second,
 // far above what containers talking to each other send, and one in
-// timeOneIn of a flood: timing is most of an aggregating hook's cost.
+// timeOneIn of a flood: its histogram updates were a third of what an
+// aggregating hook cost.
 const (
 	defaultTimedRate = 16000
 	timeOneIn        = 8
