@@ -204,7 +204,8 @@ struct seen {
 	/* Kept only with aggregate_only: */
 	struct hook_id first; /* the packet's first traced hook */
 	struct hook_id last;  /* its latest */
-	__u64 first_ts;
+	__u64 first_ts; /* timed: the clock at the first hook */
+	__u64 fine_ts;  /* timed: the clock at the last hook */
 	__u32 weight; /* timed: counted this many times in the histograms; 0 untimed */
 	__u32 _pad;
 };
@@ -387,6 +388,8 @@ struct timing {
 	__u64 window;
 	__u32 n;    /* new packets in window */
 	__u32 skip; /* untimed since the last timed one past the budget */
+	__u64 jiffy; /* coarse_now: the jiffy of ns */
+	__u64 ns;    /* coarse_now: the clock at this CPU's first hook in it */
 };
 
 struct {
@@ -925,7 +928,8 @@ static __always_inline __u32 side_hash(const __u8 *addr, __u16 port)
 static __always_inline bool same_packet(const struct seen *s, __u64 fp, __u32 src_h, __u32 dst_h,
 					__u64 now)
 {
-	return s->fp == fp && now - s->ts < join_window_ns && (s->src_h == src_h || s->dst_h == dst_h);
+	return s->fp == fp && (__s64)(now - s->ts) < (__s64)join_window_ns &&
+	       (s->src_h == src_h || s->dst_h == dst_h);
 }
 
 /* continues tells whether a hop at hook continues the packet of entry s:
@@ -994,8 +998,9 @@ static __always_inline void mark_traced(__u64 now)
 }
 
 /* SEEN_SLACK_NS pads seen_until: CPUs that move packets at once race to
- * write it, and the later write may be the earlier time. */
-#define SEEN_SLACK_NS 10000000
+ * write it, and the later write may be the earlier time; serve's clock
+ * (coarse_now) lags by up to a jiffy or two, 10 ms each at HZ 100. */
+#define SEEN_SLACK_NS 100000000
 
 /* seen_live tells whether seen_pkts may hold an entry that continues a
  * packet at now. */
@@ -1031,7 +1036,7 @@ static __always_inline __u32 flight_idx(__u64 key)
  * a cache, never a loss. */
 static __always_inline void claim_slot(struct flight *f, __u64 key, __u64 now)
 {
-	if (f->key && f->key != key && !f->ended && now - f->s.ts < join_window_ns) {
+	if (f->key && f->key != key && !f->ended && (__s64)(now - f->s.ts) < (__s64)join_window_ns) {
 		seen_extend(now);
 		bpf_map_update_elem(&seen_pkts, &f->key, &f->s, BPF_ANY);
 	}
@@ -1167,6 +1172,26 @@ static __always_inline void hist_add(void *map, __u32 half, const struct hook_pa
 	h->sum_ns += v * weight;
 }
 
+/* coarse_now is the time serve joins a packet's hops by: the clock as this
+ * CPU's first hook in the current jiffy read it. It lags the clock by up to
+ * a jiffy and another CPU's by up to two, which a one-second join window
+ * does not notice (same_packet compares signed). Reading the clock source
+ * at every hook cost more than a fifth of an aggregating hook; the jiffies
+ * are a load. */
+static __always_inline __u64 coarse_now(void)
+{
+	__u32 zero = 0;
+	struct timing *t = bpf_map_lookup_elem(&timings, &zero);
+	if (!t)
+		return bpf_ktime_get_ns();
+	__u64 j = bpf_jiffies64();
+	if (t->jiffy != j) {
+		t->jiffy = j;
+		t->ns = bpf_ktime_get_ns();
+	}
+	return t->ns;
+}
+
 /* timed_weight decides whether a new packet's hops are timed into the
  * histograms: the weight it is counted with, or 0. Timing costs a
  * histogram update at every hook, a third of what serve's hooks cost; a
@@ -1198,32 +1223,34 @@ static __always_inline __u32 timed_weight(__u64 now)
 /* time_hop counts the hop of a timed packet from entry s's last hook to
  * this one (netns_ino, ifindex_dir). A subprogram, so its stack is not
  * added to the hook's, which the filter's call already fills. */
-static __noinline void time_hop(const struct seen *s, __u32 netns_ino, __u32 ifindex_dir, __u64 now)
+static __noinline void time_hop(struct seen *s, __u32 netns_ino, __u32 ifindex_dir)
 {
 	if (!s)
 		return;
+	__u64 t = bpf_ktime_get_ns();
 	struct hook_pair k = { .from = s->last, .to = { netns_ino, ifindex_dir } };
-	hist_add(&hop_hist, 0, &k, now - s->ts, s->weight, false);
+	hist_add(&hop_hist, 0, &k, t - s->fine_ts, s->weight, false);
+	s->fine_ts = t;
 }
 
 /* agg_hop moves entry s's packet on to this hook, timing the hop if the
  * packet is timed. */
-static __always_inline void agg_hop(struct seen *s, __u32 netns_ino, __u32 ifindex_dir, __u64 now)
+static __always_inline void agg_hop(struct seen *s, __u32 netns_ino, __u32 ifindex_dir)
 {
 	if (s->weight)
-		time_hop(s, netns_ino, ifindex_dir, now);
+		time_hop(s, netns_ino, ifindex_dir);
 	s->last.netns_ino = netns_ino;
 	s->last.ifindex_dir = ifindex_dir;
 }
 
 /* agg_path counts a packet at its last traced hook (netns_ino,
- * ifindex_dir), and times it if it is timed. */
-static __noinline void agg_path(const struct seen *s, __u32 netns_ino, __u32 ifindex_dir, __u64 now)
+ * ifindex_dir), after agg_hop, and times it if it is timed. */
+static __noinline void agg_path(const struct seen *s, __u32 netns_ino, __u32 ifindex_dir)
 {
 	if (!s)
 		return;
 	struct hook_pair k = { .from = s->first, .to = { netns_ino, ifindex_dir } };
-	hist_add(&path_hist, HIST_CACHE_SLOTS, &k, now - s->first_ts, s->weight, true);
+	hist_add(&path_hist, HIST_CACHE_SLOTS, &k, s->fine_ts - s->first_ts, s->weight, true);
 }
 
 /* packet_id joins a hop to its packet and keeps its entry, or returns 0
@@ -1255,7 +1282,7 @@ static __always_inline __u64 packet_id(__u64 key, __u64 fp, __u64 now, __u32 hoo
 			s = bpf_map_lookup_elem(&seen_pkts, &key);
 		if (s && continues(s, fp, src_h, dst_h, now, hook)) {
 			if (aggregate_only)
-				agg_hop(s, netns_ino, ifdir, now);
+				agg_hop(s, netns_ino, ifdir);
 			if (!end)
 				seen_extend(now);
 			add_hook(s, hook, now, src_h, dst_h);
@@ -1263,7 +1290,7 @@ static __always_inline __u64 packet_id(__u64 key, __u64 fp, __u64 now, __u32 hoo
 				return s->id;
 			/* Past its last traced hook: back to this CPU's slot. */
 			if (aggregate_only)
-				agg_path(s, netns_ino, ifdir, now);
+				agg_path(s, netns_ino, ifdir);
 			claim_slot(f, key, now);
 			__builtin_memcpy(&f->s, s, sizeof(f->s));
 			f->ended = 1;
@@ -1277,10 +1304,10 @@ static __always_inline __u64 packet_id(__u64 key, __u64 fp, __u64 now, __u32 hoo
 	}
 	if (here) {
 		if (aggregate_only)
-			agg_hop(&f->s, netns_ino, ifdir, now);
+			agg_hop(&f->s, netns_ino, ifdir);
 		add_hook(&f->s, hook, now, src_h, dst_h);
 		if (end && aggregate_only)
-			agg_path(&f->s, netns_ino, ifdir, now);
+			agg_path(&f->s, netns_ino, ifdir);
 		f->ended = end;
 		return f->s.id;
 	}
@@ -1310,10 +1337,13 @@ static __always_inline __u64 packet_id(__u64 key, __u64 fp, __u64 now, __u32 hoo
 		n->first.netns_ino = netns_ino;
 		n->first.ifindex_dir = ifdir;
 		n->last = n->first;
-		n->first_ts = now;
 		n->weight = timed_weight(now);
+		if (n->weight) {
+			n->first_ts = bpf_ktime_get_ns();
+			n->fine_ts = n->first_ts;
+		}
 		if (end)
-			agg_path(n, netns_ino, ifdir, now);
+			agg_path(n, netns_ino, ifdir);
 	}
 	return n->id;
 }
@@ -1417,7 +1447,8 @@ static __always_inline void hop(struct __sk_buff *ctx, __u8 dir, bool underlay)
 	bool wanted = !filter_on || filter_match(&p);
 	if (!wanted && !traced_lately())
 		return;
-	__u64 now = bpf_ktime_get_ns();
+	/* serve reads the clock source only for the packets it times. */
+	__u64 now = aggregate_only ? coarse_now() : bpf_ktime_get_ns();
 	__u64 fp = fingerprint(&p);
 	__u64 skb = 0;
 	__u32 netns_ino = attach_netns_ino;

@@ -210,6 +210,7 @@ type hoptraceSeen struct {
 	Last    hoptraceHookId
 	_       [4]byte
 	FirstTs uint64
+	FineTs  uint64
 	Weight  uint32
 	Pad     uint32
 }
@@ -219,6 +220,8 @@ type hoptraceTiming struct {
 	Window uint64
 	N      uint32
 	Skip   uint32
+	Jiffy  uint64
+	Ns     uint64
 }
 
 type hoptraceTunnelBits uint32
