@@ -35,13 +35,13 @@ const volatile __u64 join_window_ns = 1000000000ULL; /* hops further apart are d
 /* serve: aggregate in the kernel (hop_hist, path_hist, drop_counts) instead
  * of sending events. Off, the aggregation is dead code. */
 const volatile bool aggregate_only = false;
-/* serve: the latency histograms time every packet while a CPU sees at most
- * timed_per_window new packets in a window of 2^TIME_WINDOW_SHIFT ns;
- * beyond that, one in time_one_in, counted time_one_in times, so the
- * buckets still estimate every packet. 0: time every packet. */
-const volatile __u32 timed_per_window = 0;
+/* serve: the latency histograms time every new packet while a CPU sees at
+ * most timed_per_sec a second (in bursts of up to timed_burst); beyond
+ * that, one in time_one_in, counted time_one_in times, so the buckets still
+ * estimate every packet. timed_per_sec 0: time every packet. */
+const volatile __u64 timed_per_sec = 0;
+const volatile __u32 timed_burst = 1;
 const volatile __u32 time_one_in = 1;
-#define TIME_WINDOW_SHIFT 22 /* ~4.2 ms */
 
 /* IP protocol numbers (linux/in.h drags in libc headers). */
 #define IPPROTO_ICMP 1
@@ -382,14 +382,14 @@ struct {
 	__type(value, __u64);
 } drop_counts SEC(".maps");
 
-/* aggregate_only: this CPU's new packets in the current window (struct
- * timing), for timed_weight. */
+/* aggregate_only: this CPU's clock for joins (coarse_now) and its budget of
+ * packets to time (timed_weight). */
 struct timing {
-	__u64 window;
-	__u32 n;    /* new packets in window */
-	__u32 skip; /* untimed since the last timed one past the budget */
-	__u64 jiffy; /* coarse_now: the jiffy of ns */
-	__u64 ns;    /* coarse_now: the clock at this CPU's first hook in it */
+	__u64 jiffy;  /* the jiffy of ns */
+	__u64 ns;     /* the clock at this CPU's first hook in that jiffy */
+	__u64 credit; /* ns worth of timed_per_sec it may still time, times 1e9 */
+	__u32 skip;   /* untimed since the last timed one past the budget */
+	__u32 _pad;
 };
 
 struct {
@@ -1219,8 +1219,17 @@ static __always_inline __u64 coarse_now(void)
 		return bpf_ktime_get_ns();
 	__u64 j = bpf_jiffies64();
 	if (t->jiffy != j) {
+		__u64 now = bpf_ktime_get_ns();
+		/* The budget of timed_weight grows with the time since the
+		 * last jiffy this CPU saw, whatever HZ is. */
+		__u64 gap = now - t->ns;
+		if (gap > 1000000000ULL)
+			gap = 1000000000ULL;
+		__u64 credit = t->credit + gap * timed_per_sec; /* a packet is 1e9 */
+		__u64 most = (__u64)timed_burst * 1000000000ULL;
+		t->credit = credit < most ? credit : most;
 		t->jiffy = j;
-		t->ns = bpf_ktime_get_ns();
+		t->ns = now;
 	}
 	return t->ns;
 }
@@ -1229,22 +1238,17 @@ static __always_inline __u64 coarse_now(void)
  * histograms: the weight it is counted with, or 0. Timing costs a
  * histogram update at every hook, a third of what serve's hooks cost; a
  * CPU busy with a flood times a sample of it. */
-static __always_inline __u32 timed_weight(__u64 now)
+static __always_inline __u32 timed_weight(void)
 {
-	if (!timed_per_window)
+	if (!timed_per_sec)
 		return 1;
 	__u32 zero = 0;
 	struct timing *t = bpf_map_lookup_elem(&timings, &zero);
 	if (!t)
 		return 1;
-	__u64 w = now >> TIME_WINDOW_SHIFT;
-	if (t->window != w) {
-		t->window = w;
-		t->n = 0;
+	if (t->credit >= 1000000000ULL) {
+		t->credit -= 1000000000ULL;
 		t->skip = 0;
-	}
-	if (t->n < timed_per_window) {
-		t->n++;
 		return 1;
 	}
 	if (++t->skip < time_one_in)
@@ -1370,7 +1374,7 @@ static __always_inline __u64 packet_id(__u64 key, __u64 fp, __u64 now, __u32 hoo
 		n->first.netns_ino = netns_ino;
 		n->first.ifindex_dir = ifdir;
 		n->last = n->first;
-		n->weight = timed_weight(now);
+		n->weight = timed_weight();
 		if (n->weight) {
 			n->first_ts = bpf_ktime_get_ns();
 			n->fine_ts = n->first_ts;

@@ -3,6 +3,7 @@ package tracer
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/cilium/ebpf"
 
@@ -13,17 +14,15 @@ import (
 // aggregateMaps are the maps the hooks fill with Options.Aggregate.
 var aggregateMaps = []string{"hop_hist", "path_hist", "drop_counts"}
 
-// timeWindowNS is the window of TimedPerCPU: 2^TIME_WINDOW_SHIFT ns in
-// bpf/hoptrace.c.
-const timeWindowNS = 1 << 22
+// timeBurst is how long a CPU may save up its budget of TimedPerCPU for.
+const timeBurst = 4 * time.Millisecond
 
-// timedPerWindow is how many new packets a CPU times one by one in a window
-// to time perSecond a second (0: every packet).
-func timedPerWindow(perSecond int) uint32 {
-	if perSecond <= 0 {
-		return 0
-	}
-	return uint32(max(1, (int64(perSecond)*timeWindowNS+999_999_999)/1_000_000_000))
+// timedBurst is how many new packets in a row a CPU that times perSecond a
+// second may time one by one: at least 2, so that a budget that grows by
+// less than a packet between two packets does not lose what it grew.
+func timedBurst(perSecond int) uint32 {
+	perSecond = min(perSecond, 1e9)
+	return uint32(max(2, int64(perSecond)*int64(timeBurst)/int64(time.Second)))
 }
 
 // setAggregate switches the kernel-side aggregation on in spec, with the
@@ -35,10 +34,11 @@ func setAggregate(spec *ebpf.CollectionSpec, opts Options) error {
 		return nil
 	}
 	for name, v := range map[string]any{
-		"aggregate_only":   true,
-		"hist_bounds_ns":   metrics.BoundsNS,
-		"timed_per_window": timedPerWindow(opts.TimedPerCPU),
-		"time_one_in":      uint32(max(1, opts.TimeOneIn)),
+		"aggregate_only": true,
+		"hist_bounds_ns": metrics.BoundsNS,
+		"timed_per_sec":  uint64(min(max(0, opts.TimedPerCPU), 1e9)),
+		"timed_burst":    timedBurst(opts.TimedPerCPU),
+		"time_one_in":    uint32(max(1, opts.TimeOneIn)),
 	} {
 		if err := spec.Variables[name].Set(v); err != nil {
 			return fmt.Errorf("set %s: %w", name, err)

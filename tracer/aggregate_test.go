@@ -207,18 +207,77 @@ func testAggregate(t *testing.T, opts Options, taken bool) {
 }
 
 // TestAggregateTimesASample: past TimedPerCPU a CPU times a sample of its
-// packets, while the packet count stays exact. Here each CPU times one
-// packet per window, and the one-in-N past it never comes: a burst of
-// datagrams counts in full, but only a few are timed, and every hop
-// histogram holds the same packets as the path's.
+// packets, while the packet count stays exact, and every hop histogram
+// holds the same packets as the path's. The one-in-N past the budget never
+// comes here, so the timed packets are the budget: a burst against one a
+// second times a few; a steady 1000 a second against 200 a second times
+// about that many, whatever the kernel's HZ.
 func TestAggregateTimesASample(t *testing.T) {
+	ncpu, err := ebpf.PossibleCPU()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		rate int           // TimedPerCPU
+		gap  time.Duration // between datagrams
+		done func(sent uint64, d time.Duration, most uint64) bool
+	}{
+		{"burst", 1, 0, func(sent uint64, _ time.Duration, most uint64) bool { return sent >= 40 && sent >= 4*most }},
+		{"rate", 200, time.Millisecond, func(_ uint64, d time.Duration, _ uint64) bool { return d >= 500*time.Millisecond }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			// At most the burst, per CPU, and what a second's rate
+			// adds over the time the sends spanned (and a jiffy).
+			most := func(d time.Duration) uint64 {
+				added := uint64(c.rate) * uint64(d+10*time.Millisecond) / uint64(time.Second)
+				return uint64(ncpu) * (uint64(timedBurst(c.rate)) + added + 1)
+			}
+			sent, d, agg, hooks := sampleRun(t, c.rate, c.gap, func(sent uint64, d time.Duration) bool {
+				return c.done(sent, d, most(d))
+			})
+			p := agg.Paths[metrics.Pair{From: hooks[0], To: hooks[3]}]
+			// At least half of what one CPU's budget grows by, where
+			// sends are steady; all of them where they were slower.
+			least := min(sent, uint64(c.rate)*uint64(d)/uint64(time.Second)/2, 1)
+			if c.gap > 0 {
+				least = min(sent, max(1, uint64(c.rate)*uint64(d)/uint64(time.Second)/2))
+			}
+			t.Logf("%d datagrams in %v: %d counted, %d timed (%d to %d)", sent, d.Round(time.Millisecond), p.Packets, p.Count(), least, most(d))
+			if p.Packets != sent {
+				t.Fatalf("path counted %d packets, want %d", p.Packets, sent)
+			}
+			if p.Count() < least || p.Count() > most(d) {
+				t.Errorf("path timed %d packets, want %d to %d", p.Count(), least, most(d))
+			}
+			var hopSum uint64
+			for i := 0; i < 3; i++ {
+				h := agg.Hops[metrics.Pair{From: hooks[i], To: hooks[i+1]}]
+				if h.Count() != p.Count() {
+					t.Errorf("hop %v -> %v timed %d packets, the path %d", hooks[i], hooks[i+1], h.Count(), p.Count())
+				}
+				hopSum += h.SumNS
+			}
+			if hopSum != p.SumNS {
+				t.Errorf("timed hops add up to %dns, the path to %dns", hopSum, p.SumNS)
+			}
+		})
+	}
+}
+
+// sampleRun sends datagrams gap apart between two namespaces, traced with
+// Aggregate timing rate a second per CPU, until done, and returns what it
+// sent, for how long, the aggregates once they count every datagram, and
+// the path's hooks.
+func sampleRun(t *testing.T, rate int, gap time.Duration, done func(sent uint64, d time.Duration) bool) (uint64, time.Duration, metrics.Aggregates, []metrics.Hook) {
+	t.Helper()
 	topo := testenv.NewTopology(t, 2)
 	a, b := topo.Hosts[0], topo.Hosts[1]
 	rx := b.UDPConn(t, 0)
 	port := rx.LocalAddr().(*net.UDPAddr).Port
 	tr := load(t, Options{
 		Aggregate:   true,
-		TimedPerCPU: 1, // one a window
+		TimedPerCPU: rate,
 		TimeOneIn:   1 << 20,
 		Filter:      mustCompile(t, fmt.Sprintf("udp and dst port %d", port)),
 	})
@@ -231,63 +290,37 @@ func TestAggregateTimesASample(t *testing.T) {
 			}
 		}
 	}()
-	ncpu, err := ebpf.PossibleCPU()
-	if err != nil {
-		t.Fatal(err)
-	}
-	// At most one timed packet per CPU and window the sends spanned.
-	timedAtMost := func(d time.Duration) uint64 {
-		return uint64(ncpu) * (uint64(d/(timeWindowNS*time.Nanosecond)) + 2)
-	}
 	conn := a.UDPConn(t, 0)
 	start := time.Now()
 	var sent uint64
-	for sent < 40 || sent < 4*timedAtMost(time.Since(start)) {
+	for !done(sent, time.Since(start)) {
 		if time.Since(start) > 20*time.Second {
-			t.Fatalf("%d datagrams in %v: too slow to fill a window", sent, time.Since(start))
+			t.Fatalf("%d datagrams in %v: too slow", sent, time.Since(start))
 		}
 		if _, err := conn.WriteTo([]byte("sample me"), rx.LocalAddr()); err != nil {
 			t.Fatal(err)
 		}
 		sent++
+		time.Sleep(gap)
 	}
-	bound := timedAtMost(time.Since(start))
+	d := time.Since(start)
 
 	want := path(topo, a, b)
 	hooks := make([]metrics.Hook, len(want))
 	for i, h := range want {
 		hooks[i] = metrics.Hook{Key: topology.Key{NetnsIno: h.netns, Ifindex: h.ifindex}, Egress: h.dir != 0}
 	}
-	var agg metrics.Aggregates
-	var p metrics.Hist
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		if agg, err = tr.Aggregates(); err != nil {
+		agg, err := tr.Aggregates()
+		if err != nil {
 			t.Fatal(err)
 		}
-		p = agg.Paths[metrics.Pair{From: hooks[0], To: hooks[3]}]
+		p := agg.Paths[metrics.Pair{From: hooks[0], To: hooks[3]}]
 		if p.Packets >= sent || time.Now().After(deadline) {
-			break
+			return sent, d, agg, hooks
 		}
 		time.Sleep(10 * time.Millisecond)
-	}
-	t.Logf("%d datagrams: %d counted, %d timed (at most %d)", sent, p.Packets, p.Count(), bound)
-	if p.Packets != sent {
-		t.Fatalf("path counted %d packets, want %d", p.Packets, sent)
-	}
-	if p.Count() == 0 || p.Count() > bound {
-		t.Errorf("path timed %d packets, want 1 to %d", p.Count(), bound)
-	}
-	var hopSum uint64
-	for i := 0; i < 3; i++ {
-		h := agg.Hops[metrics.Pair{From: hooks[i], To: hooks[i+1]}]
-		if h.Count() != p.Count() {
-			t.Errorf("hop %v -> %v timed %d packets, the path %d", hooks[i], hooks[i+1], h.Count(), p.Count())
-		}
-		hopSum += h.SumNS
-	}
-	if hopSum != p.SumNS {
-		t.Errorf("timed hops add up to %dns, the path to %dns", hopSum, p.SumNS)
 	}
 }
 

@@ -217,11 +217,11 @@ type hoptraceSeen struct {
 
 type hoptraceTiming struct {
 	_      structs.HostLayout
-	Window uint64
-	N      uint32
-	Skip   uint32
 	Jiffy  uint64
 	Ns     uint64
+	Credit uint64
+	Skip   uint32
+	Pad    uint32
 }
 
 type hoptraceTunnelBits uint32
@@ -278,7 +278,8 @@ const (
 	hoptraceVarNrCpus                    = "nr_cpus"
 	hoptraceVarSnaplen                   = "snaplen"
 	hoptraceVarTimeOneIn                 = "time_one_in"
-	hoptraceVarTimedPerWindow            = "timed_per_window"
+	hoptraceVarTimedBurst                = "timed_burst"
+	hoptraceVarTimedPerSec               = "timed_per_sec"
 	hoptraceVarTracedWindowJiffies       = "traced_window_jiffies"
 	hoptraceVarUnusedDrop                = "unused_drop"
 	hoptraceVarUnusedDropKey             = "unused_drop_key"
@@ -394,7 +395,8 @@ type hoptraceVariableSpecs struct {
 	NrCpus              *ebpf.VariableSpec `ebpf:"nr_cpus"`
 	Snaplen             *ebpf.VariableSpec `ebpf:"snaplen"`
 	TimeOneIn           *ebpf.VariableSpec `ebpf:"time_one_in"`
-	TimedPerWindow      *ebpf.VariableSpec `ebpf:"timed_per_window"`
+	TimedBurst          *ebpf.VariableSpec `ebpf:"timed_burst"`
+	TimedPerSec         *ebpf.VariableSpec `ebpf:"timed_per_sec"`
 	TracedWindowJiffies *ebpf.VariableSpec `ebpf:"traced_window_jiffies"`
 	UnusedDrop          *ebpf.VariableSpec `ebpf:"unused_drop"`
 	UnusedDropKey       *ebpf.VariableSpec `ebpf:"unused_drop_key"`
@@ -497,7 +499,8 @@ type hoptraceVariables struct {
 	NrCpus              *ebpf.Variable `ebpf:"nr_cpus"`
 	Snaplen             *ebpf.Variable `ebpf:"snaplen"`
 	TimeOneIn           *ebpf.Variable `ebpf:"time_one_in"`
-	TimedPerWindow      *ebpf.Variable `ebpf:"timed_per_window"`
+	TimedBurst          *ebpf.Variable `ebpf:"timed_burst"`
+	TimedPerSec         *ebpf.Variable `ebpf:"timed_per_sec"`
 	TracedWindowJiffies *ebpf.Variable `ebpf:"traced_window_jiffies"`
 	UnusedDrop          *ebpf.Variable `ebpf:"unused_drop"`
 	UnusedDropKey       *ebpf.Variable `ebpf:"unused_drop_key"`
