@@ -75,10 +75,11 @@ type Options struct {
 	// events: `hoptrace serve`. ReadInto then delivers nothing.
 	Aggregate bool
 	// TimedPerCPU is how many new packets a second each CPU times into
-	// Aggregate's latency histograms one by one (0: every packet). Past
-	// it, in a window of about 4 ms, a CPU times one packet in TimeOneIn
-	// and counts it TimeOneIn times, so the histograms estimate every
-	// packet; the packet counts stay exact. The histogram updates of
+	// Aggregate's latency histograms one by one (0: every packet), a
+	// budget that grows with time and saves up at most 4 ms of it. Past
+	// it a CPU times one packet in TimeOneIn and counts it TimeOneIn
+	// times, so the histograms estimate every packet; the packet counts
+	// stay exact. The histogram updates of
 	// timing were a third of what an aggregating hook cost.
 	TimedPerCPU int
 	// TimeOneIn is the sampling past TimedPerCPU (0 or 1: none past it).
