@@ -21,7 +21,6 @@ const timeBurst = 4 * time.Millisecond
 // second may time one by one: at least 2, so that a budget that grows by
 // less than a packet between two packets does not lose what it grew.
 func timedBurst(perSecond int) uint32 {
-	perSecond = min(perSecond, 1e9)
 	return uint32(max(2, int64(perSecond)*int64(timeBurst)/int64(time.Second)))
 }
 
@@ -33,11 +32,12 @@ func setAggregate(spec *ebpf.CollectionSpec, opts Options) error {
 		spec.Maps["hist_cache"].MaxEntries = 1
 		return nil
 	}
+	rate := min(max(0, opts.TimedPerCPU), 1e9)
 	for name, v := range map[string]any{
 		"aggregate_only": true,
 		"hist_bounds_ns": metrics.BoundsNS,
-		"timed_per_sec":  uint64(min(max(0, opts.TimedPerCPU), 1e9)),
-		"timed_burst":    timedBurst(opts.TimedPerCPU),
+		"timed_per_sec":  uint64(rate),
+		"timed_burst":    timedBurst(rate),
 		"time_one_in":    uint32(max(1, opts.TimeOneIn)),
 	} {
 		if err := spec.Variables[name].Set(v); err != nil {
