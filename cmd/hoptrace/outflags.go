@@ -68,6 +68,9 @@ func (s *splitPrinter) Journey(j *journey.Journey) error {
 	return s.err
 }
 
+// KeepsJourneys is the journey printer's (pipeline.JourneyKeeper).
+func (s *splitPrinter) KeepsJourneys() bool { return keepsJourneys(s.journeys) }
+
 // Summary waits until the journeys were written, then prints the summary.
 func (s *splitPrinter) Summary(sum render.Summary) error {
 	if s.err == nil {

@@ -4,10 +4,14 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hoptrace/hoptrace/tracer/journey"
+	"github.com/hoptrace/hoptrace/tracer/render"
 )
 
 // stuckWriter blocks every Write until released; it then records.
@@ -124,3 +128,23 @@ func TestOutWriterReportsWriteErrors(t *testing.T) {
 		t.Fatalf("second write: %v, want EPIPE", err)
 	}
 }
+
+// The printers trace and record --print use keep no journey, so the
+// pipeline may reuse journeys' memory; a printer that does not say so is
+// taken to keep them.
+func TestPrintersKeepNoJourneys(t *testing.T) {
+	for _, out := range []string{"text", "json"} {
+		p := (&printFlags{output: out}).printer(io.Discard, io.Discard, render.Options{})
+		if keepsJourneys(&heldSummary{Printer: p}) {
+			t.Errorf("-o %s: the printer says it may keep journeys", out)
+		}
+	}
+	if !keepsJourneys(&heldSummary{Printer: keepingPrinter{}}) {
+		t.Error("a printer that does not say whether it keeps journeys was taken not to")
+	}
+}
+
+type keepingPrinter struct{}
+
+func (keepingPrinter) Journey(*journey.Journey) error { return nil }
+func (keepingPrinter) Summary(render.Summary) error   { return nil }

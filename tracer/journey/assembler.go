@@ -29,12 +29,25 @@ type Assembler struct {
 	bySkb   map[uint64]*open // newest open journey that holds this skb key
 	content contentIndex     // open journeys by fingerprint and flow
 	stats   Stats
+
+	// Memory to reuse: open structs once their journey finished, and
+	// journeys given back by Release. A journey with its hops was most of
+	// what a busy trace allocated, and the collector's work scanning them.
+	spareOpen     []*open
+	spareJourneys []*Journey
 }
+
+// Bounds of what the assembler keeps to reuse: journeys in spare, and hops
+// a spare journey holds room for (a flood's journey with many branches is
+// left to the collector).
+const (
+	maxSpare        = 1024
+	maxSpareHopsCap = 16
+)
 
 // open is a journey still taking hops.
 type open struct {
-	j        *Journey // points at jv: one allocation per journey
-	jv       Journey
+	j        *Journey
 	last     uint64 // latest event time
 	deadline uint64
 	terminal bool // reached a hop where packets end, or a drop
@@ -211,8 +224,16 @@ func (a *Assembler) resolve(netns, ifindex uint32) (topology.Endpoint, bool) {
 
 func (a *Assembler) start(fp uint64, t uint64) *open {
 	a.nextID++
-	o := &open{jv: Journey{ID: a.nextID, Fingerprint: fp, Start: t, End: t, Hops: make([]Hop, 0, 4)}, last: t, sorted: true}
-	o.j = &o.jv
+	var o *open
+	if n := len(a.spareOpen); n > 0 {
+		o = a.spareOpen[n-1]
+		a.spareOpen = a.spareOpen[:n-1]
+	} else {
+		o = new(open)
+	}
+	*o = open{j: a.newJourney(), last: t, sorted: true}
+	j := o.j
+	j.ID, j.Fingerprint, j.Start, j.End = a.nextID, fp, t, t
 	o.links = o.linkBuf[:0]
 	o.heapIdx = len(a.heap)
 	a.heap = append(a.heap, o)
@@ -282,7 +303,38 @@ func (a *Assembler) finish(o *open, timedOut, evicted bool) *Journey {
 	j.Evicted = evicted
 	a.summarize(j)
 	a.count(j)
+	// Nothing refers to o any more: the indexes let go of it above.
+	if len(a.spareOpen) < maxSpare {
+		*o = open{}
+		a.spareOpen = append(a.spareOpen, o)
+	}
 	return j
+}
+
+// newJourney returns an empty journey with room for a few hops: a spare
+// one given back by Release, or a new one.
+func (a *Assembler) newJourney() *Journey {
+	if n := len(a.spareJourneys); n > 0 {
+		j := a.spareJourneys[n-1]
+		a.spareJourneys = a.spareJourneys[:n-1]
+		return j
+	}
+	return &Journey{Hops: make([]Hop, 0, 4)}
+}
+
+// Release gives a finished journey back for the assembler to reuse its
+// memory for a later one. Call it only when nothing refers to j, its hops or
+// anything else it points to (strings it holds may be kept: they are not
+// reused). j must come from this assembler and be released at most once.
+func (a *Assembler) Release(j *Journey) {
+	if len(a.spareJourneys) >= maxSpare || cap(j.Hops) > maxSpareHopsCap {
+		return
+	}
+	// Cleared, so that a spare journey keeps nothing alive and a reused
+	// one shows nothing of its past.
+	clear(j.Hops)
+	*j = Journey{Hops: j.Hops[:0]}
+	a.spareJourneys = append(a.spareJourneys, j)
 }
 
 func (a *Assembler) count(j *Journey) {

@@ -97,6 +97,10 @@ func (s *Journeys) Journey(j *journey.Journey) error {
 // Summary implements pipeline.Sink.
 func (s *Journeys) Summary(render.Summary) error { return nil }
 
+// KeepsJourneys is false: Journey counts what it needs and keeps only label
+// strings (pipeline.JourneyKeeper).
+func (s *Journeys) KeepsJourneys() bool { return false }
+
 // Describe implements prometheus.Collector.
 func (s *Journeys) Describe(ch chan<- *prometheus.Desc) { s.c.Describe(ch) }
 

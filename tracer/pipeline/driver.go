@@ -26,6 +26,9 @@ type driver struct {
 	reasons     map[string]uint64
 	shown       int
 	err         error // the first sink error, or ErrCountReached
+	// reuse: no sink keeps journeys, so the assembler gets each one back
+	// once the sinks are done with it.
+	reuse bool
 }
 
 type sinkState struct {
@@ -35,8 +38,11 @@ type sinkState struct {
 }
 
 func newDriver(names journey.Names, cfg Config, sinks []Sink, cancel context.CancelCauseFunc) *driver {
-	d := &driver{cfg: cfg, names: names, cancel: cancel}
+	d := &driver{cfg: cfg, names: names, cancel: cancel, reuse: true}
 	for i, s := range sinks {
+		if keepsJourneys(s) {
+			d.reuse = false
+		}
 		st := sinkState{Sink: s}
 		if ev, ok := s.(EventSink); ok {
 			st.ev = ev
@@ -136,8 +142,16 @@ func (d *driver) add(js []*journey.Journey) {
 	}
 }
 
-// deliver hands a named journey to the sinks when it is selected.
+// deliver hands a named journey to the sinks when it is selected, then
+// gives it back to the assembler if no sink keeps journeys.
 func (d *driver) deliver(j *journey.Journey) {
+	d.show(j)
+	if d.reuse {
+		d.asm.Release(j)
+	}
+}
+
+func (d *driver) show(j *journey.Journey) {
 	if d.err != nil || !d.cfg.Select.Match(j) {
 		return
 	}

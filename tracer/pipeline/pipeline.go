@@ -64,6 +64,22 @@ type Sink interface {
 	Summary(s render.Summary) error
 }
 
+// JourneyKeeper is a Sink that says whether it keeps a journey, or anything
+// it points to (its hops, its drop), after its Journey call returns. When
+// every sink of a run says it does not, the pipeline reuses finished
+// journeys' memory for later ones: a busy trace then allocates next to
+// nothing per packet. A sink that does not implement it is taken to keep
+// them. Strings a sink copies out of a journey are never reused.
+type JourneyKeeper interface {
+	KeepsJourneys() bool
+}
+
+// keepsJourneys tells whether sink s may keep journeys past its Journey call.
+func keepsJourneys(s Sink) bool {
+	k, ok := s.(JourneyKeeper)
+	return !ok || k.KeepsJourneys()
+}
+
 // EventSink is a sink that also takes every event as it comes, before
 // assembly: the recorder. Its errors stop the run as a Sink's do.
 type EventSink interface {

@@ -61,6 +61,9 @@ func (r *Recorder) loss(l event.Loss) error {
 // Journey implements Sink: a recording keeps events, not journeys.
 func (r *Recorder) Journey(*journey.Journey) error { return nil }
 
+// KeepsJourneys implements JourneyKeeper: it keeps none.
+func (r *Recorder) KeepsJourneys() bool { return false }
+
 // Summary writes the final loss counters and closes the recording.
 func (r *Recorder) Summary(s render.Summary) error {
 	return r.Close(s.Loss)

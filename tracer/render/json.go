@@ -207,6 +207,10 @@ func (p *JSON) Journey(j *journey.Journey) error {
 	return p.err
 }
 
+// KeepsJourneys is false: a journey is written out during Journey
+// (pipeline.JourneyKeeper).
+func (p *JSON) KeepsJourneys() bool { return false }
+
 // Summary writes the summary object.
 func (p *JSON) Summary(s Summary) error {
 	if p.err != nil {

@@ -83,6 +83,10 @@ func (t *Text) Journey(j *journey.Journey) error {
 	return w.Flush()
 }
 
+// KeepsJourneys is false: a journey is written out during Journey
+// (pipeline.JourneyKeeper).
+func (t *Text) KeepsJourneys() bool { return false }
+
 // path prints hop i and what follows it; a flooded packet's branches go in
 // braces: a -> b -> {c -> d | e -> f | g}.
 func (t *Text) path(j *journey.Journey, i int) {
