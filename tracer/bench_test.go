@@ -430,6 +430,84 @@ func hookCostTraffic(b *testing.B, opts Options) {
 	reportHooks(b, tr, rt-rt0, n-n0)
 }
 
+// BenchmarkHookCostPingPong is the hooks' kernel cost when packets are
+// sparse: one UDP datagram out of one namespace and its echo back (a CPU
+// each), one op per round trip, as in make bench's W3. Between packets the
+// CPUs wait, and what a hook touches has left their caches: this is the
+// cost a latency-bound workload pays, unlike the flood of
+// BenchmarkHookCostTraffic.
+func BenchmarkHookCostPingPong(b *testing.B) {
+	hookCostPingPong(b, Options{RingBufferBytes: 16 << 20})
+}
+
+// BenchmarkHookCostPingPongAggregate is BenchmarkHookCostPingPong as serve
+// hooks (every packet timed: W3's rate is below serve's default budget).
+func BenchmarkHookCostPingPongAggregate(b *testing.B) {
+	hookCostPingPong(b, Options{Aggregate: true, TimedPerCPU: 16000, TimeOneIn: 8})
+}
+
+// BenchmarkHookCostPingPongNomatch is BenchmarkHookCostPingPong with a
+// filter that rejects every datagram.
+func BenchmarkHookCostPingPongNomatch(b *testing.B) {
+	hookCostPingPong(b, Options{RingBufferBytes: 16 << 20, Filter: mustCompile(b, "udp and port 9")})
+}
+
+func hookCostPingPong(b *testing.B, opts Options) {
+	topo := testenv.NewTopology(b, 2)
+	tr, err := Load(opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer tr.Close()
+	for _, h := range topo.Hosts {
+		for _, i := range []Iface{{Name: h.HostVeth}, {Name: h.Iface, Netns: h.Path}} {
+			if err := tr.Attach(i); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	enableStats(b)
+	ctx, cancel := context.WithCancel(context.Background())
+	read := make(chan struct{})
+	go func() {
+		defer close(read)
+		var r Record
+		for tr.ReadInto(ctx, &r) == nil {
+		}
+	}()
+	srv, cli := topo.Hosts[1].UDPConn(b, 0), topo.Hosts[0].UDPConn(b, 0)
+	go onCPU(1, func() {
+		buf := make([]byte, 64)
+		for {
+			n, from, err := srv.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			_, _ = srv.WriteToUDPAddrPort(buf[:n], from)
+		}
+	})
+	to := srv.LocalAddr().(*net.UDPAddr).AddrPort()
+	payload, buf := make([]byte, 1), make([]byte, 64)
+	rt0, n0 := hopStats(b, tr)
+	b.ResetTimer()
+	onCPU(0, func() {
+		for range b.N {
+			if _, err := cli.WriteToUDPAddrPort(payload, to); err != nil {
+				b.Fatal(err)
+			}
+			_ = cli.SetReadDeadline(time.Now().Add(time.Second))
+			if _, _, err := cli.ReadFromUDPAddrPort(buf); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.StopTimer()
+	rt, n := hopStats(b, tr)
+	cancel()
+	<-read
+	reportHooks(b, tr, rt-rt0, n-n0)
+}
+
 // BenchmarkReadRate is the end-to-end rate through the reader: the kernel
 // produces events as fast as BPF_PROG_TEST_RUN runs the hook on one CPU
 // while the reader decodes them on another. ns/op is per event read.

@@ -129,14 +129,20 @@ func TestOutWriterReportsWriteErrors(t *testing.T) {
 	}
 }
 
-// The printers trace and record --print use keep no journey, so the
-// pipeline may reuse journeys' memory; a printer that does not say so is
-// taken to keep them.
+// The printers of trace, trace --exchanges, record and replay keep no
+// journey, so the pipeline may reuse journeys' memory; a printer that does
+// not say so is taken to keep them.
 func TestPrintersKeepNoJourneys(t *testing.T) {
 	for _, out := range []string{"text", "json"} {
-		p := (&printFlags{output: out}).printer(io.Discard, io.Discard, render.Options{})
-		if keepsJourneys(&heldSummary{Printer: p}) {
-			t.Errorf("-o %s: the printer says it may keep journeys", out)
+		pf := &printFlags{output: out}
+		for name, p := range map[string]render.Printer{
+			"trace, replay, record --print": linked(pf.printer(io.Discard, io.Discard, render.Options{})),
+			"trace --exchanges":             exchangeLines(pf, io.Discard, io.Discard, render.Options{}),
+			"record":                        summaryOnly{render.NewText(io.Discard, render.Options{})},
+		} {
+			if keepsJourneys(&heldSummary{Printer: p}) {
+				t.Errorf("%s -o %s: the printer says it may keep journeys", name, out)
+			}
 		}
 	}
 	if !keepsJourneys(&heldSummary{Printer: keepingPrinter{}}) {

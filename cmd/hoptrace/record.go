@@ -201,6 +201,9 @@ type summaryOnly struct{ render.Printer }
 
 func (summaryOnly) Journey(*journey.Journey) error { return nil }
 
+// KeepsJourneys is false: it looks at none (pipeline.JourneyKeeper).
+func (summaryOnly) KeepsJourneys() bool { return false }
+
 func recordingHeader(s *capture.Session, cf *captureFlags) tracefile.Header {
 	var uts unix.Utsname
 	_ = unix.Uname(&uts)

@@ -14,7 +14,8 @@ type Options struct {
 	Exchanges func(*Exchange) error
 	// Retransmits, when set, gets every journey that retransmits an
 	// earlier one, with the link, before the sink after the stage sees it
-	// (which finds the link in the journey's Retransmit too).
+	// (which finds the link in the journey's Retransmit too). j is valid
+	// only during the call: the pipeline may reuse its memory after.
 	Retransmits func(j *journey.Journey, r *Retransmit)
 }
 
@@ -59,6 +60,14 @@ func (s *Stage) Journey(j *journey.Journey) error {
 		}
 	}
 	return s.next.Journey(j)
+}
+
+// KeepsJourneys is the next sink's answer (pipeline.JourneyKeeper): the
+// stage itself keeps only values taken from a journey (IDs, times, names),
+// never the journey.
+func (s *Stage) KeepsJourneys() bool {
+	k, ok := s.next.(interface{ KeepsJourneys() bool })
+	return !ok || k.KeepsJourneys()
 }
 
 // Summary lets go the exchanges still waiting, then hands the summary on.

@@ -8,6 +8,7 @@ import (
 
 	"github.com/hoptrace/hoptrace/resolver/topology"
 	"github.com/hoptrace/hoptrace/tracer/event"
+	"github.com/hoptrace/hoptrace/tracer/exchange"
 	"github.com/hoptrace/hoptrace/tracer/journey"
 	"github.com/hoptrace/hoptrace/tracer/render"
 	"github.com/hoptrace/hoptrace/tracer/tracefile"
@@ -27,6 +28,7 @@ func (l *loopSource) Names() journey.Names { return l.names }
 func (l *loopSource) Run(ctx context.Context, in Input) error {
 	in.Topology(tracefiletest.Snapshot())
 	var shift uint64
+	var seqShift uint32
 	last := l.events[len(l.events)-1]
 	span := uint64(1)
 	if last.Hop != nil {
@@ -42,14 +44,21 @@ func (l *loopSource) Run(ctx context.Context, in Input) error {
 				h.TimeNS += shift
 				h.SkbKey += shift // another packet each round
 				h.PacketID += shift
+				// and other TCP data: the same sequence numbers each
+				// round would be retransmissions.
+				h.Pkt.Seq += seqShift
+				h.Pkt.Ack += seqShift
 				in.Hop(&h)
 			} else {
 				d = *ev.Drop
 				d.TimeNS += shift
+				d.Pkt.Seq += seqShift
+				d.Pkt.Ack += seqShift
 				in.Drop(&d)
 			}
 		}
 		shift += span
+		seqShift += 1 << 20
 		in.Tick(tracefiletest.StartMono + shift)
 	}
 	return nil
@@ -101,12 +110,13 @@ func BenchmarkRecordPrintJSON(b *testing.B) {
 	benchHops(b, Config{Journey: journey.Config{HostNetnsIno: tracefiletest.Snapshot().HostNetnsIno}}, NewRecorder(w), render.NewJSON(io.Discard, render.Options{}))
 }
 
-// BenchmarkTraceJSON is `trace -o json`.
+// BenchmarkTraceJSON is `trace -o json`: the printer behind the exchange
+// stage that links retransmissions, as trace has it.
 func BenchmarkTraceJSON(b *testing.B) {
-	benchHops(b, Config{Journey: journey.Config{HostNetnsIno: tracefiletest.Snapshot().HostNetnsIno}}, render.NewJSON(io.Discard, render.Options{}))
+	benchHops(b, Config{Journey: journey.Config{HostNetnsIno: tracefiletest.Snapshot().HostNetnsIno}}, exchange.NewStage(render.NewJSON(io.Discard, render.Options{}), exchange.Options{}))
 }
 
 // BenchmarkTraceText is `trace` printing text lines.
 func BenchmarkTraceText(b *testing.B) {
-	benchHops(b, Config{Journey: journey.Config{HostNetnsIno: tracefiletest.Snapshot().HostNetnsIno}}, render.NewText(io.Discard, render.Options{}))
+	benchHops(b, Config{Journey: journey.Config{HostNetnsIno: tracefiletest.Snapshot().HostNetnsIno}}, exchange.NewStage(render.NewText(io.Discard, render.Options{}), exchange.Options{}))
 }

@@ -3,9 +3,11 @@ package pipeline
 import (
 	"bytes"
 	"context"
+	"slices"
 	"testing"
 
 	"github.com/hoptrace/hoptrace/resolver/topology"
+	"github.com/hoptrace/hoptrace/tracer/exchange"
 	"github.com/hoptrace/hoptrace/tracer/journey"
 	"github.com/hoptrace/hoptrace/tracer/render"
 	"github.com/hoptrace/hoptrace/tracer/tracefile/tracefiletest"
@@ -53,14 +55,49 @@ const rounds = 30
 
 func reuseRun(t *testing.T, sinks ...Sink) string {
 	t.Helper()
+	var out bytes.Buffer
+	runRounds(t, render.NewJSON(&out, render.Options{}), sinks...)
+	return out.String()
+}
+
+func runRounds(t *testing.T, first Sink, sinks ...Sink) {
+	t.Helper()
 	events := tracefiletest.Events(tracefiletest.Options{Packets: 200, DropEvery: 7})
 	src := &loopSource{names: finalNames{topology.NewIndex(tracefiletest.Snapshot())}, events: events, n: rounds}
-	var out bytes.Buffer
 	cfg := Config{Journey: journey.Config{HostNetnsIno: tracefiletest.Snapshot().HostNetnsIno}}
-	if _, err := Run(context.Background(), src, cfg, append([]Sink{render.NewJSON(&out, render.Options{})}, sinks...)...); err != nil {
+	if _, err := Run(context.Background(), src, cfg, append([]Sink{first}, sinks...)...); err != nil {
 		t.Fatal(err)
 	}
-	return out.String()
+}
+
+// The exchange stage in front of a printer (trace's default) keeps no
+// journey either: journeys are reused behind it, and the exchanges it pairs
+// and the journeys it prints are the same as when nothing is reused.
+func TestJourneysReusedBehindExchangeStage(t *testing.T) {
+	run := func(sinks ...Sink) (string, []exchange.Exchange) {
+		var out bytes.Buffer
+		var exs []exchange.Exchange
+		st := exchange.NewStage(render.NewJSON(&out, render.Options{}), exchange.Options{
+			Exchanges: func(e *exchange.Exchange) error { exs = append(exs, *e); return nil },
+		})
+		runRounds(t, st, sinks...)
+		return out.String(), exs
+	}
+	seen := &addresses{seen: map[*journey.Journey]bool{}}
+	reusedOut, reusedExs := run(seen)
+	if seen.reused == 0 {
+		t.Fatal("no journey was reused behind the exchange stage")
+	}
+	keptOut, keptExs := run(&keeper{})
+	if len(keptExs) == 0 {
+		t.Fatal("the stage paired no exchanges")
+	}
+	if reusedOut != keptOut {
+		t.Errorf("the printed journeys differ with and without reuse (%d and %d bytes)", len(reusedOut), len(keptOut))
+	}
+	if !slices.Equal(reusedExs, keptExs) {
+		t.Errorf("%d exchanges with reuse, %d without, or they differ", len(reusedExs), len(keptExs))
+	}
 }
 
 // The pipeline reuses journeys only when no sink keeps them, and what it
