@@ -130,15 +130,34 @@ func (e Endpoint) Key() Key { return Key{NetnsIno: e.NetnsIno, Ifindex: e.Ifinde
 // interface, the interface name for host interfaces, "ns1:veth0" for an
 // interface in a named non-Docker namespace.
 func (e Endpoint) Label() string {
-	switch {
-	case e.Role == RoleContainer && e.Container != nil:
-		return e.Container.Name + ":" + e.Name
-	case e.Driver == DriverOverlay && e.Network != "":
-		return e.Network + ":" + e.Name // br0 and veth0 are in every overlay sandbox
-	case e.NetnsName != "" && e.Role != RoleHostVeth && e.Role != RoleBridge && e.Role != RoleHost:
-		return e.NetnsName + ":" + e.Name
+	if p, ok := e.LabelPrefix(); ok {
+		return p + ":" + e.Name
 	}
 	return e.Name
+}
+
+// AppendLabel appends Label to b, for printers that build lines without
+// allocating.
+func (e *Endpoint) AppendLabel(b []byte) []byte {
+	if p, ok := e.LabelPrefix(); ok {
+		b = append(b, p...)
+		b = append(b, ':')
+	}
+	return append(b, e.Name...)
+}
+
+// LabelPrefix is what Label puts before a colon and the interface name;
+// false for the name alone.
+func (e *Endpoint) LabelPrefix() (string, bool) {
+	switch {
+	case e.Role == RoleContainer && e.Container != nil:
+		return e.Container.Name, true
+	case e.Driver == DriverOverlay && e.Network != "":
+		return e.Network, true // br0 and veth0 are in every overlay sandbox
+	case e.NetnsName != "" && e.Role != RoleHostVeth && e.Role != RoleBridge && e.Role != RoleHost:
+		return e.NetnsName, true
+	}
+	return "", false
 }
 
 // DriverOverlay is Endpoint.Driver and Bridge.Driver inside an overlay

@@ -95,3 +95,27 @@ func TestMatchContainer(t *testing.T) {
 		t.Errorf("message %q", got)
 	}
 }
+
+// Label and AppendLabel agree, for every kind of endpoint.
+func TestLabel(t *testing.T) {
+	web := &Container{Name: "web"}
+	for _, c := range []struct {
+		e    Endpoint
+		want string
+	}{
+		{Endpoint{Name: "eth0", Role: RoleContainer, Container: web}, "web:eth0"},
+		{Endpoint{Name: "eth0", Role: RoleContainer, Container: &Container{}}, ":eth0"},
+		{Endpoint{Name: "eth0", Role: RoleContainer}, "eth0"},
+		{Endpoint{Name: "veth0", Driver: DriverOverlay, Network: "ov1"}, "ov1:veth0"},
+		{Endpoint{Name: "veth0", NetnsName: "ns1"}, "ns1:veth0"},
+		{Endpoint{Name: "veth1a2b", NetnsName: "ns1", Role: RoleHostVeth, Container: web}, "veth1a2b"},
+		{Endpoint{Name: "docker0", Role: RoleBridge}, "docker0"},
+	} {
+		if got := c.e.Label(); got != c.want {
+			t.Errorf("Label of %+v = %q, want %q", c.e, got, c.want)
+		}
+		if got := string(c.e.AppendLabel([]byte("x "))); got != "x "+c.want {
+			t.Errorf("AppendLabel of %+v = %q, want %q", c.e, got, "x "+c.want)
+		}
+	}
+}

@@ -100,18 +100,10 @@ var jsonSafe = func() (safe [256]bool) {
 	return safe
 }()
 
-// appendLabel appends topology.Endpoint.Label.
+// appendLabel appends topology.Endpoint.Label, escaped.
 func appendLabel(b []byte, e *topology.Endpoint) []byte {
-	switch {
-	case e.Role == topology.RoleContainer && e.Container != nil:
-		b = appendEscaped(b, e.Container.Name)
-		b = append(b, ':')
-	case e.Driver == topology.DriverOverlay && e.Network != "":
-		b = appendEscaped(b, e.Network)
-		b = append(b, ':')
-	case e.NetnsName != "" && e.Role != topology.RoleHostVeth && e.Role != topology.RoleBridge && e.Role != topology.RoleHost:
-		b = appendEscaped(b, e.NetnsName)
-		b = append(b, ':')
+	if p, ok := e.LabelPrefix(); ok {
+		b = append(appendEscaped(b, p), ':')
 	}
 	return appendEscaped(b, e.Name)
 }

@@ -1,6 +1,7 @@
 package render
 
 import (
+	"bytes"
 	"fmt"
 	"net"
 	"net/netip"
@@ -96,11 +97,18 @@ func icmpName(p *event.Packet) string {
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 
-// trim formats f with at most prec decimals, without trailing zeros.
-func trim(f float64, prec int) string {
-	s := strconv.FormatFloat(f, 'f', prec, 64)
-	if strings.Contains(s, ".") {
-		s = strings.TrimRight(strings.TrimRight(s, "0"), ".")
+// appendTrimmed appends f with at most prec decimals, without trailing
+// zeros.
+func appendTrimmed(b []byte, f float64, prec int) []byte {
+	n := len(b)
+	b = strconv.AppendFloat(b, f, 'f', prec, 64)
+	if bytes.IndexByte(b[n:], '.') >= 0 {
+		for b[len(b)-1] == '0' {
+			b = b[:len(b)-1]
+		}
+		if b[len(b)-1] == '.' {
+			b = b[:len(b)-1]
+		}
 	}
-	return s
+	return b
 }

@@ -4,6 +4,7 @@
 package render
 
 import (
+	"strconv"
 	"time"
 
 	"github.com/hoptrace/hoptrace/tracer/event"
@@ -55,14 +56,17 @@ func (o *Options) wall(mono uint64) time.Time {
 }
 
 // FormatDuration prints a transit or delta compactly: 850ns, 42us, 1.25ms, 2.5s.
-func FormatDuration(d time.Duration) string {
+func FormatDuration(d time.Duration) string { return string(appendDuration(nil, d)) }
+
+// appendDuration appends FormatDuration(d) to b.
+func appendDuration(b []byte, d time.Duration) []byte {
 	switch {
 	case d < time.Microsecond:
-		return itoa(int64(d)) + "ns"
+		return append(strconv.AppendInt(b, int64(d), 10), "ns"...)
 	case d < time.Millisecond:
-		return trim(float64(d)/1e3, 1) + "us"
+		return append(appendTrimmed(b, float64(d)/1e3, 1), "us"...)
 	case d < time.Second:
-		return trim(float64(d)/1e6, 3) + "ms"
+		return append(appendTrimmed(b, float64(d)/1e6, 3), "ms"...)
 	}
-	return trim(float64(d)/1e9, 3) + "s"
+	return append(appendTrimmed(b, float64(d)/1e9, 3), 's')
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -27,6 +28,7 @@ type Text struct {
 	w   *bufio.Writer
 	out io.Writer
 	opt Options
+	buf []byte // the line being built, reused
 }
 
 // NewText returns a text printer writing to w. Each journey is flushed as
@@ -51,20 +53,26 @@ func (t *Text) paint(color, s string) string {
 //	... web:eth0  31us  retransmit of #12 after 1.02s (#12 DROPPED at veth82f1: NETFILTER_DROP)
 func (t *Text) Journey(j *journey.Journey) error {
 	w := t.w
-	w.WriteString(t.opt.wall(j.Start).Format("15:04:05.000000"))
-	w.WriteByte(' ')
+	// The common part is built in t.buf: a busy trace prints tens of
+	// thousands of lines a second.
+	b := t.opt.wall(j.Start).AppendFormat(t.buf[:0], "15:04:05.000000")
+	b = append(b, ' ')
 	if p := j.Packet(); p != nil {
-		w.WriteString(Describe(p))
+		b = appendDescribe(b, p)
 		if h := j.First(); h.GSOSegs > 1 {
-			fmt.Fprintf(w, " len %d (gso %dx%d)", h.Len, h.GSOSegs, h.GSOSize)
+			b = strconv.AppendUint(append(b, " len "...), uint64(h.Len), 10)
+			b = strconv.AppendUint(append(b, " (gso "...), uint64(h.GSOSegs), 10)
+			b = strconv.AppendUint(append(b, 'x'), uint64(h.GSOSize), 10)
+			b = append(b, ')')
 		}
-		w.WriteByte(' ')
-		t.path(j, 0)
+		b = append(b, ' ')
+		b = t.appendPath(b, j, 0)
 	} else {
-		w.WriteString("(no hops seen)")
+		b = append(b, "(no hops seen)"...)
 	}
-	w.WriteString("  ")
-	w.WriteString(FormatDuration(j.Transit))
+	b = appendDuration(append(b, "  "...), j.Transit)
+	t.buf = b
+	w.Write(b)
 	if v := t.verdict(j); v != "" {
 		w.WriteString("  ")
 		w.WriteString(v)
@@ -87,38 +95,38 @@ func (t *Text) Journey(j *journey.Journey) error {
 // (pipeline.JourneyKeeper).
 func (t *Text) KeepsJourneys() bool { return false }
 
-// path prints hop i and what follows it; a flooded packet's branches go in
-// braces: a -> b -> {c -> d | e -> f | g}.
-func (t *Text) path(j *journey.Journey, i int) {
-	t.w.WriteString(j.Hops[i].Label())
-	var kids []int
+// appendPath appends hop i and what follows it; a flooded packet's
+// branches go in braces: a -> b -> {c -> d | e -> f | g}.
+func (t *Text) appendPath(b []byte, j *journey.Journey, i int) []byte {
+	b = j.Hops[i].Endpoint.AppendLabel(b)
+	// Its children: one, the next hop, on most journeys.
+	var kidBuf [4]int
+	kids := kidBuf[:0]
 	for k := i + 1; k < len(j.Hops); k++ {
 		if j.Hops[k].Parent == i {
 			kids = append(kids, k)
 		}
 	}
 	if len(kids) == 0 {
-		return
+		return b
 	}
 	// The bridge between two of its ports is named once, before the
 	// branches when it flooded the packet.
-	if b, ok := j.Bridged(kids[0]); ok && allBridged(j, kids, b) {
-		t.w.WriteString(" -> ")
-		t.w.WriteString(t.paint(cDim, b.Label()))
+	if br, ok := j.Bridged(kids[0]); ok && allBridged(j, kids, br) {
+		b = append(b, " -> "...)
+		b = append(b, t.paint(cDim, br.Label())...)
 	}
 	if len(kids) == 1 {
-		t.w.WriteString(" -> ")
-		t.path(j, kids[0])
-		return
+		return t.appendPath(append(b, " -> "...), j, kids[0])
 	}
-	t.w.WriteString(" -> {")
+	b = append(b, " -> {"...)
 	for n, k := range kids {
 		if n > 0 {
-			t.w.WriteString(" | ")
+			b = append(b, " | "...)
 		}
-		t.path(j, k)
+		b = t.appendPath(b, j, k)
 	}
-	t.w.WriteString("}")
+	return append(b, '}')
 }
 
 // allBridged reports whether every hop in kids came through bridge b.
