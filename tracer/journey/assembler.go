@@ -37,11 +37,12 @@ type Assembler struct {
 	spareJourneys []*Journey
 }
 
-// Bounds of what the assembler keeps to reuse: journeys in spare, and hops
-// a spare journey holds room for (a flood's journey with many branches is
-// left to the collector).
+// Bounds of what the assembler keeps to reuse: journeys in spare (a busy
+// trace has a few thousand open, and they finish in bursts; 4096 with 4
+// hops is ~7 MB), and hops a spare journey holds room for (a flood's
+// journey with many branches is left to the collector).
 const (
-	maxSpare        = 1024
+	maxSpare        = 4096
 	maxSpareHopsCap = 16
 )
 
