@@ -359,13 +359,17 @@ func BenchmarkHookCostTrafficNomatch(b *testing.B) {
 	hookCostTraffic(b, Options{RingBufferBytes: 16 << 20, Filter: mustCompile(b, "udp and port 9")})
 }
 
-func hookCostTraffic(b *testing.B, opts Options) {
-	topo := testenv.NewTopology(b, 3)
+// tracedTopology makes a topology of n hosts, loads a tracer with opts,
+// attaches it at both ends of every host's veth, turns on bpf_stats and
+// reads the events as they come. stop ends the reading; the tracer is
+// closed when b ends.
+func tracedTopology(b *testing.B, n int, opts Options) (*testenv.Topology, *Tracer, func()) {
+	topo := testenv.NewTopology(b, n)
 	tr, err := Load(opts)
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer tr.Close()
+	b.Cleanup(func() { tr.Close() })
 	for _, h := range topo.Hosts {
 		for _, i := range []Iface{{Name: h.HostVeth}, {Name: h.Iface, Netns: h.Path}} {
 			if err := tr.Attach(i); err != nil {
@@ -382,6 +386,14 @@ func hookCostTraffic(b *testing.B, opts Options) {
 		for tr.ReadInto(ctx, &r) == nil {
 		}
 	}()
+	return topo, tr, func() {
+		cancel()
+		<-read
+	}
+}
+
+func hookCostTraffic(b *testing.B, opts Options) {
+	topo, tr, stop := tracedTopology(b, 3, opts)
 	dst := topo.Hosts[2]
 	rx := dst.UDPConn(b, 0)
 	go func() {
@@ -425,8 +437,7 @@ func hookCostTraffic(b *testing.B, opts Options) {
 	}
 	b.StopTimer()
 	rt, n := hopStats(b, tr)
-	cancel()
-	<-read
+	stop()
 	reportHooks(b, tr, rt-rt0, n-n0)
 }
 
@@ -453,28 +464,7 @@ func BenchmarkHookCostPingPongNomatch(b *testing.B) {
 }
 
 func hookCostPingPong(b *testing.B, opts Options) {
-	topo := testenv.NewTopology(b, 2)
-	tr, err := Load(opts)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer tr.Close()
-	for _, h := range topo.Hosts {
-		for _, i := range []Iface{{Name: h.HostVeth}, {Name: h.Iface, Netns: h.Path}} {
-			if err := tr.Attach(i); err != nil {
-				b.Fatal(err)
-			}
-		}
-	}
-	enableStats(b)
-	ctx, cancel := context.WithCancel(context.Background())
-	read := make(chan struct{})
-	go func() {
-		defer close(read)
-		var r Record
-		for tr.ReadInto(ctx, &r) == nil {
-		}
-	}()
+	topo, tr, stop := tracedTopology(b, 2, opts)
 	srv, cli := topo.Hosts[1].UDPConn(b, 0), topo.Hosts[0].UDPConn(b, 0)
 	go onCPU(1, func() {
 		buf := make([]byte, 64)
@@ -503,8 +493,7 @@ func hookCostPingPong(b *testing.B, opts Options) {
 	})
 	b.StopTimer()
 	rt, n := hopStats(b, tr)
-	cancel()
-	<-read
+	stop()
 	reportHooks(b, tr, rt-rt0, n-n0)
 }
 

@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/hoptrace/hoptrace/tracer/journey"
+	"github.com/hoptrace/hoptrace/tracer/pipeline"
 	"github.com/hoptrace/hoptrace/tracer/render"
 )
 
@@ -69,7 +70,7 @@ func (s *splitPrinter) Journey(j *journey.Journey) error {
 }
 
 // KeepsJourneys is the journey printer's (pipeline.JourneyKeeper).
-func (s *splitPrinter) KeepsJourneys() bool { return keepsJourneys(s.journeys) }
+func (s *splitPrinter) KeepsJourneys() bool { return pipeline.KeepsJourneys(s.journeys) }
 
 // Summary waits until the journeys were written, then prints the summary.
 func (s *splitPrinter) Summary(sum render.Summary) error {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hoptrace/hoptrace/tracer/journey"
+	"github.com/hoptrace/hoptrace/tracer/pipeline"
 	"github.com/hoptrace/hoptrace/tracer/render"
 )
 
@@ -140,12 +141,12 @@ func TestPrintersKeepNoJourneys(t *testing.T) {
 			"trace --exchanges":             exchangeLines(pf, io.Discard, io.Discard, render.Options{}),
 			"record":                        summaryOnly{render.NewText(io.Discard, render.Options{})},
 		} {
-			if keepsJourneys(&heldSummary{Printer: p}) {
+			if pipeline.KeepsJourneys(&heldSummary{Printer: p}) {
 				t.Errorf("%s -o %s: the printer says it may keep journeys", name, out)
 			}
 		}
 	}
-	if !keepsJourneys(&heldSummary{Printer: keepingPrinter{}}) {
+	if !pipeline.KeepsJourneys(&heldSummary{Printer: keepingPrinter{}}) {
 		t.Error("a printer that does not say whether it keeps journeys was taken not to")
 	}
 }

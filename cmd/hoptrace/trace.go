@@ -198,14 +198,7 @@ func (h *heldSummary) Journey(j *journey.Journey) error {
 func (h *heldSummary) Summary(render.Summary) error { return nil }
 
 // KeepsJourneys is the printer's (pipeline.JourneyKeeper).
-func (h *heldSummary) KeepsJourneys() bool { return keepsJourneys(h.Printer) }
-
-// keepsJourneys is whether a printer may keep journeys past its Journey
-// call: unless it says it does not (pipeline.JourneyKeeper), it may.
-func keepsJourneys(p render.Printer) bool {
-	k, ok := p.(pipeline.JourneyKeeper)
-	return !ok || k.KeepsJourneys()
-}
+func (h *heldSummary) KeepsJourneys() bool { return pipeline.KeepsJourneys(h.Printer) }
 
 func closeSession(name string, s *capture.Session) error {
 	if err := s.Close(); err != nil {

@@ -40,7 +40,7 @@ type sinkState struct {
 func newDriver(names journey.Names, cfg Config, sinks []Sink, cancel context.CancelCauseFunc) *driver {
 	d := &driver{cfg: cfg, names: names, cancel: cancel, reuse: true}
 	for i, s := range sinks {
-		if keepsJourneys(s) {
+		if KeepsJourneys(s) {
 			d.reuse = false
 		}
 		st := sinkState{Sink: s}

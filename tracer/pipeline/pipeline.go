@@ -74,8 +74,9 @@ type JourneyKeeper interface {
 	KeepsJourneys() bool
 }
 
-// keepsJourneys tells whether sink s may keep journeys past its Journey call.
-func keepsJourneys(s Sink) bool {
+// KeepsJourneys tells whether sink s may keep journeys past its Journey
+// call: unless it says it does not (JourneyKeeper), it may.
+func KeepsJourneys(s Sink) bool {
 	k, ok := s.(JourneyKeeper)
 	return !ok || k.KeepsJourneys()
 }
