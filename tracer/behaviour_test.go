@@ -553,6 +553,96 @@ func TestLossIsExact(t *testing.T) {
 	}
 }
 
+// TestSmallRingSpillsOver: a CPU's events go to its small ring first and,
+// once that is full, to its large one. Nothing is lost while the two hold
+// the events, and they come out in time order across all the rings.
+func TestSmallRingSpillsOver(t *testing.T) {
+	topo := testenv.NewTopology(t, 2)
+	a, b := topo.Hosts[0], topo.Hosts[1]
+	const ring = 4 << 20
+	tr := load(t, Options{RingBufferBytes: ring, countHookCalls: true})
+	veth := Iface{Index: a.HostVethIndex}
+	if err := tr.Attach(veth); err != nil {
+		t.Fatal(err)
+	}
+	cpus := len(tr.ringMaps) / 2
+	// consumed is how many bytes the reader took from the small rings and
+	// from the large ones.
+	consumed := func() (small, large uint64) {
+		tr.rings.mu.Lock()
+		defer tr.rings.mu.Unlock()
+		for i, rg := range tr.rings.rings {
+			if i < cpus {
+				small += rg.pos
+			} else {
+				large += rg.pos
+			}
+		}
+		return small, large
+	}
+	var last uint64
+	readAll := func() (hops, drops uint64) {
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		defer cancel()
+		var r Record
+		for tr.ReadInto(ctx, &r) == nil {
+			ts := r.Hop.TimeNS
+			if r.Kind == KindHop {
+				hops++
+			} else {
+				drops++
+				ts = r.Drop.TimeNS
+			}
+			if ts < last {
+				t.Errorf("event at %d after one at %d", ts, last)
+			}
+			last = ts
+		}
+		return hops, drops
+	}
+	rx := b.UDPConn(t, 0)
+
+	// A few: the small rings hold them.
+	udpTo(t, a, rx.LocalAddr(), []byte("few"), 50, 0)
+	early, _ := readAll()
+	if early < 50 {
+		t.Fatalf("read %d hops of at least 50", early)
+	}
+	if small, large := consumed(); small == 0 || large != 0 {
+		t.Fatalf("%d bytes from the small rings, %d from the large ones: want all from the small", small, large)
+	}
+
+	// Nobody reads while more pass than the small rings hold (an event
+	// takes over 150 bytes; the sender may move between CPUs) but fewer
+	// than a CPU's two rings do, with the drops of what the socket had no
+	// room for.
+	n := 4 * smallRingBytes / 150
+	udpTo(t, a, rx.LocalAddr(), []byte("more"), n, 0)
+	if err := tr.Detach(veth); err != nil {
+		t.Fatal(err)
+	}
+	calls, err := tr.hookCalls()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hops, drops := readAll()
+	loss, err := tr.Loss()
+	if err != nil {
+		t.Fatal(err)
+	}
+	small, large := consumed()
+	t.Logf("hook calls %d, hops %d, drops %d, lost %+v; bytes read from the small rings %d, the large %d", calls, hops, drops, loss, small, large)
+	if loss.Hops != 0 || loss.Drops != 0 {
+		t.Errorf("lost %d hops and %d drops with room in the large rings", loss.Hops, loss.Drops)
+	}
+	if early+hops != calls {
+		t.Errorf("read %d hops, the hook ran %d times", early+hops, calls)
+	}
+	if large == 0 {
+		t.Errorf("the large rings were never written: %d events fit the small ones", n)
+	}
+}
+
 func TestCloseUnblocksReaders(t *testing.T) {
 	tr := load(t, Options{})
 	errc := make(chan error, 1)

@@ -253,6 +253,7 @@ const (
 	hoptraceMapScratch                   = "scratch"
 	hoptraceMapSeenPkts                  = "seen_pkts"
 	hoptraceMapSeenUntil                 = "seen_until"
+	hoptraceMapSpill                     = "spill"
 	hoptraceMapTimings                   = "timings"
 	hoptraceMapTunnelPorts               = "tunnel_ports"
 	hoptraceProgDrop                     = "drop"
@@ -373,6 +374,7 @@ type hoptraceMapSpecs struct {
 	Scratch      *ebpf.MapSpec `ebpf:"scratch"`
 	SeenPkts     *ebpf.MapSpec `ebpf:"seen_pkts"`
 	SeenUntil    *ebpf.MapSpec `ebpf:"seen_until"`
+	Spill        *ebpf.MapSpec `ebpf:"spill"`
 	Timings      *ebpf.MapSpec `ebpf:"timings"`
 	TunnelPorts  *ebpf.MapSpec `ebpf:"tunnel_ports"`
 }
@@ -453,6 +455,7 @@ type hoptraceMaps struct {
 	Scratch      *ebpf.Map `ebpf:"scratch"`
 	SeenPkts     *ebpf.Map `ebpf:"seen_pkts"`
 	SeenUntil    *ebpf.Map `ebpf:"seen_until"`
+	Spill        *ebpf.Map `ebpf:"spill"`
 	Timings      *ebpf.Map `ebpf:"timings"`
 	TunnelPorts  *ebpf.Map `ebpf:"tunnel_ports"`
 }
@@ -476,6 +479,7 @@ func (m *hoptraceMaps) Close() error {
 		m.Scratch,
 		m.SeenPkts,
 		m.SeenUntil,
+		m.Spill,
 		m.Timings,
 		m.TunnelPorts,
 	)

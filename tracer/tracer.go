@@ -34,11 +34,16 @@ const (
 	defaultRingBytes = 16 << 20 // shared out among the CPUs' rings
 	minCPURingBytes  = 2 << 20  // by default: a CPU alone can flood its ring
 	maxCPURingBytes  = 4 << 20
-	defaultInFlight  = 8192    // per CPU
-	maxTableEntries  = 1 << 18 // about 32 MiB of kernel memory
-	maxFlightSlots   = 1024    // FLIGHT_SLOTS in bpf/hoptrace.c: per CPU, about 120 KiB
-	defaultDrain     = 10 * time.Millisecond
-	maxSnaplen       = 1536 // MAX_SNAPLEN in bpf/hoptrace.c
+	// Each CPU's small ring in front of its ring (events and spill in
+	// bpf/hoptrace.c): the reader empties it every drain interval, so it
+	// holds what a CPU sends in that time unless it floods (W3 of make
+	// bench: about 110 KiB a CPU in 10ms), and it stays in the caches.
+	smallRingBytes  = 256 << 10
+	defaultInFlight = 8192    // per CPU
+	maxTableEntries = 1 << 18 // about 32 MiB of kernel memory
+	maxFlightSlots  = 1024    // FLIGHT_SLOTS in bpf/hoptrace.c: per CPU, about 120 KiB
+	defaultDrain    = 10 * time.Millisecond
+	maxSnaplen      = 1536 // MAX_SNAPLEN in bpf/hoptrace.c
 )
 
 // MaxSnaplen is the most packet bytes a hop can carry (Options.Snaplen).
@@ -53,7 +58,9 @@ type Options struct {
 	ForceLegacy bool
 	// RingBufferBytes is the size of each CPU's ring buffer, rounded up to
 	// a power of two of at least a page (0: 16 MiB shared out among the
-	// CPUs, at least 2 and at most 4 MiB each).
+	// CPUs, at least 2 and at most 4 MiB each). In front of it each CPU has
+	// a small ring of 256 KiB (no larger than the ring) that events go to
+	// first.
 	RingBufferBytes int
 	// DrainInterval is how often the reader looks at the ring buffer when
 	// it found it empty: the kernel submits without wakeups (0: 10ms).
@@ -124,7 +131,7 @@ type Tracer struct {
 	hostIno  uint32
 	reasons  map[uint32]string
 	rings    *cpuRings
-	ringMaps []*ebpf.Map // each CPU's ring buffer, in the events map
+	ringMaps []*ebpf.Map // each CPU's small ring (events map), then each CPU's ring (spill map)
 	drop     closer      // the kfree_skb link, nil without drops
 	drain    time.Duration
 	idle     idleReader
@@ -172,8 +179,11 @@ func Load(opts Options) (t *Tracer, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("count cpus: %w", err)
 	}
+	ringBytes := cpuRingBytes(opts.RingBufferBytes, cpus)
 	spec.Maps["events"].MaxEntries = uint32(cpus)
-	spec.Maps["events"].InnerMap.MaxEntries = uint32(cpuRingBytes(opts.RingBufferBytes, cpus))
+	spec.Maps["events"].InnerMap.MaxEntries = uint32(min(smallRingBytes, ringBytes))
+	spec.Maps["spill"].MaxEntries = uint32(cpus)
+	spec.Maps["spill"].InnerMap.MaxEntries = uint32(ringBytes)
 	spec.Maps["seen_pkts"].MaxEntries = tableEntries(cpus, opts.InFlightPerCPU)
 	slots := flightSlots(opts.InFlightPerCPU)
 	spec.Maps["flights"].MaxEntries = slots
@@ -242,14 +252,16 @@ func Load(opts Options) (t *Tracer, err error) {
 		}
 		t.drop = l
 	}
-	for cpu := range cpus {
-		m, err := ebpf.NewMap(spec.Maps["events"].InnerMap)
-		if err != nil {
-			return t, fmt.Errorf("create ring buffer of cpu %d: %w", cpu, err)
-		}
-		t.ringMaps = append(t.ringMaps, m)
-		if err := coll.Maps["events"].Put(uint32(cpu), m); err != nil {
-			return t, fmt.Errorf("add ring buffer of cpu %d: %w", cpu, err)
+	for _, outer := range []string{"events", "spill"} {
+		for cpu := range cpus {
+			m, err := ebpf.NewMap(spec.Maps[outer].InnerMap)
+			if err != nil {
+				return t, fmt.Errorf("create ring buffer of cpu %d: %w", cpu, err)
+			}
+			t.ringMaps = append(t.ringMaps, m)
+			if err := coll.Maps[outer].Put(uint32(cpu), m); err != nil {
+				return t, fmt.Errorf("add ring buffer of cpu %d: %w", cpu, err)
+			}
 		}
 	}
 	if t.rings, err = newCPURings(t.ringMaps); err != nil {

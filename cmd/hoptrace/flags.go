@@ -80,7 +80,7 @@ func (c *captureFlags) register(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.duration, "duration", 0, "stop after this long, e.g. 30s (0: until Ctrl-C)")
 	fs.BoolVar(&c.noContainerSide, "no-container-side", false, "do not hook eth0 inside containers (host side only)")
 	fs.BoolVar(&c.legacy, "legacy", false, "attach with clsact/cls_bpf filters even where TCX exists")
-	fs.IntVar(&c.ringBytes, "ring-bytes", 0, "each CPU's ring buffer size in bytes, rounded up to a power of two (default 16 MiB shared out, 2 to 4 MiB a CPU)")
+	fs.IntVar(&c.ringBytes, "ring-bytes", 0, "each CPU's ring buffer size in bytes, rounded up to a power of two (default 16 MiB shared out, 2 to 4 MiB a CPU), behind a 256 KiB ring a CPU that events go to first")
 	fs.DurationVar(&c.timeout, "journey-timeout", journey.DefaultTimeout, "finish a journey that saw no hop for this long")
 	fs.StringVar(&c.readyFile, "ready-file", "", "create this file once every hook is attached (for scripts and tests)")
 	fs.StringVar(&c.metricsAddr, "metrics-addr", "", "also serve Prometheus metrics of the journeys on this address, e.g. 127.0.0.1:9464 (docs/metrics.md)")
