@@ -60,6 +60,7 @@ const volatile __u32 time_one_in = 1;
 enum event_kind {
 	EVENT_HOP = 1,
 	EVENT_DROP = 2,
+	EVENT_HOP_NEXT = 3,
 };
 
 /* Layer bits, equal to event.Layer in Go. */
@@ -128,6 +129,30 @@ struct hop_event {
 	struct pkt pkt; /* at an underlay hook: the inner packet */
 	/* snaplen packet bytes follow when snaplen > 0 (from the outer headers) */
 };
+
+/* A hop of a packet whose headers are byte for byte those of its previous
+ * hop (the reader has them from that hop's event): 48 bytes where a
+ * hop_event takes 172. An event's bytes are most of what it costs: each
+ * line the hook writes was last read by the reader on another CPU
+ * (BenchmarkHookCostPingPong: ~450 ns a hook with every hop a hop_event,
+ * ~270 with every hop this size). Never with snaplen (each hop carries its
+ * own bytes) nor at an underlay hook (the outer headers are the news). */
+struct hop_next_event {
+	__u8 kind; /* EVENT_HOP_NEXT */
+	__u8 dir;
+	__u16 _pad0;
+	__u32 ifindex;
+	__u32 netns_ino;
+	__u32 len;
+	__u16 gso_segs;
+	__u16 gso_size;
+	__u32 _pad1;
+	__u64 ts; /* where hop_event has it: the reader finds the time of both alike */
+	__u64 skb;
+	__u64 id;
+};
+_Static_assert(__builtin_offsetof(struct hop_next_event, ts) == __builtin_offsetof(struct hop_event, ts),
+	       "hop_next_event.ts is not where hop_event has it");
 
 /* hop_event.tunnel bits: the packet is VXLAN-encapsulated (RFC 7348), the
  * peer address is IPv6, and the 24-bit VNI. */
@@ -208,6 +233,9 @@ struct seen {
 	__u64 fine_ts;  /* timed: the clock at the last hook */
 	__u32 weight; /* timed: counted this many times in the histograms; 0 untimed */
 	__u32 _pad;
+	/* Events only: the headers at the last hop whose event was sent,
+	 * hashed (hdr_hash); 0 when that event was lost. */
+	__u64 hdr_h;
 };
 
 /* A packet on this CPU: a slot of flights, direct-mapped by key. A packet's
@@ -537,6 +565,7 @@ struct {
 
 /* Force the shared types into BTF for bpf2go -type. */
 const struct hop_event *unused_hop __attribute__((unused));
+const struct hop_next_event *unused_hop_next __attribute__((unused));
 const struct drop_event *unused_drop __attribute__((unused));
 const enum event_kind *unused_kind __attribute__((unused));
 const enum layer *unused_layer __attribute__((unused));
@@ -883,6 +912,21 @@ static __always_inline __u64 fingerprint(const struct pkt *p)
 	h *= 0xff51afd7ed558ccdULL;
 	h ^= h >> 33;
 	return h;
+}
+
+/* hdr_hash hashes every byte of the decoded headers: equal hashes at two
+ * hops of a packet mean the second can go as a hop_next_event. Never 0,
+ * which seen.hdr_h uses for "no headers sent". */
+static __always_inline __u64 hdr_hash(const struct pkt *p)
+{
+	__u64 w[(sizeof(*p) + 7) / 8] = {};
+	__builtin_memcpy(w, p, sizeof(*p));
+	__u64 h = 0x9e3779b97f4a7c15ULL;
+#pragma unroll
+	for (int i = 0; i < (int)(sizeof(w) / 8); i++)
+		h = (h ^ w[i]) * 0xff51afd7ed558ccdULL;
+	h ^= h >> 29;
+	return h | 1;
 }
 
 static __always_inline __u64 new_id(void)
@@ -1322,7 +1366,8 @@ static __noinline void agg_path(const struct seen *s, __u32 netns_ino, __u32 ifi
  * nothing: at their later hooks the filter is evaluated again, so a packet
  * NAT rewrites to match is traced from where it matches. */
 static __always_inline __u64 packet_id(__u64 key, __u64 fp, __u64 now, __u32 hook, __u32 netns_ino,
-				       __u32 ifindex, __u8 dir, const struct pkt *p, bool wanted)
+				       __u32 ifindex, __u8 dir, const struct pkt *p, bool wanted,
+				       struct seen **entry)
 {
 	__u32 src_h = side_hash(p->src, p->sport);
 	__u32 dst_h = side_hash(p->dst, p->dport);
@@ -1345,8 +1390,10 @@ static __always_inline __u64 packet_id(__u64 key, __u64 fp, __u64 now, __u32 hoo
 			if (!end)
 				seen_extend(now);
 			add_hook(s, hook, now, src_h, dst_h);
-			if (!end)
+			if (!end) {
+				*entry = s;
 				return s->id;
+			}
 			/* Past its last traced hook: back to this CPU's slot. */
 			if (aggregate_only)
 				agg_path(s, netns_ino, ifdir);
@@ -1354,6 +1401,7 @@ static __always_inline __u64 packet_id(__u64 key, __u64 fp, __u64 now, __u32 hoo
 			__builtin_memcpy(&f->s, s, sizeof(f->s));
 			f->ended = 1;
 			bpf_map_delete_elem(&seen_pkts, &key);
+			*entry = &f->s;
 			return f->s.id;
 		}
 		if (at & AT_AFTER_PEER) {
@@ -1368,6 +1416,7 @@ static __always_inline __u64 packet_id(__u64 key, __u64 fp, __u64 now, __u32 hoo
 		if (end && aggregate_only)
 			agg_path(&f->s, netns_ino, ifdir);
 		f->ended = end;
+		*entry = &f->s;
 		return f->s.id;
 	}
 
@@ -1404,6 +1453,7 @@ static __always_inline __u64 packet_id(__u64 key, __u64 fp, __u64 now, __u32 hoo
 		if (end)
 			agg_path(n, netns_ino, ifdir);
 	}
+	*entry = n;
 	return n->id;
 }
 
@@ -1518,11 +1568,41 @@ static __always_inline void hop(struct __sk_buff *ctx, __u8 dir, bool underlay)
 	}
 	__u32 ifindex = ctx->ifindex;
 	__u32 hook = (ifindex << 1 | dir) ^ (netns_ino * 2654435761U);
-	__u64 id = packet_id(have_kern_ctx ? skb : fp, fp, now, hook, netns_ino, ifindex, dir, &p, wanted);
+	struct seen *entry = NULL;
+	__u64 id = packet_id(have_kern_ctx ? skb : fp, fp, now, hook, netns_ino, ifindex, dir, &p, wanted,
+			     &entry);
 	if (id)
 		mark_traced(now);
 	if (!id || aggregate_only)
 		return;
+
+	/* Headers as sent at the packet's last hop: the reader has them. */
+	if (!snaplen && entry) {
+		__u64 hh = hdr_hash(&p);
+		bool same = !underlay && entry->hdr_h == hh;
+		entry->hdr_h = hh;
+		if (same) {
+			struct hop_next_event *nx = reserve(sizeof(*nx));
+			if (!nx) {
+				count(&lost, LOST_HOPS);
+				return;
+			}
+			nx->kind = EVENT_HOP_NEXT;
+			nx->dir = dir;
+			nx->_pad0 = 0;
+			nx->ifindex = ifindex;
+			nx->netns_ino = netns_ino;
+			nx->len = ctx->len;
+			nx->gso_segs = ctx->gso_segs;
+			nx->gso_size = ctx->gso_size;
+			nx->_pad1 = 0;
+			nx->ts = now;
+			nx->skb = skb;
+			nx->id = id;
+			submit(nx);
+			return;
+		}
+	}
 
 	__u32 cap = snaplen;
 	if (cap > MAX_SNAPLEN)
@@ -1530,6 +1610,8 @@ static __always_inline void hop(struct __sk_buff *ctx, __u8 dir, bool underlay)
 	struct hop_event *ev = reserve(sizeof(*ev) + cap);
 	if (!ev) {
 		count(&lost, LOST_HOPS);
+		if (entry) /* the reader has not got these headers */
+			entry->hdr_h = 0;
 		return;
 	}
 	ev->kind = EVENT_HOP;

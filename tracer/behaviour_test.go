@@ -55,6 +55,52 @@ func TestPingWithoutSkbKey(t *testing.T) {
 	}
 }
 
+// TestCompactHops: a packet's hops after the first, with the same headers,
+// go as compact events, and the reader gives them the first hop's headers
+// and fingerprint.
+func TestCompactHops(t *testing.T) {
+	allModes(t, func(t *testing.T, opts Options) {
+		topo := testenv.NewTopology(t, 2)
+		a, b := topo.Hosts[0], topo.Hosts[1]
+		tr := load(t, opts)
+		attachAll(t, tr, topo)
+		c := collect(t, tr)
+		rx := b.UDPConn(t, 0)
+		port := uint16(rx.LocalAddr().(*net.UDPAddr).Port)
+		const n = 20
+		udpTo(t, a, rx.LocalAddr(), []byte("compact"), n, time.Millisecond)
+		isDgram := func(h *event.Hop) bool { return h.Pkt.Layers.Has(event.LayerUDP) && h.Pkt.DstPort == port }
+		hops, _ := c.wait(t, "every datagram's four hops", func(hops []event.Hop, _ []event.Drop) bool {
+			return len(filterHops(hops, isDgram)) >= 4*n
+		})
+		byPacket := map[uint64][]event.Hop{}
+		for _, h := range filterHops(hops, isDgram) {
+			byPacket[h.PacketID] = append(byPacket[h.PacketID], h)
+		}
+		if len(byPacket) != n {
+			t.Fatalf("%d packets, want %d", len(byPacket), n)
+		}
+		for id, hs := range byPacket {
+			checkJourney(t, fmt.Sprintf("packet %#x", id), hs, path(topo, a, b))
+			for _, h := range hs[1:] {
+				if h.Pkt != hs[0].Pkt || h.Fingerprint != hs[0].Fingerprint {
+					t.Errorf("packet %#x at %v: headers %+v fp %#x, at its first hop %+v fp %#x",
+						id, hookOf(h), h.Pkt, h.Fingerprint, hs[0].Pkt, hs[0].Fingerprint)
+				}
+			}
+		}
+		tr.rings.mu.Lock()
+		filled := tr.headers.filled
+		tr.rings.mu.Unlock()
+		if filled < 3*n {
+			t.Errorf("%d hops came as compact events, want at least the %d after the datagrams' first", filled, 3*n)
+		}
+		if m := tr.headers.missing.Load(); m != 0 {
+			t.Errorf("%d compact hops had no headers", m)
+		}
+	})
+}
+
 func udpTo(t *testing.T, from *testenv.NSHost, to net.Addr, payload []byte, n int, gap time.Duration) {
 	t.Helper()
 	conn := from.UDPConn(t, 0)

@@ -39,8 +39,9 @@ type hoptraceDropKey struct {
 type hoptraceEventKind uint32
 
 const (
-	hoptraceEventKindEVENT_HOP  hoptraceEventKind = 1
-	hoptraceEventKindEVENT_DROP hoptraceEventKind = 2
+	hoptraceEventKindEVENT_HOP      hoptraceEventKind = 1
+	hoptraceEventKindEVENT_DROP     hoptraceEventKind = 2
+	hoptraceEventKindEVENT_HOP_NEXT hoptraceEventKind = 3
 )
 
 type hoptraceFilterField uint32
@@ -141,6 +142,22 @@ type hoptraceHopEvent struct {
 	_          [4]byte
 }
 
+type hoptraceHopNextEvent struct {
+	_        structs.HostLayout
+	Kind     uint8
+	Dir      uint8
+	Pad0     uint16
+	Ifindex  uint32
+	NetnsIno uint32
+	Len      uint32
+	GsoSegs  uint16
+	GsoSize  uint16
+	Pad1     uint32
+	Ts       uint64
+	Skb      uint64
+	Id       uint64
+}
+
 type hoptraceLayer uint32
 
 const (
@@ -213,6 +230,7 @@ type hoptraceSeen struct {
 	FineTs  uint64
 	Weight  uint32
 	Pad     uint32
+	HdrH    uint64
 }
 
 type hoptraceTiming struct {
@@ -293,6 +311,7 @@ const (
 	hoptraceVarUnusedHookPair            = "unused_hook_pair"
 	hoptraceVarUnusedHookSlot            = "unused_hook_slot"
 	hoptraceVarUnusedHop                 = "unused_hop"
+	hoptraceVarUnusedHopNext             = "unused_hop_next"
 	hoptraceVarUnusedKind                = "unused_kind"
 	hoptraceVarUnusedLayer               = "unused_layer"
 	hoptraceVarUnusedLostIdx             = "unused_lost_idx"
@@ -411,6 +430,7 @@ type hoptraceVariableSpecs struct {
 	UnusedHookPair      *ebpf.VariableSpec `ebpf:"unused_hook_pair"`
 	UnusedHookSlot      *ebpf.VariableSpec `ebpf:"unused_hook_slot"`
 	UnusedHop           *ebpf.VariableSpec `ebpf:"unused_hop"`
+	UnusedHopNext       *ebpf.VariableSpec `ebpf:"unused_hop_next"`
 	UnusedKind          *ebpf.VariableSpec `ebpf:"unused_kind"`
 	UnusedLayer         *ebpf.VariableSpec `ebpf:"unused_layer"`
 	UnusedLostIdx       *ebpf.VariableSpec `ebpf:"unused_lost_idx"`
@@ -517,6 +537,7 @@ type hoptraceVariables struct {
 	UnusedHookPair      *ebpf.Variable `ebpf:"unused_hook_pair"`
 	UnusedHookSlot      *ebpf.Variable `ebpf:"unused_hook_slot"`
 	UnusedHop           *ebpf.Variable `ebpf:"unused_hop"`
+	UnusedHopNext       *ebpf.Variable `ebpf:"unused_hop_next"`
 	UnusedKind          *ebpf.Variable `ebpf:"unused_kind"`
 	UnusedLayer         *ebpf.Variable `ebpf:"unused_layer"`
 	UnusedLostIdx       *ebpf.Variable `ebpf:"unused_lost_idx"`

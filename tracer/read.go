@@ -21,6 +21,9 @@ type Kind uint8
 const (
 	KindHop  Kind = Kind(hoptraceEventKindEVENT_HOP)
 	KindDrop Kind = Kind(hoptraceEventKindEVENT_DROP)
+	// kindHopNext is a compact hop in the ring (headers.go); ReadInto
+	// delivers it as KindHop.
+	kindHopNext Kind = Kind(hoptraceEventKindEVENT_HOP_NEXT)
 )
 
 func (k Kind) String() string {
@@ -141,7 +144,15 @@ func (t *Tracer) decode(b []byte, r *Record) bool {
 		}
 		r.Kind = KindHop
 		decodeHop(b, &r.Hop)
+		t.headers.keep(&r.Hop)
 		return true
+	case kindHopNext:
+		if len(b) < int(unsafe.Sizeof(hoptraceHopNextEvent{})) {
+			return false
+		}
+		r.Kind = KindHop
+		decodeHopNext(b, &r.Hop)
+		return t.headers.fill(&r.Hop)
 	case KindDrop:
 		if len(b) < int(unsafe.Sizeof(hoptraceDropEvent{})) {
 			return false
@@ -184,6 +195,23 @@ func decodeHop(b []byte, h *event.Hop) {
 		if off+n <= len(b) {
 			h.Data = append([]byte(nil), b[off:off+n]...)
 		}
+	}
+}
+
+// decodeHopNext converts a compact hop (the generated hop_next_event) to an
+// event.Hop without its headers and fingerprint (headerCache.fill).
+func decodeHopNext(b []byte, h *event.Hop) {
+	ev := (*hoptraceHopNextEvent)(unsafe.Pointer(&b[0]))
+	*h = event.Hop{
+		TimeNS:   ev.Ts,
+		Ifindex:  ev.Ifindex,
+		NetnsIno: ev.NetnsIno,
+		Dir:      event.Direction(ev.Dir),
+		Len:      ev.Len,
+		GSOSegs:  ev.GsoSegs,
+		GSOSize:  ev.GsoSize,
+		SkbKey:   ev.Skb,
+		PacketID: ev.Id,
 	}
 }
 
@@ -250,7 +278,8 @@ func (t *Tracer) Loss() (event.Loss, error) {
 		c[i] = n
 	}
 	return event.Loss{
-		Hops:    c[hoptraceLostIdxLOST_HOPS],
+		// Compact hops whose headers went with a lost event are lost too.
+		Hops:    c[hoptraceLostIdxLOST_HOPS] + t.headers.missing.Load(),
 		Drops:   c[hoptraceLostIdxLOST_DROPS],
 		Evicted: c[hoptraceLostIdxLOST_EVICTED],
 	}, nil

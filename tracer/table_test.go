@@ -467,6 +467,21 @@ func TestRoutedThroughBridge(t *testing.T) {
 		if !slices.Equal(got, want) {
 			t.Errorf("hooks %v, want %v", got, want)
 		}
+		// The headers of each hop, though after the first only the bridge's
+		// egress sends them (routing rewrote the MACs and the TTL): the
+		// others come as compact events.
+		brMAC := [6]byte(br.Attrs().HardwareAddr)
+		for i, h := range dg {
+			src, dst, ttl := [6]byte(a.MAC), brMAC, uint8(64)
+			if i >= 3 {
+				src, dst, ttl = brMAC, [6]byte(b.MAC), 63
+			}
+			if h.Pkt.SrcMAC != src || h.Pkt.DstMAC != dst || h.Pkt.TTL != ttl || h.Pkt.Src != a.IP || h.Pkt.Dst != b.IP {
+				t.Errorf("hop %d at %v: %v > %v ttl %d, %v > %v; want %v > %v ttl %d",
+					i, hookOf(h), net.HardwareAddr(h.Pkt.SrcMAC[:]), net.HardwareAddr(h.Pkt.DstMAC[:]), h.Pkt.TTL,
+					h.Pkt.Src, h.Pkt.Dst, net.HardwareAddr(src[:]), net.HardwareAddr(dst[:]), ttl)
+			}
+		}
 		if inTable(t, tr, dg[0]) {
 			t.Errorf("the routed datagram is left in the table")
 		}

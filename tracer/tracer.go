@@ -135,6 +135,7 @@ type Tracer struct {
 	drop     closer      // the kfree_skb link, nil without drops
 	drain    time.Duration
 	idle     idleReader
+	headers  *headerCache // compact hops' headers (headers.go); under rings.mu
 	clock    Clock
 
 	mu       sync.Mutex
@@ -232,7 +233,7 @@ func Load(opts Options) (t *Tracer, err error) {
 	}
 	t = &Tracer{
 		opts: opts, features: feat, spec: spec, coll: coll, hostIno: hostIno,
-		drain: opts.DrainInterval, clock: NewClock(),
+		drain: opts.DrainInterval, clock: NewClock(), headers: newHeaderCache(cpus),
 		hopColls: map[hopCollKey]*ebpf.Collection{}, attached: map[ifaceKey]*attachment{},
 		hookFlagsOf: map[hoptraceHookKey]uint32{},
 	}
