@@ -17,6 +17,7 @@ import (
 
 // collector reads a tracer in the background.
 type collector struct {
+	tr    *Tracer
 	mu    sync.Mutex
 	hops  []event.Hop
 	drops []event.Drop
@@ -49,7 +50,7 @@ func load(t *testing.T, opts Options) *Tracer {
 }
 
 func collect(t *testing.T, tr *Tracer) *collector {
-	c := &collector{done: make(chan error, 1)}
+	c := &collector{tr: tr, done: make(chan error, 1)}
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
 		var r Record
@@ -90,10 +91,28 @@ func (c *collector) wait(t *testing.T, what string, pred func(hops []event.Hop, 
 			return hops, drops
 		}
 		if time.Now().After(deadline) {
+			c.explain(t, hops, drops)
 			t.Fatalf("timed out waiting for %s; have %d hops, %d drops", what, len(hops), len(drops))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// explain logs what a wait that timed out had: the IP packets' hops and
+// drops (the last 60 of each), and what the tracer lost.
+func (c *collector) explain(t *testing.T, hops []event.Hop, drops []event.Drop) {
+	t.Helper()
+	ip := filterHops(hops, func(h *event.Hop) bool { return h.Pkt.Layers.Has(event.LayerIPv4) })
+	for _, h := range ip[max(0, len(ip)-60):] {
+		t.Logf("hop %d %v packet %#x fp %#x: %v:%d > %v:%d proto %d", h.TimeNS, hookOf(h), h.PacketID, h.Fingerprint,
+			h.Pkt.Src, h.Pkt.SrcPort, h.Pkt.Dst, h.Pkt.DstPort, h.Pkt.Proto)
+	}
+	for _, d := range drops[max(0, len(drops)-60):] {
+		t.Logf("drop %d packet %#x fp %#x %s: %v:%d > %v:%d proto %d", d.TimeNS, d.PacketID, d.Fingerprint, d.ReasonName,
+			d.Pkt.Src, d.Pkt.SrcPort, d.Pkt.Dst, d.Pkt.DstPort, d.Pkt.Proto)
+	}
+	loss, err := c.tr.Loss()
+	t.Logf("loss %+v (%v); compact hops without headers %d", loss, err, c.tr.headers.missing.Load())
 }
 
 func filterHops(hops []event.Hop, f func(*event.Hop) bool) []event.Hop {
