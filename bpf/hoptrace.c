@@ -136,7 +136,8 @@ struct hop_event {
  * line the hook writes was last read by the reader on another CPU
  * (BenchmarkHookCostPingPong: ~450 ns a hook with every hop a hop_event,
  * ~270 with every hop this size). Never with snaplen (each hop carries its
- * own bytes) nor at an underlay hook (the outer headers are the news). */
+ * own bytes), at an underlay hook (the outer headers are the news) or
+ * without the skb key (see hop). */
 struct hop_next_event {
 	__u8 kind; /* EVENT_HOP_NEXT */
 	__u8 dir;
@@ -1576,8 +1577,11 @@ static __always_inline void hop(struct __sk_buff *ctx, __u8 dir, bool underlay)
 	if (!id || aggregate_only)
 		return;
 
-	/* Headers as sent at the packet's last hop: the reader has them. */
-	if (!snaplen && entry) {
+	/* Headers as sent at the packet's last hop: the reader has them. Not
+	 * with content keys (no kern ctx): packets of equal content on two
+	 * CPUs can share an entry, and the order in which they set its hash
+	 * need not be the reader's time order of their events. */
+	if (!snaplen && have_kern_ctx && entry) {
 		__u64 hh = hdr_hash(&p);
 		bool same = !underlay && entry->hdr_h == hh;
 		entry->hdr_h = hh;

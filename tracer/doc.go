@@ -101,9 +101,9 @@
 // and a hop cost twice what it did on one CPU. A CPU has a small ring
 // (256 KiB) that its events go to first and the large one for what that
 // cannot hold: a ring's writes walk all of it, and those of a large one
-// keep missing the caches. A hop whose headers are those of its packet's
-// previous hop goes as a compact event, and the reader fills the headers in
-// (headers.go). The reader merges the rings
+// keep missing the caches. With the skb key, a hop whose headers are those
+// of its packet's previous hop goes as a compact event, and the reader
+// fills the headers in (headers.go). The reader merges the rings
 // in time order (ring.go): a look takes every ring's producer position,
 // then hands out the events below them oldest first, decoded in place.
 // The kernel submits without waking the reader, which

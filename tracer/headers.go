@@ -10,7 +10,8 @@ import (
 // bpf/hoptrace.c) when their headers are byte for byte those of the hop
 // before: the kernel writes a third of the bytes, and the reader gives the
 // hop the headers it kept from that earlier event. headerCache is where it
-// keeps them.
+// keeps them. Only with the skb key: with content keys, equal packets on
+// two CPUs can share an entry, and each hop carries its headers.
 //
 // Packet IDs are (cpu+1)<<48 | a counter of that CPU (new_id), so the
 // cache is direct-mapped per CPU by the counter: a packet's hops follow its
