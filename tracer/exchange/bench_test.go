@@ -110,3 +110,35 @@ func BenchmarkLinkOnly(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkLinkBulk: one bulk TCP flow in a steady state, as `trace` sees
+// iperf3: every data segment new, so the linker remembers each one and
+// forgets the oldest at its cap (the default 65536) once the warm-up filled
+// it.
+func BenchmarkLinkBulk(b *testing.B) {
+	s := &sim{t: b}
+	s.send(at(0), jt.ClientToWeb, jt.TCP(jt.ClientIP, 40000, jt.WebIP, 8080, psh, 1), fullLen)
+	res := s.run(exchange.Config{})
+	j := res.journeys[res.order[0]]
+	st := exchange.NewStage(discard{}, exchange.Options{})
+	seg := func(i int) {
+		for k := range j.Hops {
+			h := &j.Hops[k]
+			h.Pkt.Seq = 1 + uint32(i)*1448
+			h.TimeNS = at(uint64(i)*us + uint64(k)*hopStep)
+		}
+		j.Start, j.End = j.Hops[0].TimeNS, j.Hops[len(j.Hops)-1].TimeNS
+		if err := st.Journey(j); err != nil {
+			b.Fatal(err)
+		}
+	}
+	const warm = 2 * exchange.DefaultMaxSegments
+	for i := range warm {
+		seg(i)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		seg(warm + i)
+	}
+}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/hoptrace/hoptrace/tracer/event"
 	"github.com/hoptrace/hoptrace/tracer/exchange"
+	"github.com/hoptrace/hoptrace/tracer/journey"
 	jt "github.com/hoptrace/hoptrace/tracer/journey/journeytest"
 )
 
@@ -277,6 +278,71 @@ func TestRetransmitChain(t *testing.T) {
 	if len(res.links) != 3 {
 		t.Errorf("links %+v, want 3", res.links)
 	}
+	// A link says how the copy before it ended.
+	for _, id := range []uint64{second, third} {
+		r := res.links[id]
+		if r.OfVerdict != journey.VerdictDropped || r.OfDropReason != "NETFILTER_DROP" || r.OfDropWhere == "" {
+			t.Errorf("journey %d: link to %d says verdict %v, dropped at %q for %q; want dropped (NETFILTER_DROP) somewhere", id, r.Of, r.OfVerdict, r.OfDropWhere, r.OfDropReason)
+		}
+	}
+	if r := res.links[fin2]; r.OfVerdict != journey.VerdictContainer || r.OfDropWhere != "" || r.OfDropReason != "" {
+		t.Errorf("FIN link %+v: want the delivered first FIN, no drop", r)
+	}
+}
+
+// TestRetransmitCap: past MaxSegments the oldest segments are forgotten,
+// the newest still linked; below it (the linker's ring grown a few times on
+// the way) all are still linked.
+func TestRetransmitCap(t *testing.T) {
+	for _, c := range []struct {
+		n, limit     uint32
+		firstForgets bool
+	}{{40, 10, true}, {600, 1000, false}} {
+		s := &sim{t: t}
+		for i := range c.n {
+			s.send(at(uint64(i)*ms), jt.ClientToWeb, c2w(psh, 1001+i*100), dataLen)
+		}
+		end := at(uint64(c.n) * ms)
+		s.send(end+100*ms, jt.ClientToWeb, c2w(psh, 1001), dataLen)             // the first
+		s.send(end+101*ms, jt.ClientToWeb, c2w(psh, 1001+(c.n-1)*100), dataLen) // the last
+		res := s.run(exchange.Config{MaxSegments: int(c.limit)})
+		ids := res.order
+		if len(ids) != int(c.n)+2 {
+			t.Fatalf("%d journeys, want %d", len(ids), c.n+2)
+		}
+		r, ok := res.links[ids[c.n]]
+		if c.firstForgets && ok {
+			t.Errorf("cap %d: the first of %d segments, forgotten past the cap, was linked: %+v", c.limit, c.n, r)
+		}
+		if !c.firstForgets && (!ok || r.Of != ids[0]) {
+			t.Errorf("cap %d: the first of %d segments: link %+v (%v), want of %d", c.limit, c.n, r, ok, ids[0])
+		}
+		if r, ok := res.links[ids[c.n+1]]; !ok || r.Of != ids[c.n-1] {
+			t.Errorf("cap %d: the last segment's copy: link %+v (%v), want of %d", c.limit, r, ok, ids[c.n-1])
+		}
+	}
+}
+
+// TestRetransmitHashCollision: two segments whose hashes collide are never
+// linked to each other; the later one is remembered in the earlier one's
+// place and its own retransmission is still linked.
+func TestRetransmitHashCollision(t *testing.T) {
+	exchange.CollideHashes(t)
+	s := &sim{t: t}
+	s.send(at(0), jt.ClientToWeb, c2w(psh, 1001), dataLen)
+	s.send(at(1*ms), jt.ClientToWeb, c2w(psh, 1101), dataLen)
+	s.send(at(200*ms), jt.ClientToWeb, c2w(psh, 1101), dataLen)
+	res := s.run(exchange.Config{})
+	ids := res.order
+	if len(ids) != 3 {
+		t.Fatalf("%d journeys, want 3", len(ids))
+	}
+	if len(res.links) != 1 {
+		t.Fatalf("links %+v, want one", res.links)
+	}
+	if r, ok := res.links[ids[2]]; !ok || r.Of != ids[1] || r.Nth != 1 {
+		t.Errorf("the copy of the second segment: link %+v (%v), want of %d", r, ok, ids[1])
+	}
 }
 
 // TestRetransmitWindow: a segment seen again after the window is not linked.
@@ -415,5 +481,26 @@ func TestPrinter(t *testing.T) {
 	}
 	if strings.Contains(lines[2], "response_ns") {
 		t.Errorf("a response not seen arriving has a response_ns: %s", lines[2])
+	}
+}
+
+// TestRetransmitMany: a segment sent 300 times links each copy to the one
+// before, though the copies before it fill the linker's ring many times
+// over (MaxSegments 10).
+func TestRetransmitMany(t *testing.T) {
+	s := &sim{t: t}
+	const n = 300
+	for i := range uint64(n) {
+		s.drop(at(i*10*ms), jt.ClientToWeb, 2, c2w(psh, 1001), dataLen)
+	}
+	res := s.run(exchange.Config{MaxSegments: 10})
+	ids := res.order
+	if len(ids) != n || len(res.links) != n-1 {
+		t.Fatalf("%d journeys, %d links; want %d and %d", len(ids), len(res.links), n, n-1)
+	}
+	for k := 1; k < n; k++ {
+		if r := res.links[ids[k]]; r.Of != ids[k-1] || r.First != ids[0] || r.Nth != k || r.OfDropReason != "NETFILTER_DROP" {
+			t.Fatalf("copy %d: link %+v, want of %d, first %d, nth %d, dropped", k, r, ids[k-1], ids[0], k)
+		}
 	}
 }

@@ -1,6 +1,7 @@
 package exchange
 
 import (
+	"hash/maphash"
 	"time"
 
 	"github.com/hoptrace/hoptrace/resolver/topology"
@@ -19,46 +20,75 @@ type Retransmit struct {
 	Nth       int
 }
 
-// segKey identifies a segment: its flow as sent, where it was sent from,
-// and its sequence number.
-type segKey struct {
-	out tuple
-	at  topology.Key
-	dir event.Direction
-	seq uint32
+// segID identifies a segment: its flow as sent, where it was sent from,
+// and its sequence number. It holds no pointers and no padding, so a ring
+// of them costs the garbage collector nothing and hashes as plain memory.
+type segID struct {
+	src, dst     [16]byte
+	sport, dport uint16
+	seq          uint32
+	at           topology.Key
+	dir          uint32 // event.Direction
 }
 
-// sent is the latest transmission of a segment.
+func segIDOf(s *seg) segID {
+	return segID{
+		src: s.out.src.Addr().As16(), dst: s.out.dst.Addr().As16(),
+		sport: s.out.src.Port(), dport: s.out.dst.Port(), seq: s.seq,
+		at: s.from.Endpoint.Key(), dir: uint32(s.from.Dir),
+	}
+}
+
+// sent is the latest transmission of a segment, as the ring keeps it.
 type sent struct {
-	id, at           uint64 // its journey and first-hop time
-	firstID, firstAt uint64
-	n                int // transmissions so far
-	verdict          journey.Verdict
-	dropWhere, why   string
-	gen              uint64 // which fifo entry is current
+	id       segID
+	hash     uint64
+	sentID   uint64 // its journey
+	at       uint64 // and first-hop time
+	firstID  uint64
+	firstAt  uint64
+	n        uint32 // transmissions so far
+	verdict  journey.Verdict
+	dropped  bool // where and why are in Linker.drops
+	replaced bool // a later transmission (or a colliding segment) took its place
 }
 
-type fifoEntry struct {
-	key segKey
-	gen uint64
-	at  uint64
-}
+// dropNote is where and why a remembered transmission was dropped; rare,
+// so kept beside the ring rather than in every slot.
+type dropNote struct{ where, why string }
 
-// Linker recognises retransmitted TCP segments. Not safe for concurrent use.
+// Linker recognises retransmitted TCP segments. It remembers each segment
+// sent, in the order sent, in a ring that grows up to Config.MaxSegments;
+// an index from the segment's hash finds its slot. Not safe for concurrent
+// use.
 type Linker struct {
 	window uint64
 	max    int
-	segs   map[segKey]sent
-	fifo   []fifoEntry // in the order segments were remembered
-	head   int
-	gen    uint64
+	seed   maphash.Seed
+	hash   func(seed maphash.Seed, id segID) uint64 // segHash when made
+	index  map[uint64]uint64                        // segment hash -> ring position of its latest transmission
+	ring   []sent                                   // len a power of two; position p is ring[p&(len-1)]
+	head   uint64                                   // oldest position held
+	tail   uint64                                   // next position to fill
+	live   int                                      // positions not replaced
+	drops  map[uint64]dropNote                      // by ring position
 	now    uint64
 }
+
+const minRing = 256
+
+// segHash hashes a segment for the index (a variable: a test makes every
+// segment collide).
+var segHash = maphash.Comparable[segID]
 
 // NewLinker returns a linker bounded by cfg (zero fields take defaults).
 func NewLinker(cfg Config) *Linker {
 	cfg = cfg.withDefaults()
-	return &Linker{window: uint64(cfg.RetransmitWindow), max: cfg.MaxSegments, segs: make(map[segKey]sent)}
+	return &Linker{
+		window: uint64(cfg.RetransmitWindow), max: cfg.MaxSegments,
+		seed: maphash.MakeSeed(), hash: segHash,
+		index: make(map[uint64]uint64), ring: make([]sent, minRing), drops: make(map[uint64]dropNote),
+	}
 }
 
 // Link remembers j's segment and, when it repeats one seen before, returns
@@ -78,65 +108,101 @@ func (l *Linker) link(s *seg) (Retransmit, bool) {
 	if s.proto != event.ProtoTCP || !s.occupies() {
 		return Retransmit{}, false
 	}
-	k := segKey{out: s.out, at: s.from.Endpoint.Key(), dir: s.from.Dir, seq: s.seq}
+	id := segIDOf(s)
+	h := l.hash(l.seed, id)
 	at := s.sent()
-	prev, seen := l.segs[k]
+	pos, seen := l.index[h]
+	var prev *sent
+	if seen {
+		if prev = l.slot(pos); prev.id != id {
+			// Another segment with the same hash: it gives way (it is
+			// forgotten early, never linked to this one).
+			prev, seen = nil, false
+		}
+	}
 	switch {
 	case !seen:
-		l.remember(k, sent{id: s.j.ID, at: at, firstID: s.j.ID, firstAt: at, n: 1, verdict: s.j.Verdict}, s.j)
+		l.remember(h, sent{id: id, sentID: s.j.ID, at: at, firstID: s.j.ID, firstAt: at, n: 1, verdict: s.j.Verdict}, s.j)
 		return Retransmit{}, false
 	case at < prev.at:
 		// Finished after a later copy (held longer): that copy is already
 		// out, unlinked. Remember the earlier one as the first.
 		prev.firstID, prev.firstAt = s.j.ID, at
-		l.segs[k] = prev
 		return Retransmit{}, false
 	}
 	r := Retransmit{
-		Retransmit: journey.Retransmit{Of: prev.id, After: time.Duration(at - prev.at),
-			OfVerdict: prev.verdict, OfDropWhere: prev.dropWhere, OfDropReason: prev.why},
-		First: prev.firstID, FirstSent: prev.firstAt, Nth: prev.n,
+		Retransmit: journey.Retransmit{Of: prev.sentID, After: time.Duration(at - prev.at), OfVerdict: prev.verdict},
+		First:      prev.firstID, FirstSent: prev.firstAt, Nth: int(prev.n),
 	}
-	l.remember(k, sent{id: s.j.ID, at: at, firstID: prev.firstID, firstAt: prev.firstAt, n: prev.n + 1, verdict: s.j.Verdict}, s.j)
+	if prev.dropped {
+		d := l.drops[pos]
+		r.OfDropWhere, r.OfDropReason = d.where, d.why
+	}
+	l.remember(h, sent{id: id, sentID: s.j.ID, at: at, firstID: prev.firstID, firstAt: prev.firstAt, n: prev.n + 1, verdict: s.j.Verdict}, s.j)
 	return r, true
 }
 
-func (l *Linker) remember(k segKey, v sent, j *journey.Journey) {
-	if d := j.Drop; d != nil && !d.AfterDelivery {
-		v.dropWhere, v.why = d.Where(j), d.Name()
+func (l *Linker) slot(pos uint64) *sent { return &l.ring[pos&uint64(len(l.ring)-1)] }
+
+// remember puts v at the ring's tail as the segment's latest transmission;
+// the slot the index held for h before is replaced.
+func (l *Linker) remember(h uint64, v sent, j *journey.Journey) {
+	if old, ok := l.index[h]; ok {
+		l.slot(old).replaced = true
+		l.live--
 	}
-	l.gen++
-	v.gen = l.gen
-	l.segs[k] = v
-	l.fifo = append(l.fifo, fifoEntry{key: k, gen: l.gen, at: v.at})
+	if l.tail-l.head == uint64(len(l.ring)) {
+		if len(l.ring) < l.max {
+			l.grow()
+		} else {
+			l.forget() // full of replaced slots: the oldest goes
+		}
+	}
+	pos := l.tail
+	l.tail++
+	if d := j.Drop; d != nil && !d.AfterDelivery {
+		v.dropped = true
+		l.drops[pos] = dropNote{where: d.Where(j), why: d.Name()}
+	}
+	v.hash = h
+	*l.slot(pos) = v
+	l.index[h] = pos
+	l.live++
+}
+
+// grow doubles the ring, keeping positions.
+func (l *Linker) grow() {
+	ring := make([]sent, 2*len(l.ring))
+	for p := l.head; p < l.tail; p++ {
+		ring[p&uint64(len(ring)-1)] = *l.slot(p)
+	}
+	l.ring = ring
+}
+
+// forget drops the oldest slot.
+func (l *Linker) forget() {
+	s := l.slot(l.head)
+	if !s.replaced {
+		delete(l.index, s.hash)
+		l.live--
+	}
+	if s.dropped {
+		delete(l.drops, l.head)
+	}
+	*s = sent{}
+	l.head++
 }
 
 // evict forgets segments past the window or the cap, oldest first.
 func (l *Linker) evict() {
-	for l.head < len(l.fifo) {
-		e := &l.fifo[l.head]
-		cur, ok := l.segs[e.key]
-		if ok && cur.gen != e.gen {
-			// Superseded by a later transmission.
-			l.fifo[l.head] = fifoEntry{}
-			l.head++
-			continue
-		}
-		if ok && len(l.segs) <= l.max && e.at+l.window >= l.now {
+	for l.head < l.tail {
+		s := l.slot(l.head)
+		if !s.replaced && l.live <= l.max && s.at+l.window >= l.now {
 			break
 		}
-		if ok {
-			delete(l.segs, e.key)
-		}
-		l.fifo[l.head] = fifoEntry{}
-		l.head++
-	}
-	if l.head > 1024 && l.head*2 > len(l.fifo) {
-		n := copy(l.fifo, l.fifo[l.head:])
-		clear(l.fifo[n:])
-		l.fifo, l.head = l.fifo[:n], 0
+		l.forget()
 	}
 }
 
 // Remembered is the number of segments held now.
-func (l *Linker) Remembered() int { return len(l.segs) }
+func (l *Linker) Remembered() int { return l.live }
