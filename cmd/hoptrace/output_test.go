@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -56,6 +58,70 @@ func TestOutWriterPassesWritesInOrder(t *testing.T) {
 	}
 	if w.String() != want.String() {
 		t.Fatalf("got %d bytes, want %d, or out of order", len(w.String()), want.Len())
+	}
+}
+
+// writeCounter counts the writes it gets.
+type writeCounter struct {
+	mu     sync.Mutex
+	buf    bytes.Buffer
+	writes int
+}
+
+func (w *writeCounter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.writes++
+	return w.buf.Write(p)
+}
+
+func (w *writeCounter) state() (string, int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String(), w.writes
+}
+
+// TestOutWriterCoalesces: many small writes in a burst reach the stream in
+// a few large ones, and a lone line gets out without a Flush.
+func TestOutWriterCoalesces(t *testing.T) {
+	w := &writeCounter{}
+	o := newOutWriter(w, outBufferBytes)
+	var want bytes.Buffer
+	const lines = 20000 // ~300 KB: several batches
+	for i := range lines {
+		line := fmt.Sprintf("journey %d\n", i)
+		want.WriteString(line)
+		if _, err := o.Write([]byte(line)); err != nil {
+			t.Fatal(err)
+		}
+		runtime.Gosched() // the writer's goroutine may run between lines
+	}
+	if err := o.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	got, writes := w.state()
+	if got != want.String() {
+		t.Fatalf("got %d bytes, want %d, or out of order", len(got), want.Len())
+	}
+	// One write per line would be 20000; a batch is 64 KiB, and the timer
+	// adds one write per 2 ms the burst lasts.
+	if writes > lines/10 {
+		t.Errorf("%d lines took %d writes", lines, writes)
+	}
+	t.Logf("%d lines, %d bytes: %d writes", lines, len(got), writes)
+
+	if _, err := o.Write([]byte("alone\n")); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if got, _ := w.state(); strings.HasSuffix(got, "alone\n") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a lone line was not written within 10s without a Flush")
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 
