@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"math"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"testing"
@@ -54,23 +55,33 @@ func TestVersionFromBuildInfo(t *testing.T) {
 	}
 }
 
-// The collector runs less often unless GOGC or GOMEMLIMIT says otherwise.
-func TestTuneGC(t *testing.T) {
+// The collector runs less often, and the runtime with one P, unless GOGC,
+// GOMEMLIMIT or GOMAXPROCS says otherwise.
+func TestTuneRuntime(t *testing.T) {
 	defer debug.SetGCPercent(debug.SetGCPercent(100))
 	defer debug.SetMemoryLimit(debug.SetMemoryLimit(math.MaxInt64))
-	tuneGC(func(string) string { return "" })
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(3))
+	tuneRuntime(func(string) string { return "" })
 	if got := debug.SetGCPercent(100); got != gcPercent {
 		t.Errorf("GC percent %d, want %d", got, gcPercent)
 	}
 	if got := debug.SetMemoryLimit(-1); got != memoryLimit {
 		t.Errorf("memory limit %d, want %d", got, memoryLimit)
 	}
+	if got := runtime.GOMAXPROCS(3); got != maxProcs {
+		t.Errorf("GOMAXPROCS %d, want %d", got, maxProcs)
+	}
 	debug.SetMemoryLimit(math.MaxInt64)
-	tuneGC(func(k string) string { return map[string]string{"GOGC": "50", "GOMEMLIMIT": "64MiB"}[k] })
+	tuneRuntime(func(k string) string {
+		return map[string]string{"GOGC": "50", "GOMEMLIMIT": "64MiB", "GOMAXPROCS": "3"}[k]
+	})
 	if got := debug.SetGCPercent(100); got != 100 {
 		t.Errorf("with GOGC set: GC percent %d, want it left at 100", got)
 	}
 	if got := debug.SetMemoryLimit(-1); got != math.MaxInt64 {
 		t.Errorf("with GOMEMLIMIT set: memory limit %d, want it left alone", got)
+	}
+	if got := runtime.GOMAXPROCS(0); got != 3 {
+		t.Errorf("with GOMAXPROCS set: %d, want it left at 3", got)
 	}
 }
