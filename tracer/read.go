@@ -75,9 +75,9 @@ func (t *Tracer) ReadInto(ctx context.Context, r *Record) error {
 		if rings.closed.Load() {
 			return ErrClosed
 		}
-		// Drained: look again in a drain interval, or, idle for a
-		// while, sleep until the kernel wakes us (idle.go).
-		next := t.idle.empty(ctx, t.drain, rings.available, rings.flush)
+		// Drained: look again in a paced drain interval (pace.go), or,
+		// idle for a while, sleep until the kernel wakes us (idle.go).
+		next := t.idle.empty(ctx, t.pace(), rings.available, rings.flush)
 		if t.idle.asleep.Load() {
 			if err := rings.wait(next); errors.Is(err, ErrClosed) {
 				return ErrClosed

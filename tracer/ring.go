@@ -31,6 +31,13 @@ type cpuRings struct {
 	rings  []cpuRing
 	active []int // rings with an event to hand out in this look
 
+	// The most found unread in one look since the reader last paced its
+	// looks (pace.go): of a small ring, as a share of its size; and
+	// whether a large ring had any.
+	small   int // rings[:small] are the small rings
+	peak    float64
+	spilled bool
+
 	life   sync.RWMutex // wait holds it shared: close unmaps only after
 	closed atomic.Bool
 	epfd   int // every ring's fd and evfd: a sleeping reader waits on all
@@ -71,8 +78,10 @@ var (
 	dropTimeOff = int(unsafe.Offsetof(hoptraceDropEvent{}.Ts))
 )
 
-func newCPURings(maps []*ebpf.Map) (r *cpuRings, err error) {
-	r = &cpuRings{epfd: -1, evfd: -1}
+// newCPURings maps the rings: maps[:small] are the small rings, the rest
+// the large ones.
+func newCPURings(maps []*ebpf.Map, small int) (r *cpuRings, err error) {
+	r = &cpuRings{epfd: -1, evfd: -1, small: small}
 	defer func() {
 		if err != nil {
 			r.close()
@@ -167,11 +176,26 @@ func (r *cpuRings) look() bool {
 	for i := range r.rings {
 		rg := &r.rings[i]
 		rg.end = atomic.LoadUint64(rg.prodPos)
+		if unread := rg.end - rg.pos; unread > 0 {
+			if i < r.small {
+				r.peak = max(r.peak, float64(unread)/float64(rg.mask+1))
+			} else {
+				r.spilled = true
+			}
+		}
 		if rg.head() {
 			r.active = append(r.active, i)
 		}
 	}
 	return len(r.active) > 0
+}
+
+// fill returns and forgets what the looks found since it was last called
+// (see peak). r.mu is held.
+func (r *cpuRings) fill() (peak float64, spilled bool) {
+	peak, spilled = r.peak, r.spilled
+	r.peak, r.spilled = 0, false
+	return peak, spilled
 }
 
 // head readies the record at pos: whether there is a committed one before

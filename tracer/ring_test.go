@@ -123,3 +123,45 @@ func TestCPURingBytes(t *testing.T) {
 		}
 	}
 }
+
+// TestRingsFill: a look measures the busiest small ring's unread share and
+// sees events in a large ring; fill reports them once.
+func TestRingsFill(t *testing.T) {
+	tr := load(t, Options{RingBufferBytes: 1 << 20})
+	look := func() (float64, bool) {
+		tr.rings.mu.Lock()
+		defer tr.rings.mu.Unlock()
+		tr.rings.look()
+		return tr.rings.fill()
+	}
+	if peak, spilled := look(); peak != 0 || spilled {
+		t.Fatalf("empty rings: peak %v spilled %v", peak, spilled)
+	}
+	// Hops on CPU 0: a known number of bytes of its small ring.
+	const n = 100
+	for i := range n {
+		runHopOn(t, tr, 0, flowFrame(i))
+	}
+	unread := tr.Unread() // the hops, and drops of the runs' freed skbs
+	size := float64(tr.ringMaps[0].MaxEntries())
+	want := float64(unread) / size
+	if peak, spilled := look(); spilled || peak != want {
+		t.Fatalf("%d hops: peak %v spilled %v, want %v (%d of %v bytes) and none spilled", n, peak, spilled, want, unread, size)
+	}
+	if peak, spilled := look(); spilled || peak != want {
+		t.Fatalf("a second look, nothing read: peak %v spilled %v, want %v again", peak, spilled, want)
+	}
+	// Fill CPU 0's small ring: the rest goes to its large ring.
+	for i := 0; tr.Unread() < int(size)+4096; i++ {
+		runHopOn(t, tr, 0, flowFrame(i))
+		if i > 1<<16 {
+			t.Fatalf("%d events: %d bytes unread of a %v-byte small ring", i, tr.Unread(), size)
+		}
+	}
+	if _, spilled := look(); !spilled {
+		t.Fatal("a full small ring: no events seen in the large one")
+	}
+	if _, spilled := look(); !spilled {
+		t.Fatal("a second look: the large ring's events not seen")
+	}
+}

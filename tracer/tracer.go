@@ -35,9 +35,10 @@ const (
 	minCPURingBytes  = 2 << 20  // by default: a CPU alone can flood its ring
 	maxCPURingBytes  = 4 << 20
 	// Each CPU's small ring in front of its ring (events and spill in
-	// bpf/hoptrace.c): the reader empties it every drain interval, so it
-	// holds what a CPU sends in that time unless it floods (W3 of make
-	// bench: about 110 KiB a CPU in 10ms), and it stays in the caches.
+	// bpf/hoptrace.c): the reader empties it before it is half full
+	// (pace.go), so it holds what a CPU sends between two looks unless it
+	// floods (W3 of make bench: about 30 KiB a CPU in 10ms), and it stays
+	// in the caches.
 	smallRingBytes  = 256 << 10
 	defaultInFlight = 8192    // per CPU
 	maxTableEntries = 1 << 18 // about 32 MiB of kernel memory
@@ -62,9 +63,11 @@ type Options struct {
 	// a small ring of 256 KiB (no larger than the ring) that events go to
 	// first.
 	RingBufferBytes int
-	// DrainInterval is how often the reader looks at the ring buffer when
-	// it found it empty: the kernel submits without wakeups (0: 10ms).
-	// After 200ms of empty looks the reader sleeps until the kernel wakes it.
+	// DrainInterval is how often, at least, the reader looks at the ring
+	// buffers when it found them empty: the kernel submits without wakeups
+	// (0: 10ms). While they fill slowly the looks go up to 4 times as far
+	// apart (pace.go). After 200ms of empty looks the reader sleeps until
+	// the kernel wakes it.
 	DrainInterval time.Duration
 	// Filter, compiled by filter.Compile, is evaluated in the kernel at a
 	// packet's first hook; packets it rejects make no hops and no drops and
@@ -133,7 +136,7 @@ type Tracer struct {
 	rings    *cpuRings
 	ringMaps []*ebpf.Map // each CPU's small ring (events map), then each CPU's ring (spill map)
 	drop     closer      // the kfree_skb link, nil without drops
-	drain    time.Duration
+	pacer    pacer       // the pause between looks (pace.go); under rings.mu
 	idle     idleReader
 	headers  *headerCache // compact hops' headers (headers.go); under rings.mu
 	clock    Clock
@@ -233,12 +236,9 @@ func Load(opts Options) (t *Tracer, err error) {
 	}
 	t = &Tracer{
 		opts: opts, features: feat, spec: spec, coll: coll, hostIno: hostIno,
-		drain: opts.DrainInterval, clock: NewClock(), headers: newHeaderCache(cpus),
+		pacer: newPacer(opts.DrainInterval), clock: NewClock(), headers: newHeaderCache(cpus),
 		hopColls: map[hopCollKey]*ebpf.Collection{}, attached: map[ifaceKey]*attachment{},
 		hookFlagsOf: map[hoptraceHookKey]uint32{},
-	}
-	if t.drain <= 0 {
-		t.drain = defaultDrain
 	}
 	defer func() {
 		if err != nil {
@@ -265,7 +265,7 @@ func Load(opts Options) (t *Tracer, err error) {
 			}
 		}
 	}
-	if t.rings, err = newCPURings(t.ringMaps); err != nil {
+	if t.rings, err = newCPURings(t.ringMaps, cpus); err != nil {
 		return t, fmt.Errorf("open ring buffers: %w", err)
 	}
 	t.idle = idleReader{asleepMap: coll.Maps["reader_asleep"], after: sleepAfter, check: sleepCheck}
