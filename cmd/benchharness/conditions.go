@@ -115,6 +115,7 @@ func conditionNames() []string {
 // A sample is one condition in one round.
 type sample struct {
 	round int
+	seq   int // its place in the run: 1 for the first run of any condition
 	cond  string
 
 	w1Gbit              float64

@@ -194,6 +194,35 @@ func rotate[T any](s []T, k int) []T {
 	return append(append([]T(nil), s[k:]...), s[:k]...)
 }
 
+// schedule is the order of round r (from 0) of rounds: the conditions
+// rotated by r; bracketed, none before each of the others, and after the
+// last of the last round.
+func schedule(conds []condition, r, rounds int, bracket bool) []condition {
+	if !bracket {
+		return rotate(conds, r)
+	}
+	var none *condition
+	var others []condition
+	for i := range conds {
+		if conds[i].name == "none" {
+			none = &conds[i]
+		} else {
+			others = append(others, conds[i])
+		}
+	}
+	if none == nil {
+		return rotate(conds, r)
+	}
+	var out []condition
+	for _, c := range rotate(others, r) {
+		out = append(out, *none, c)
+	}
+	if r == rounds-1 || len(others) == 0 {
+		out = append(out, *none)
+	}
+	return out
+}
+
 func (h *harness) measure(ctx context.Context) (*report, error) {
 	rep := newReport(h)
 	var conds []condition
@@ -217,8 +246,10 @@ func (h *harness) measure(ctx context.Context) (*report, error) {
 		return nil, fmt.Errorf("warm-up: %w", err)
 	}
 
+	rep.bracketed = h.o.bracket
+	seq := 0
 	for r := 0; r < h.o.rounds; r++ {
-		for _, c := range rotate(conds, r) {
+		for _, c := range schedule(conds, r, h.o.rounds, h.o.bracket) {
 			var s *sample
 			for attempt := 1; ; attempt++ {
 				if err := h.healthy(ctx); err != nil {
@@ -245,6 +276,8 @@ func (h *harness) measure(ctx context.Context) (*report, error) {
 				}
 				break
 			}
+			seq++
+			s.seq = seq
 			rep.samples = append(rep.samples, s)
 			rep.sampleLoad()
 			h.logf("round %d/%d %-13s %s", r+1, h.o.rounds, c.name, s.oneLine())

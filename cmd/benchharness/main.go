@@ -5,7 +5,7 @@
 // namespaces on a bridge of its own, no Docker), runs an iperf3 server and a
 // pingpong server (cmd/pingpong) inside the server's network namespace pinned
 // to CPU 1, and then, for each round, for each condition in an order rotated
-// by one every round:
+// by one every round, each after a run with no tracer (-bracket):
 //
 //  1. starts the tracer of that condition and waits until it is attached
 //     (hoptrace: --ready-file; tcpdump: "listening on" on stderr);
@@ -23,7 +23,8 @@
 // nothing; and hoptrace serve once that subcommand exists (skipped before).
 //
 // It prints a markdown report (medians and ranges of per-round ratios to no
-// tracer, tracer CPU, hops recorded against the counters, events lost, the
+// tracer: to the mean of the no-tracer runs just before and after, which
+// cancels the machine's drift over minutes; tracer CPU, hops recorded against the counters, events lost, the
 // absolute baseline and every round's raw numbers) and with -out writes it to
 // a file (make bench writes docs/BENCHMARKS.md). Everything it starts is
 // stopped and removed at the end, also on Ctrl-C. Traffic flows only between
@@ -58,6 +59,7 @@ type options struct {
 	out        string
 	netns      bool
 	conditions []string // names to run; nil: all
+	bracket    bool     // a none run before each other condition (and after the last)
 	command    string   // how the run was started, for the report
 	// floor: run as the floor condition's tracer (see floor.go) at these
 	// comma-separated hook points, not as the harness.
@@ -85,6 +87,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.baseline, "baseline", "", "another hoptrace binary: each hoptrace condition also runs with it, interleaved, as NAME"+baselineSuffix+" (an A/B of two builds in one run)")
 	fs.StringVar(&o.pingpong, "pingpong", "", "the pingpong binary (default: build ./cmd/pingpong with go build)")
 	fs.IntVar(&o.rounds, "rounds", 5, "rounds; each runs every condition once")
+	fs.BoolVar(&o.bracket, "bracket", true, "run no tracer before each condition and after the last, and take each condition's ratios to the mean of the two no-tracer runs around it (-bracket=false: one no-tracer run a round, half the time)")
 	fs.DurationVar(&o.duration, "duration", 5*time.Second, "length of each workload run")
 	quick := fs.Bool("quick", os.Getenv("QUICK") == "1", "2 rounds of 2 s, to try the harness (also QUICK=1)")
 	fs.StringVar(&o.out, "out", "", "also write the markdown report to this file (e.g. docs/BENCHMARKS.md)")

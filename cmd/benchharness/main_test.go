@@ -196,3 +196,67 @@ func TestReportAB(t *testing.T) {
 		t.Errorf("a report without a baseline has an A/B section:\n%s", md)
 	}
 }
+
+// TestScheduleBracketed: each condition runs after a none, rotated by the
+// round, and the last round ends with a none; without -bracket a round is
+// the conditions rotated.
+func TestScheduleBracketed(t *testing.T) {
+	conds := []condition{{name: "none"}, {name: "a"}, {name: "b"}}
+	names := func(cs []condition) string {
+		var n []string
+		for _, c := range cs {
+			n = append(n, c.name)
+		}
+		return strings.Join(n, ",")
+	}
+	for _, c := range []struct {
+		r       int
+		bracket bool
+		want    string
+	}{
+		{0, true, "none,a,none,b"},
+		{1, true, "none,b,none,a"},
+		{2, true, "none,a,none,b,none"}, // the last of 3 rounds
+		{1, false, "a,b,none"},
+	} {
+		if got := names(schedule(conds, c.r, 3, c.bracket)); got != c.want {
+			t.Errorf("round %d bracket %v: %s, want %s", c.r, c.bracket, got, c.want)
+		}
+	}
+}
+
+// TestBracketRatios: with the machine's speed drifting through the run, a
+// condition that costs 10% shows 0.90 against the none runs around it,
+// where against its round's first none it would not.
+func TestBracketRatios(t *testing.T) {
+	r := &report{bracketed: true}
+	speed := func(seq int) float64 { return 10 + float64(seq) } // drifting up
+	seq := 0
+	add := func(cond string, cost float64) {
+		seq++
+		r.samples = append(r.samples, &sample{round: 1 + (seq-1)/4, seq: seq, cond: cond, w1Gbit: speed(seq) * cost})
+	}
+	for range 2 {
+		add("none", 1)
+		add("a", 0.9)
+		add("none", 1)
+		add("b", 0.8)
+	}
+	add("none", 1)
+	w1 := func(s *sample) float64 { return s.w1Gbit }
+	for cond, want := range map[string]float64{"a": 0.9, "b": 0.8} {
+		got := r.ratios(cond, w1)
+		if len(got) != 2 {
+			t.Fatalf("%s: %d ratios, want 2", cond, len(got))
+		}
+		for _, x := range got {
+			if math.Abs(x-want) > 1e-9 {
+				t.Errorf("%s: ratios %v, want %v each", cond, got, want)
+			}
+		}
+	}
+	r.bracketed = false
+	if got := r.ratios("b", w1); math.Abs(got[0]-0.8) < 0.05 {
+		t.Errorf("unbracketed, the drift should show: %v", got)
+	}
+}

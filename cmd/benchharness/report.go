@@ -30,6 +30,7 @@ type report struct {
 	conds          []condition
 	skipped        map[string]string
 	samples        []*sample
+	bracketed      bool // a none run before each condition and after the last (ratiosTo)
 	rebuilds       int      // times the bed was set up again
 	repeated       []string // runs repeated because the bed broke under them
 }
@@ -161,8 +162,14 @@ func (r *report) ratios(cond string, f func(*sample) float64) []float64 {
 }
 
 // ratiosTo are the per-round ratios of f, condition over base in the same
-// round: pairing by round cancels what the machine did in that round.
+// round: pairing by round cancels what the machine did in that round. In a
+// bracketed run the base none is the mean of the none runs just before and
+// just after the condition's, which cancels a drift over the minutes of a
+// round as well.
 func (r *report) ratiosTo(cond, base string, f func(*sample) float64) []float64 {
+	if r.bracketed && base == "none" {
+		return r.bracketRatios(cond, f)
+	}
 	of := map[int]float64{}
 	for _, s := range r.of(base) {
 		of[s.round] = f(s)
@@ -172,6 +179,32 @@ func (r *report) ratiosTo(cond, base string, f func(*sample) float64) []float64 
 		b, x := of[s.round], f(s)
 		if b > 0 && x > 0 {
 			v = append(v, x/b)
+		}
+	}
+	return v
+}
+
+// bracketRatios are f of each run of cond over the mean of f of the none
+// runs next to it in the run's order (one of them at the ends).
+func (r *report) bracketRatios(cond string, f func(*sample) float64) []float64 {
+	bySeq := map[int]*sample{}
+	for _, s := range r.samples {
+		bySeq[s.seq] = s
+	}
+	var v []float64
+	for _, s := range r.of(cond) {
+		var sum float64
+		n := 0
+		for _, k := range []int{s.seq - 1, s.seq + 1} {
+			if b := bySeq[k]; b != nil && b.cond == "none" {
+				if x := f(b); x > 0 {
+					sum += x
+					n++
+				}
+			}
+		}
+		if x := f(s); n > 0 && x > 0 {
+			v = append(v, x/(sum/float64(n)))
 		}
 	}
 	return v
@@ -259,10 +292,19 @@ func (r *report) markdown() string {
 	p("- **Command:** `%s`\n", r.command)
 	p("- **Versions:** %s\n", strings.Join(r.versions, "; "))
 	p("- **Test bed:** %s\n", r.bed)
-	p("- **Rounds:** %d, each running every condition once in an order rotated by one per round; each workload runs %s per condition.\n\n", r.rounds, r.duration)
+	if r.bracketed {
+		p("- **Rounds:** %d, each running every condition once in an order rotated by one per round, with a run of no tracer before each (and one after the last); each workload runs %s per run.\n\n", r.rounds, r.duration)
+	} else {
+		p("- **Rounds:** %d, each running every condition once in an order rotated by one per round; each workload runs %s per condition.\n\n", r.rounds, r.duration)
+	}
 
 	p("## Throughput and latency, relative to no tracer\n\n")
-	p("Median of the per-round ratios (the condition's result over the no-tracer result of the same round),\n")
+	if r.bracketed {
+		p("Median of the per-round ratios (the condition's result over the mean of the no-tracer runs just before and after it:\n")
+		p("the machine's speed drifts over minutes),\n")
+	} else {
+		p("Median of the per-round ratios (the condition's result over the no-tracer result of the same round),\n")
+	}
 	p("with the range over the rounds in parentheses. W1, W2, W3 tps: 1.00 is no cost, lower is slower.\n")
 	p("p50, p99: W3's latency as a factor, x1.00 is no cost.\n\n")
 	p("| condition | W1 iperf3 TCP | W2 iperf3 UDP 64 B | W3 tps | W3 p50 | W3 p99 |\n")
