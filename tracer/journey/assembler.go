@@ -289,12 +289,22 @@ func (a *Assembler) finish(o *open, timedOut, evicted bool) *Journey {
 	a.remove(o.heapIdx)
 	j := o.j
 	a.content.remove(o)
+	// A packet's hops mostly share its skb key and ID: each is looked up
+	// once per run of hops that repeat it.
+	var lastSkb, lastID uint64
 	for i := range j.Hops {
-		if k := j.Hops[i].SkbKey; k != 0 && a.bySkb[k] == o {
-			delete(a.bySkb, k)
+		h := &j.Hops[i]
+		if k := h.SkbKey; k != 0 && k != lastSkb {
+			lastSkb = k
+			if a.bySkb[k] == o {
+				delete(a.bySkb, k)
+			}
 		}
-		if id := j.Hops[i].PacketID; id != 0 && a.byPID[id] == o {
-			delete(a.byPID, id)
+		if id := h.PacketID; id != 0 && id != lastID {
+			lastID = id
+			if a.byPID[id] == o {
+				delete(a.byPID, id)
+			}
 		}
 	}
 	if !o.sorted {
