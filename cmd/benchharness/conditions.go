@@ -121,6 +121,9 @@ type sample struct {
 	w1Gbit              float64
 	w2RxKpps, w2TxKpps  float64
 	w3TPS, w3P50, w3P99 float64
+	// kernNs is the condition's BPF programs' ns per hook call in W1, W2
+	// and W3 (kstats.go); -1 unknown or none.
+	kernNs [3]float64
 
 	// The tracer (zero for none).
 	cpuWindowPct float64 // CPU while the workloads ran, % of one core

@@ -52,6 +52,7 @@ func parseHookPoint(s string) (hookPoint, error) {
 // then TCX_NEXT (the next program, or the packet goes on).
 func countingProgram(counter *ebpf.Map) (*ebpf.Program, error) {
 	return ebpf.NewProgram(&ebpf.ProgramSpec{
+		Name:    floorProgName,
 		Type:    ebpf.SchedCLS,
 		License: "GPL",
 		Instructions: asm.Instructions{

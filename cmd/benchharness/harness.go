@@ -28,6 +28,7 @@ type harness struct {
 	logf              func(string, ...any)
 	servers           []*server
 	serveHasReadyFile bool
+	kernelStats       bool // bpf_stats on: kernel ns per hook call measured
 }
 
 type server struct {
@@ -129,15 +130,35 @@ func num(m map[string]any, path ...string) float64 {
 	return f
 }
 
-// runWorkloads runs W1, W2 and W3 one after the other and fills s.
-func (h *harness) runWorkloads(ctx context.Context, s *sample) error {
+// runWorkloads runs W1, W2 and W3 one after the other and fills s; with
+// a program prefix (and bpf_stats on), also the kernel ns per hook call of
+// those programs in each.
+func (h *harness) runWorkloads(ctx context.Context, s *sample, prefix string) error {
+	s.kernNs = [3]float64{-1, -1, -1}
 	var errs []error
+	var k0 progTotals
+	kstat := func(w int) {
+		if prefix == "" || !h.kernelStats {
+			return
+		}
+		k1, err := readProgTotals(prefix)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("bpf_stats: %w", err))
+			return
+		}
+		if w >= 0 {
+			s.kernNs[w] = nsPerRun(k0, k1)
+		}
+		k0 = k1
+	}
+	kstat(-1)
 	// W1: TCP throughput, as the receiver counted it.
 	if r, err := h.iperf3(ctx, "-t", h.secs()); err != nil {
 		errs = append(errs, fmt.Errorf("W1: %w", err))
 	} else {
 		s.w1Gbit = num(r, "end", "sum_received", "bits_per_second") / 1e9
 	}
+	kstat(0)
 	time.Sleep(200 * time.Millisecond)
 	// W2: UDP, 64-byte datagrams as fast as the sender can; what arrived
 	// (sent minus lost) per second is the measure.
@@ -151,6 +172,7 @@ func (h *harness) runWorkloads(ctx context.Context, s *sample) error {
 			s.w2TxKpps = num(r, "end", "sum_sent", "packets") / sec / 1e3
 		}
 	}
+	kstat(1)
 	time.Sleep(200 * time.Millisecond)
 	// W3: 1-byte TCP ping-pong.
 	cctx, cancel := context.WithTimeout(ctx, h.o.duration+30*time.Second)
@@ -169,6 +191,7 @@ func (h *harness) runWorkloads(ctx context.Context, s *sample) error {
 	} else {
 		s.w3TPS, s.w3P50, s.w3P99 = pp.TPS, pp.P50us, pp.P99us
 	}
+	kstat(2)
 	return errors.Join(errs...)
 }
 
@@ -242,7 +265,7 @@ func (h *harness) measure(ctx context.Context) (*report, error) {
 	h.logf("warm-up: each workload once for 1s, no tracer")
 	warm := *h
 	warm.o.duration = time.Second
-	if err := warm.runWorkloads(ctx, &sample{}); err != nil {
+	if err := warm.runWorkloads(ctx, &sample{}, ""); err != nil {
 		return nil, fmt.Errorf("warm-up: %w", err)
 	}
 
@@ -327,7 +350,7 @@ func (h *harness) rebuild(ctx context.Context, why error) error {
 	h.logf("test bed set up again; warm-up")
 	warm := *h
 	warm.o.duration = time.Second
-	if err := warm.runWorkloads(ctx, &sample{}); err != nil {
+	if err := warm.runWorkloads(ctx, &sample{}, ""); err != nil {
 		return fmt.Errorf("warm-up after setting up again: %w", err)
 	}
 	return nil
@@ -359,7 +382,7 @@ func (h *harness) runCondition(ctx context.Context, round int, c condition) (*sa
 		return s, err
 	}
 	t.all0, t.host0 = all0, host0
-	werr := h.runWorkloads(ctx, s)
+	werr := h.runWorkloads(ctx, s, progPrefix(c))
 	if n := h.bed.others(ctx); n > 0 {
 		s.note = joinNote(s.note, fmt.Sprintf("%d other containers running", n))
 	}

@@ -22,6 +22,9 @@
 // FILE; record -s 128; trace -o json >FILE; trace with a filter matching
 // nothing; and hoptrace serve once that subcommand exists (skipped before).
 //
+// With bpf_stats switched on for the run (-kernel-stats), it also takes the
+// kernel ns per hook call of the condition's BPF programs in each workload.
+//
 // It prints a markdown report (medians and ranges of per-round ratios to no
 // tracer: to the mean of the no-tracer runs just before and after, which
 // cancels the machine's drift over minutes; tracer CPU, hops recorded against the counters, events lost, the
@@ -60,6 +63,7 @@ type options struct {
 	netns      bool
 	conditions []string // names to run; nil: all
 	bracket    bool     // a none run before each other condition (and after the last)
+	kstats     bool     // bpf_stats on for the run: kernel ns per hook call
 	command    string   // how the run was started, for the report
 	// floor: run as the floor condition's tracer (see floor.go) at these
 	// comma-separated hook points, not as the harness.
@@ -87,6 +91,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.baseline, "baseline", "", "another hoptrace binary: each hoptrace condition also runs with it, interleaved, as NAME"+baselineSuffix+" (an A/B of two builds in one run)")
 	fs.StringVar(&o.pingpong, "pingpong", "", "the pingpong binary (default: build ./cmd/pingpong with go build)")
 	fs.IntVar(&o.rounds, "rounds", 5, "rounds; each runs every condition once")
+	fs.BoolVar(&o.kstats, "kernel-stats", true, "turn bpf_stats on for the run (BPF_ENABLE_STATS, off again at the end) and report the tracers' kernel ns per hook call in each workload; it adds ~30 ns to each call")
 	fs.BoolVar(&o.bracket, "bracket", true, "run no tracer before each condition and after the last, and take each condition's ratios to the mean of the two no-tracer runs around it (-bracket=false: one no-tracer run a round, half the time)")
 	fs.DurationVar(&o.duration, "duration", 5*time.Second, "length of each workload run")
 	quick := fs.Bool("quick", os.Getenv("QUICK") == "1", "2 rounds of 2 s, to try the harness (also QUICK=1)")
@@ -202,6 +207,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		return fmt.Errorf("set up %s: %w", bed.name(), err)
 	}
 	h := &harness{o: o, bed: bed, tmp: tmp, logf: logf}
+	if o.kstats {
+		stats, err := enableKernelStats()
+		if err != nil {
+			logf("bpf_stats: %v: no kernel ns per hook in the report", err)
+		} else {
+			defer stats.Close()
+			h.kernelStats = true
+		}
+	}
 	if err := h.startServers(ctx); err != nil {
 		return err
 	}

@@ -180,16 +180,22 @@ func TestReportAB(t *testing.T) {
 		r.samples = append(r.samples,
 			&sample{round: round + 1, cond: "none", w1Gbit: w1.none, w2RxKpps: 300, w3TPS: 20000, w3P50: 40, w3P99: 80},
 			&sample{round: round + 1, cond: "record", w1Gbit: w1.new, w2RxKpps: 200, w3TPS: 18000, w3P50: 44, w3P99: 100,
-				hops: 990, truth: 1000, cpuWindowPct: 5},
+				hops: 990, truth: 1000, cpuWindowPct: 5, kernNs: [3]float64{300, 400, -1}},
 			&sample{round: round + 1, cond: "record" + baselineSuffix, w1Gbit: w1.base, w2RxKpps: 100, w3TPS: 18000, w3P50: 44, w3P99: 50,
-				hops: 900, truth: 1000, cpuWindowPct: 10})
+				hops: 900, truth: 1000, cpuWindowPct: 10, kernNs: [3]float64{400, 400, 500}})
 		plain.samples = append(plain.samples, r.samples[len(r.samples)-3:len(r.samples)-1]...)
 	}
 	r.finish()
 	md := r.markdown()
-	want := "| hoptrace record -w FILE | 1.100 (1.100–1.200) | 2.000 (2.000–2.000) | 1.000 (1.000–1.000) | 1.000 (1.000–1.000) | 2.000 (2.000–2.000) | 0.500 (0.500–0.500) | 1.100 (1.100–1.100) |"
+	want := "| hoptrace record -w FILE | 1.100 (1.100–1.200) | 2.000 (2.000–2.000) | 1.000 (1.000–1.000) | 1.000 (1.000–1.000) | 2.000 (2.000–2.000) | 0.500 (0.500–0.500) | 1.100 (1.100–1.100) | 0.75 / 1.00 / - |"
 	if !strings.Contains(md, "## The new build against the baseline build") || !strings.Contains(md, want) {
 		t.Errorf("report lacks the A/B row %q:\n%s", want, md)
+	}
+	// The cost table: kernel ns a hook per workload, unknown ones "-".
+	for _, want := range []string{"| 300 / 400 / - |", "| 400 / 400 / 500 |"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks the kernel ns cell %q:\n%s", want, md)
+		}
 	}
 	plain.finish()
 	if md := plain.markdown(); strings.Contains(md, "against the baseline") {

@@ -1,0 +1,62 @@
+package main
+
+import (
+	"os"
+	"testing"
+
+	"github.com/cilium/ebpf"
+)
+
+// TestProgTotals: with bpf_stats on, the floor's program run 1000 times
+// adds 1000 runs and some run time to the totals of its name, and nothing
+// to those of another name.
+func TestProgTotals(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("CI runs as root: this test must run there")
+		}
+		t.Skip("needs root (BPF)")
+	}
+	stats, err := enableKernelStats()
+	if err != nil {
+		t.Fatalf("bpf_stats: %v", err)
+	}
+	defer stats.Close()
+	counter, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 8, MaxEntries: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer counter.Close()
+	prog, err := countingProgram(counter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prog.Close()
+	before, err := readProgTotals(floorProgName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := readProgTotals("ht_no_such")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := prog.Run(&ebpf.RunOptions{Data: make([]byte, 64), Repeat: 1000}); err != nil {
+		t.Fatal(err)
+	}
+	after, err := readProgTotals(floorProgName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if runs := after.runs - before.runs; runs != 1000 {
+		t.Errorf("%d runs counted, want 1000", runs)
+	}
+	if ns := nsPerRun(before, after); ns <= 0 {
+		t.Errorf("ns per run %v, want above 0", ns)
+	}
+	if o, _ := readProgTotals("ht_no_such"); o != other || o.runs != 0 {
+		t.Errorf("totals of no program: %+v", o)
+	}
+	if ns := nsPerRun(after, after); ns != -1 {
+		t.Errorf("ns per run with no runs: %v, want -1", ns)
+	}
+}
