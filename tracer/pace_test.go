@@ -26,7 +26,7 @@ func TestPacer(t *testing.T) {
 		{0.4, false, 40 * ms}, // a quarter to a half: kept
 		{0.6, false, 20 * ms}, // over half: halved
 		{0.3, false, 20 * ms},
-		{0.1, true, 10 * ms}, // a large ring had events: halved
+		{0.1, true, 10 * ms},  // a large ring had events: halved
 		{0.9, false, 10 * ms}, // at least the drain interval
 		{0, false, 20 * ms},   // empty looks: the idle reader sleeps soon anyway
 	} {
