@@ -23,12 +23,14 @@ type Assembler struct {
 	cfg   Config
 	namer topology.Namer
 
-	nextID  uint64
-	heap    []*open          // open journeys, soonest deadline first
-	byPID   map[uint64]*open // open journey per kernel packet ID
-	bySkb   map[uint64]*open // newest open journey that holds this skb key
-	content contentIndex     // open journeys by fingerprint and flow
-	stats   Stats
+	nextID   uint64
+	waiting  deadlineList     // open journeys taking hops (deadlines.go)
+	ending   deadlineList     // open journeys past an end, in their grace
+	inFlight int              // open journeys
+	byPID    map[uint64]*open // open journey per kernel packet ID
+	bySkb    map[uint64]*open // newest open journey that holds this skb key
+	content  contentIndex     // open journeys by fingerprint and flow
+	stats    Stats
 
 	// Memory to reuse: open structs once their journey finished, and
 	// journeys given back by Release. A journey with its hops was most of
@@ -52,12 +54,14 @@ type open struct {
 	last     uint64 // latest event time
 	deadline uint64
 	terminal bool // reached a hop where packets end, or a drop
-	heapIdx  int
-	sorted   bool   // hops were added in time order
-	keyed    bool   // holds a hop with a packet ID the kernel keyed by skb
-	hooks    uint64 // hookBit of every hop: most passed checks end here
-	links    []link // places in the content index (linkBuf, unless NAT added more)
-	linkBuf  [4]link
+	inGrace  bool // waits in the ending list (terminal when last placed)
+
+	prev, next *open  // neighbours in its deadline list
+	sorted     bool   // hops were added in time order
+	keyed      bool   // holds a hop with a packet ID the kernel keyed by skb
+	hooks      uint64 // hookBit of every hop: most passed checks end here
+	links      []link // places in the content index (linkBuf, unless NAT added more)
+	linkBuf    [4]link
 }
 
 // New returns an assembler. Zero Config fields take the defaults; namer may
@@ -191,8 +195,7 @@ func (a *Assembler) Expire(nowNS uint64) []*Journey { return a.expire(nowNS, nil
 // Flush finishes every open journey (end of input), in deadline order.
 func (a *Assembler) Flush() []*Journey {
 	var out []*Journey
-	for len(a.heap) > 0 {
-		o := a.heap[0]
+	for o := a.soonest(); o != nil; o = a.soonest() {
 		out = append(out, a.finish(o, !o.terminal, false))
 	}
 	return out
@@ -205,7 +208,7 @@ func (a *Assembler) Stats() Stats {
 	for k, v := range a.stats.DropsByReason {
 		s.DropsByReason[k] = v
 	}
-	s.InFlight = len(a.heap)
+	s.InFlight = a.inFlight
 	return s
 }
 
@@ -236,19 +239,18 @@ func (a *Assembler) start(fp uint64, t uint64) *open {
 	j := o.j
 	j.ID, j.Fingerprint, j.Start, j.End = a.nextID, fp, t, t
 	o.links = o.linkBuf[:0]
-	o.heapIdx = len(a.heap)
-	a.heap = append(a.heap, o)
 	o.deadline = t + uint64(a.cfg.Timeout)
-	a.up(o.heapIdx)
-	if n := len(a.heap); n > a.stats.MaxInFlight {
-		a.stats.MaxInFlight = n
+	a.wait(o)
+	if a.inFlight > a.stats.MaxInFlight {
+		a.stats.MaxInFlight = a.inFlight
 	}
 	return o
 }
 
 // touch records an event at t and moves the journey's deadline.
 func (a *Assembler) touch(o *open, t uint64) {
-	if t > o.last {
+	later := t > o.last
+	if later {
 		o.last = t
 	}
 	j := o.j
@@ -262,23 +264,25 @@ func (a *Assembler) touch(o *open, t uint64) {
 	if o.terminal {
 		wait = a.cfg.Grace
 	}
+	if !later && o.inGrace == o.terminal {
+		return // the same deadline in the same list
+	}
+	a.unwait(o)
 	o.deadline = o.last + uint64(wait)
-	a.fix(o.heapIdx)
+	a.wait(o)
 }
 
 // makeRoom evicts the journey closest to its deadline when the cap is reached.
 func (a *Assembler) makeRoom(out []*Journey) []*Journey {
-	for len(a.heap) >= a.cfg.MaxInFlight {
+	for a.inFlight >= a.cfg.MaxInFlight {
 		a.stats.Evictions++
-		o := a.heap[0]
-		out = append(out, a.finish(o, false, true))
+		out = append(out, a.finish(a.soonest(), false, true))
 	}
 	return out
 }
 
 func (a *Assembler) expire(now uint64, out []*Journey) []*Journey {
-	for len(a.heap) > 0 && a.heap[0].deadline < now {
-		o := a.heap[0]
+	for o := a.soonest(); o != nil && o.deadline < now; o = a.soonest() {
 		out = append(out, a.finish(o, !o.terminal, false))
 	}
 	return out
@@ -286,7 +290,7 @@ func (a *Assembler) expire(now uint64, out []*Journey) []*Journey {
 
 // finish closes an open journey and computes what it tells.
 func (a *Assembler) finish(o *open, timedOut, evicted bool) *Journey {
-	a.remove(o.heapIdx)
+	a.unwait(o)
 	j := o.j
 	a.content.remove(o)
 	// A packet's hops mostly share its skb key and ID: each is looked up
