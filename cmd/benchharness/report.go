@@ -350,6 +350,7 @@ func (r *report) markdown() string {
 			stat(r.ratios(c.name, func(s *sample) float64 { return s.w3P99 }), "%.2f"))
 	}
 
+	b.WriteString(r.targetsMarkdown())
 	b.WriteString(r.abMarkdown())
 
 	p("\n## The tracer's own cost, and what it saw\n\n")
