@@ -33,6 +33,11 @@ func TestTraceNetnsWithoutDocker(t *testing.T) {
 			// test's flood) must not fill the ring it counts on.
 			args = append(args, "icmp", "and", "host", a.IP.String())
 			run := startHoptrace(t, args...)
+			t.Cleanup(func() {
+				if t.Failed() { // everything hoptrace said, to tell why
+					t.Logf("hoptrace stdout:\n%s\nstderr:\n%s", run.stdout, run.stderr)
+				}
+			})
 			id := uint16(0x5100 + len(mode))
 			if got := a.Ping(t, b.IP, 3, id); got != 3 {
 				t.Fatalf("ping: %d/3 replies", got)
@@ -62,7 +67,7 @@ func TestTraceNetnsWithoutDocker(t *testing.T) {
 				}
 			}
 			if seen["echo request"] != 3 || seen["echo reply"] != 3 {
-				t.Errorf("journeys: %v, want 3 requests and 3 replies\n%s", seen, run.stdout)
+				t.Errorf("journeys: %v, want 3 requests and 3 replies", seen)
 			}
 			if sum == nil || sum.Lost != 0 {
 				t.Errorf("summary %+v", sum)

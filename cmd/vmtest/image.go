@@ -326,7 +326,7 @@ ip link set lo up
 run_pkg() {
 	echo %s "$1"
 	cd "$2" || { echo %s "$1" 127; rc=1; return; }
-	"$3" -test.v -test.count=1 -test.timeout=%s %s 2>&1
+	"$3" -test.v -test.timeout=%s %s 2>&1
 	r=$?
 	cd /
 	echo %s "$1" $r

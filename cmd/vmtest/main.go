@@ -45,6 +45,7 @@ type options struct {
 	memMiB      int
 	cpus        int
 	parallel    int
+	count       int
 	verbose     bool
 	vmEnv       []string
 	root        string
@@ -56,7 +57,7 @@ func (o *options) testArgs() string {
 	// -test.short: the VMs may run under TCG, many times slower than the
 	// host, with a time limit; a test that sweeps many cases (each a BPF
 	// load) runs a sample of them there, and all of them on the host.
-	a := []string{"-test.short"}
+	a := []string{"-test.short", fmt.Sprintf("-test.count=%d", max(o.count, 1))}
 	if o.run != "" {
 		a = append(a, "-test.run "+shellQuote(o.run))
 	}
@@ -126,6 +127,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	// A TCG VM keeps one host CPU busy whatever its -smp: two kernels
 	// side by side on a 2-CPU host take the time of the slower one, not
 	// of both (CI: ~800 s instead of ~1250).
+	fs.IntVar(&o.count, "count", 1, "run each test `n` times in the VM (go test -count), to hunt a flake")
 	fs.IntVar(&o.parallel, "parallel", 0, "VMs to run at once (default: the host's CPUs over -smp, at most one per kernel)")
 	fs.BoolVar(&o.verbose, "v", false, "stream the VM consoles")
 	fs.Var(listFlag{&envs}, "env", "extra `KEY=VALUE` for the tests in the VM (repeatable)")
@@ -148,6 +150,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if o.cpus < 1 {
 		return fmt.Errorf("-smp %d: want at least 1", o.cpus)
+	}
+	if o.count < 1 {
+		return fmt.Errorf("-count %d: want at least 1", o.count)
 	}
 	if o.parallel < 0 {
 		return fmt.Errorf("-parallel %d: want at least 1 (0: from the host's CPUs)", o.parallel)
@@ -276,6 +281,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	for _, r := range results {
 		fmt.Fprintf(stdout, "   %-6s %s\n", r.K.Short, r.featureSummary())
+	}
+	// Why a kernel failed, again at the end: with the VMs side by side a
+	// failing kernel's report may sit far up a long log.
+	for _, r := range results {
+		if why := r.failures(); len(why) > 0 {
+			fmt.Fprintf(stdout, "   %-6s FAILED: %s\n", r.K.Short, strings.Join(why, "; "))
+			r.failureOutput(stdout, 25)
+		}
 	}
 	if len(buildFailed) > 0 {
 		fmt.Fprintf(stdout, "   FAILED to build the tests of %s (not run on any kernel)\n", strings.Join(buildFailed, " "))

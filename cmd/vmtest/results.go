@@ -226,12 +226,22 @@ func (r *kernelResult) report(w io.Writer) {
 	if len(distinct) > 1 {
 		fmt.Fprintf(w, "   tracer loads seen (tests force fallbacks): %s\n", strings.Join(distinct, " | "))
 	}
+	r.failureOutput(w, 40)
+	if why := r.failures(); len(why) > 0 {
+		fmt.Fprintf(w, "   FAILED: %s\n", strings.Join(why, "; "))
+		fmt.Fprintf(w, "   console log: %s\n", r.Log)
+	}
+}
+
+// failureOutput prints the last lines of each failed test's output and
+// of each package that failed outside its tests.
+func (r *kernelResult) failureOutput(w io.Writer, lines int) {
 	for _, t := range r.Tests {
 		if t.Status != "FAIL" || strings.Contains(t.Name, "/") && len(t.Output) == 0 {
 			continue
 		}
 		fmt.Fprintf(w, "   --- output of failed %s %s:\n", t.Pkg, t.Name)
-		for _, l := range tail(t.Output, 40) {
+		for _, l := range tail(t.Output, lines) {
 			fmt.Fprintf(w, "     %s\n", l)
 		}
 	}
@@ -240,13 +250,9 @@ func (r *kernelResult) report(w io.Writer) {
 			continue
 		}
 		fmt.Fprintf(w, "   --- %s output outside tests (exit %d):\n", p.Rel, p.RC)
-		for _, l := range tail(p.Output, 40) {
+		for _, l := range tail(p.Output, lines) {
 			fmt.Fprintf(w, "     %s\n", l)
 		}
-	}
-	if why := r.failures(); len(why) > 0 {
-		fmt.Fprintf(w, "   FAILED: %s\n", strings.Join(why, "; "))
-		fmt.Fprintf(w, "   console log: %s\n", r.Log)
 	}
 }
 
