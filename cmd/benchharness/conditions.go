@@ -127,7 +127,7 @@ type sample struct {
 
 	// The tracer (zero for none).
 	cpuWindowPct float64 // CPU while the workloads ran, % of one core
-	cpuTotal     float64 // CPU seconds over its life (rusage), start and stop included
+	cpuTotal     float64 // CPU seconds over its life (rusage): start, stop and the bpf_stats runs included
 	maxRSSMB     float64
 	hops         int64 // hops it delivered (tcpdump: packets captured); -1 unknown
 	lost         int64 // events lost (tcpdump: dropped by kernel); -1 unknown
@@ -158,6 +158,7 @@ type tracer struct {
 	readyFile  string
 	ticks0     uint64
 	t0         time.Time
+	windowDone bool // windowEnd ran: the CPU of the measured runs is in
 	all0       uint64
 	host0      uint64
 }
@@ -293,6 +294,19 @@ func (t *tracer) stop() (killed bool) {
 	return killed
 }
 
+// windowEnd ends the window of the measured workload runs: the tracer's
+// CPU over it, in s.
+func (t *tracer) windowEnd(s *sample) {
+	if t.c.kind == kindNone || t.windowDone {
+		return
+	}
+	t.windowDone = true
+	window := time.Since(t.t0).Seconds()
+	if ticks, err := procTicks(t.cmd.Process.Pid); err == nil && window > 0 {
+		s.cpuWindowPct = 100 * float64(ticks-t.ticks0) / clockTicks / window
+	}
+}
+
 // finish stops the tracer and fills s with its cost and its counts.
 func (t *tracer) finish(s *sample, all1, host1 uint64) {
 	s.hops, s.lost, s.evicted = -1, -1, -1
@@ -300,9 +314,8 @@ func (t *tracer) finish(s *sample, all1, host1 uint64) {
 		return
 	}
 	s.filtered = len(t.c.filter) > 0
-	window := time.Since(t.t0).Seconds()
-	if ticks, err := procTicks(t.cmd.Process.Pid); err == nil && window > 0 {
-		s.cpuWindowPct = 100 * float64(ticks-t.ticks0) / clockTicks / window
+	if !t.windowDone {
+		t.windowEnd(s)
 	}
 	s.killed = t.stop()
 	if ru, ok := t.cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
