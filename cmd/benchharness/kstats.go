@@ -29,6 +29,16 @@ func enableKernelStats() (io.Closer, error) {
 	return ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
 }
 
+// probeKernelStats tells whether bpf_stats can be turned on here, and
+// leaves it off: it is on only in kernelCost's runs.
+func probeKernelStats() error {
+	stats, err := enableKernelStats()
+	if err != nil {
+		return err
+	}
+	return stats.Close()
+}
+
 // progPrefix is the name prefix of the programs whose stats count for c,
 // or "" (no programs: none, tcpdump).
 func progPrefix(c condition) string {

@@ -60,3 +60,53 @@ func TestProgTotals(t *testing.T) {
 		t.Errorf("ns per run with no runs: %v, want -1", ns)
 	}
 }
+
+// TestStatsOffOutsideKernelCost: the harness's probe leaves bpf_stats off,
+// so program runs are not counted (nor clocked) in the measured runs, which
+// come before kernelCost turns it on; with it on, they are.
+func TestStatsOffOutsideKernelCost(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("CI runs as root: this test must run there")
+		}
+		t.Skip("needs root (BPF)")
+	}
+	if b, _ := os.ReadFile("/proc/sys/kernel/bpf_stats_enabled"); len(b) > 0 && b[0] == '1' {
+		t.Skip("kernel.bpf_stats_enabled=1: bpf_stats is on for the whole host")
+	}
+	counter, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 8, MaxEntries: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer counter.Close()
+	prog, err := countingProgram(counter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prog.Close()
+	run := func() uint64 {
+		t.Helper()
+		if _, err := prog.Run(&ebpf.RunOptions{Data: make([]byte, 64), Repeat: 100}); err != nil {
+			t.Fatal(err)
+		}
+		st, err := prog.Stats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.RunCount
+	}
+	if err := probeKernelStats(); err != nil {
+		t.Fatalf("bpf_stats: %v", err)
+	}
+	if n := run(); n != 0 {
+		t.Errorf("after the probe: %d runs counted, want none (does another process hold bpf_stats on?)", n)
+	}
+	stats, err := enableKernelStats()
+	if err != nil {
+		t.Fatalf("bpf_stats: %v", err)
+	}
+	defer stats.Close()
+	if n := run(); n != 100 {
+		t.Errorf("bpf_stats on: %d runs counted, want 100", n)
+	}
+}

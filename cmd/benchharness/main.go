@@ -210,12 +210,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	}
 	h := &harness{o: o, bed: bed, tmp: tmp, logf: logf}
 	if o.kstats {
-		// Only a probe: bpf_stats is on only for the extra runs.
-		stats, err := enableKernelStats()
-		if err != nil {
+		if err := probeKernelStats(); err != nil {
 			logf("bpf_stats: %v: no kernel ns per hook in the report", err)
 		} else {
-			stats.Close()
 			h.kernelStats = true
 		}
 	}
