@@ -7,31 +7,38 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-// TestProgTotals: with bpf_stats on, the floor's program run 1000 times
-// adds 1000 runs and some run time to the totals of its name, and nothing
-// to those of another name.
-func TestProgTotals(t *testing.T) {
+// floorProgram loads the floor's counting program for a test (root only).
+func floorProgram(t *testing.T) *ebpf.Program {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		if os.Getenv("CI") == "true" {
 			t.Fatal("CI runs as root: this test must run there")
 		}
 		t.Skip("needs root (BPF)")
 	}
+	counter, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 8, MaxEntries: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { counter.Close() })
+	prog, err := countingProgram(counter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { prog.Close() })
+	return prog
+}
+
+// TestProgTotals: with bpf_stats on, the floor's program run 1000 times
+// adds 1000 runs and some run time to the totals of its name, and nothing
+// to those of another name.
+func TestProgTotals(t *testing.T) {
+	prog := floorProgram(t)
 	stats, err := enableKernelStats()
 	if err != nil {
 		t.Fatalf("bpf_stats: %v", err)
 	}
 	defer stats.Close()
-	counter, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 8, MaxEntries: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer counter.Close()
-	prog, err := countingProgram(counter)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer prog.Close()
 	before, err := readProgTotals(floorProgName)
 	if err != nil {
 		t.Fatal(err)
@@ -65,25 +72,10 @@ func TestProgTotals(t *testing.T) {
 // so program runs are not counted (nor clocked) in the measured runs, which
 // come before kernelCost turns it on; with it on, they are.
 func TestStatsOffOutsideKernelCost(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("CI runs as root: this test must run there")
-		}
-		t.Skip("needs root (BPF)")
-	}
+	prog := floorProgram(t)
 	if b, _ := os.ReadFile("/proc/sys/kernel/bpf_stats_enabled"); len(b) > 0 && b[0] == '1' {
 		t.Skip("kernel.bpf_stats_enabled=1: bpf_stats is on for the whole host")
 	}
-	counter, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 8, MaxEntries: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer counter.Close()
-	prog, err := countingProgram(counter)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer prog.Close()
 	run := func() uint64 {
 		t.Helper()
 		if _, err := prog.Run(&ebpf.RunOptions{Data: make([]byte, 64), Repeat: 100}); err != nil {
