@@ -314,9 +314,7 @@ func (t *tracer) finish(s *sample, all1, host1 uint64) {
 		return
 	}
 	s.filtered = len(t.c.filter) > 0
-	if !t.windowDone {
-		t.windowEnd(s)
-	}
+	t.windowEnd(s) // if the runs did not end it
 	s.killed = t.stop()
 	if ru, ok := t.cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
 		s.cpuTotal = tvSec(ru.Utime) + tvSec(ru.Stime)
