@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+	"slices"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -38,7 +39,50 @@ func filterFrames() [][]byte {
 	copy(arp[14:], []byte{0, 1, 8, 0, 6, 4, 0, 1})
 	copy(arp[14+14:], []byte{10, 0, 0, 1})
 	copy(arp[14+24:], []byte{10, 0, 1, 7})
-	return append(frames, arp)
+	return append(append(frames, arp), unusualFrames()...)
+}
+
+// unusualFrames are frames the hook's read of the frame in place
+// (filter_frame) leaves to the full decode, each made so that reading it
+// as a plain one would get the filter's fields wrong: their L4 header is
+// elsewhere, absent or cut short, or another header comes first. UDP, when
+// there is one, goes from port 40000 to 5001.
+func unusualFrames() [][]byte {
+	a, b := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.1.7")
+	var frames [][]byte
+	// IPv4 options: 4 bytes of NOPs (what a plain read takes for ports).
+	f := ipFrame(a, b, 17, 40000, 5001, 1001)
+	f = slices.Insert(f, 34, 1, 1, 1, 1)
+	f[14] = 0x46
+	binary.BigEndian.PutUint16(f[16:], uint16(len(f)-14))
+	frames = append(frames, f)
+	// A first fragment (more fragments) and a later one whose payload
+	// looks like a UDP header to port 5001.
+	f = ipFrame(a, b, 17, 40000, 5001, 1002)
+	binary.BigEndian.PutUint16(f[20:], 0x2000)
+	frames = append(frames, f)
+	f = ipFrame(a, b, 17, 40000, 5001, 1003)
+	binary.BigEndian.PutUint16(f[20:], 3)
+	frames = append(frames, f)
+	// ICMPv6's number in IPv4, and a protocol without ports (GRE).
+	for i, proto := range []uint8{58, 47} {
+		f = ipFrame(a, b, 17, 40000, 5001, 1004+uint16(i))
+		f[23] = proto
+		frames = append(frames, f)
+	}
+	// TCP cut short: 10 of its 20 bytes.
+	f = ipFrame(a, b, 6, 40000, 5001, 1006)
+	frames = append(frames, f[:34+10])
+	// IPv6 with a hop-by-hop options header before UDP.
+	f = ipFrame(netip.MustParseAddr("fd00::1"), netip.MustParseAddr("fd00::2"), 17, 40000, 5001, 1007)
+	f[14+6] = 0
+	f = slices.Insert(f, 54, 17, 0, 1, 4, 0, 0, 0, 0)
+	binary.BigEndian.PutUint16(f[18:], uint16(len(f)-54))
+	frames = append(frames, f)
+	// An 802.1Q tag in the frame.
+	f = ipFrame(a, b, 17, 40000, 5001, 1008)
+	f = slices.Insert(f, 12, 0x81, 0x00, 0x00, 0x07)
+	return append(frames, f)
 }
 
 // ipFrame builds one frame; proto 1 is ICMP (ICMPv6 over IPv6).
