@@ -237,6 +237,9 @@ struct seen {
 	/* Events only: the headers at the last hop whose event was sent,
 	 * hashed (hdr_hash); 0 when that event was lost. */
 	__u64 hdr_h;
+	/* The frame's first bytes at the last hop, hashed (frame_hash); 0
+	 * when they were not hashed. */
+	__u64 frame_h;
 };
 
 /* A packet on this CPU: a slot of flights, direct-mapped by key. A packet's
@@ -450,10 +453,12 @@ struct {
 	__type(value, struct timing);
 } timings SEC(".maps");
 
-/* Hook invocations, counted only when count_hook_calls is set. */
+/* Hook invocations (0) and the hops of them continue_here joined (1),
+ * counted only when count_hook_calls is set. */
+#define HOOK_CALLS_CONTINUED 1
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, 2);
 	__type(key, __u32);
 	__type(value, __u64);
 } hook_calls SEC(".maps");
@@ -1598,6 +1603,107 @@ static __always_inline __u32 vxlan_inner(const struct src *s, __u8 dir, struct t
 	return off + sizeof(u);
 }
 
+/* frame_hash hashes the header bytes the decode reads from an untagged
+ * IPv4 frame without options (Ethernet 14, IPv4 20, then 8 of UDP or ICMP
+ * or 16 of TCP, its ports to its window) and the VLAN tag the device took
+ * off: equal hashes at two hops mean the decode would give the same
+ * headers. 0 for any other frame, or one shorter in the linear data. Never
+ * 0 otherwise. */
+static __always_inline __u64 frame_hash(struct __sk_buff *ctx)
+{
+	const unsigned char *d = (const unsigned char *)(long)ctx->data;
+	const unsigned char *e = (const unsigned char *)(long)ctx->data_end;
+	if (d + 42 > e)
+		return 0;
+	if (*(const __u16 *)(d + 12) != bpf_htons(ETH_P_IP) || d[14] != 0x45)
+		return 0;
+	__u64 h = 0x9e3779b97f4a7c15ULL ^ ((__u64)ctx->vlan_present << 32 | ctx->vlan_tci);
+#pragma unroll
+	for (int i = 0; i < 5; i++)
+		h = (h ^ *(const __u64 *)(d + 8 * i)) * 0xff51afd7ed558ccdULL;
+	h = (h ^ *(const __u16 *)(d + 40)) * 0xff51afd7ed558ccdULL;
+	if (d[23] == IPPROTO_TCP) { /* bytes 42 to 49: TCP's sequence number to window */
+		if (d + 50 > e)
+			return 0;
+		h = (h ^ *(const __u64 *)(d + 42)) * 0xff51afd7ed558ccdULL;
+	}
+	h ^= h >> 29;
+	return h | 1;
+}
+
+/* send_hop_next sends a hop of packet id whose headers are those of its
+ * last hop: a hop_next_event. */
+static __always_inline void send_hop_next(struct __sk_buff *ctx, __u8 dir, __u32 ifindex, __u32 netns_ino,
+					  __u64 now, __u64 skb, __u64 id)
+{
+	struct hop_next_event *nx = reserve(sizeof(*nx));
+	if (!nx) {
+		count(&lost, LOST_HOPS);
+		return;
+	}
+	nx->kind = EVENT_HOP_NEXT;
+	nx->dir = dir;
+	nx->_pad0 = 0;
+	nx->ifindex = ifindex;
+	nx->netns_ino = netns_ino;
+	nx->len = ctx->len;
+	nx->gso_segs = ctx->gso_segs;
+	nx->gso_size = ctx->gso_size;
+	nx->_pad1 = 0;
+	nx->ts = now;
+	nx->skb = skb;
+	nx->id = id;
+	submit(nx);
+}
+
+/* continue_here joins a hop to the packet in this CPU's slot for the skb
+ * when the frame is byte for byte what it was at the packet's last hop
+ * (frame_h, from frame_hash): then the decode, the fingerprint and the
+ * header hash would only say what the slot already knows, and the hop
+ * skips them. That is a packet's every hop after its first across a bridge
+ * (nothing rewrites the frame there), most of what a hook costs. Returns
+ * false where packet_id has to decide: another packet or none in the slot,
+ * a frame that changed (NAT, routing), a hook the packet has passed (a new
+ * packet in the same skb), the reader without its headers. With kern ctx
+ * only: content keys need the decode to find the slot. */
+static __always_inline bool continue_here(struct __sk_buff *ctx, __u8 dir, __u64 frame_h)
+{
+	struct sk_buff *kskb = bpf_cast_to_kern_ctx(ctx);
+	__u64 key = ptr_bits(kskb);
+	__u32 idx = flight_idx(key);
+	struct flight *f = bpf_map_lookup_elem(&flights, &idx);
+	if (!f || f->key != key || f->s.frame_h != frame_h)
+		return false;
+	if (!aggregate_only && !f->s.hdr_h)
+		return false;
+	__u64 now = aggregate_only ? coarse_now() : bpf_ktime_get_ns();
+	if ((__s64)(now - f->s.ts) >= (__s64)join_window_ns)
+		return false;
+	__u32 netns_ino = kskb->dev->nd_net.net->ns.inum;
+	__u32 ifindex = ctx->ifindex;
+	__u32 hook = (ifindex << 1 | dir) ^ (netns_ino * 2654435761U);
+	__u32 n = f->s.nhooks;
+#pragma unroll
+	for (int i = 0; i < MAX_HOOKS; i++) {
+		if (i < n && f->s.hooks[i] == hook)
+			return false;
+	}
+	__u32 ifdir = ifindex << 1 | dir;
+	bool end = at_hook(netns_ino, ifindex, dir) & AT_END;
+	if (aggregate_only)
+		agg_hop(&f->s, netns_ino, ifdir);
+	add_hook(&f->s, hook, now, f->s.src_h, f->s.dst_h);
+	if (end && aggregate_only)
+		agg_path(&f->s, netns_ino, ifdir);
+	f->ended = end;
+	mark_traced(now);
+	if (count_hook_calls)
+		count(&hook_calls, HOOK_CALLS_CONTINUED);
+	if (!aggregate_only)
+		send_hop_next(ctx, dir, ifindex, netns_ino, now, key, f->s.id);
+	return true;
+}
+
 /* hop traces a packet at a hook. At an underlay hook it traces only VXLAN
  * packets, as their inner packet, so that a packet's way continues from an
  * overlay's vxlan0 onto the wire (the same skb, headers pushed) and from
@@ -1625,6 +1731,12 @@ static __always_inline void hop(struct __sk_buff *ctx, __u8 dir, bool underlay)
 	if (filter_on && !underlay) {
 		frame = filter_frame(ctx, &p);
 		if (frame == FRAME_REJECTED && !traced_lately())
+			return;
+	}
+	__u64 frame_h = 0;
+	if (have_kern_ctx && !underlay && !snaplen) {
+		frame_h = frame_hash(ctx);
+		if (frame_h && continue_here(ctx, dir, frame_h))
 			return;
 	}
 	/* The whole decode, after filter_frame: a packet it rejects costs no
@@ -1659,6 +1771,8 @@ static __always_inline void hop(struct __sk_buff *ctx, __u8 dir, bool underlay)
 			     &entry);
 	if (id)
 		mark_traced(now);
+	if (entry)
+		entry->frame_h = frame_h;
 	if (!id || aggregate_only)
 		return;
 
@@ -1671,24 +1785,7 @@ static __always_inline void hop(struct __sk_buff *ctx, __u8 dir, bool underlay)
 		bool same = !underlay && entry->hdr_h == hh;
 		entry->hdr_h = hh;
 		if (same) {
-			struct hop_next_event *nx = reserve(sizeof(*nx));
-			if (!nx) {
-				count(&lost, LOST_HOPS);
-				return;
-			}
-			nx->kind = EVENT_HOP_NEXT;
-			nx->dir = dir;
-			nx->_pad0 = 0;
-			nx->ifindex = ifindex;
-			nx->netns_ino = netns_ino;
-			nx->len = ctx->len;
-			nx->gso_segs = ctx->gso_segs;
-			nx->gso_size = ctx->gso_size;
-			nx->_pad1 = 0;
-			nx->ts = now;
-			nx->skb = skb;
-			nx->id = id;
-			submit(nx);
+			send_hop_next(ctx, dir, ifindex, netns_ino, now, skb, id);
 			return;
 		}
 	}

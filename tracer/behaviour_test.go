@@ -57,9 +57,11 @@ func TestPingWithoutSkbKey(t *testing.T) {
 
 // TestCompactHops: a packet's hops after the first, with the same headers,
 // go as compact events, and the reader gives them the first hop's headers
-// and fingerprint; without the skb key every hop carries its headers.
+// and fingerprint; without the skb key every hop carries its headers. With
+// it, the hooks join those hops without decoding them (continue_here).
 func TestCompactHops(t *testing.T) {
 	allModes(t, func(t *testing.T, opts Options) {
+		opts.countHookCalls = true
 		topo := testenv.NewTopology(t, 2)
 		a, b := topo.Hosts[0], topo.Hosts[1]
 		tr := load(t, opts)
@@ -101,6 +103,16 @@ func TestCompactHops(t *testing.T) {
 		}
 		if m := tr.headers.missing.Load(); m != 0 {
 			t.Errorf("%d compact hops had no headers", m)
+		}
+		continued, err := tr.hopsContinued()
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case !tr.Features().SkbKey && continued != 0:
+			t.Errorf("%d hops joined without their decode, without the skb key", continued)
+		case tr.Features().SkbKey && continued < 3*n:
+			t.Errorf("%d hops joined without their decode, want at least the %d after the datagrams' first", continued, 3*n)
 		}
 	})
 }

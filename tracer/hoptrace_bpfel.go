@@ -231,6 +231,7 @@ type hoptraceSeen struct {
 	Weight  uint32
 	Pad     uint32
 	HdrH    uint64
+	FrameH  uint64
 }
 
 type hoptraceTiming struct {

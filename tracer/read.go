@@ -290,6 +290,13 @@ func (t *Tracer) hookCalls() (uint64, error) {
 	return sumPerCPU(t.coll.Maps["hook_calls"], 0)
 }
 
+// hopsContinued is the number of hops the hooks joined to their packet
+// without decoding them, their frame unchanged since its last hop
+// (continue_here; Options.countHookCalls).
+func (t *Tracer) hopsContinued() (uint64, error) {
+	return sumPerCPU(t.coll.Maps["hook_calls"], 1)
+}
+
 func sumPerCPU(m *ebpf.Map, key uint32) (uint64, error) {
 	var vals []uint64
 	if err := m.Lookup(key, &vals); err != nil {
