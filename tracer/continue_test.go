@@ -3,6 +3,7 @@ package tracer
 import (
 	"net"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -39,7 +40,9 @@ func TestChangedFrameSendsHeaders(t *testing.T) {
 
 	const n = 5
 	to := &net.UDPAddr{IP: b.IP.AsSlice(), Port: 5001}
-	udpTo(t, a, to, []byte("rewritten on the way"), n, 0)
+	// One at a time: a datagram on its way keeps its CPU's slot (another
+	// one in flight could take it and send it the long way).
+	udpTo(t, a, to, []byte("rewritten on the way"), n, time.Millisecond)
 	ours := func(h *event.Hop) bool {
 		return h.Pkt.Layers.Has(event.LayerUDP) && h.Pkt.Dst == b.IP && (h.Pkt.DstPort == 5001 || h.Pkt.DstPort == 5002)
 	}
