@@ -72,17 +72,7 @@ func TestCompactHops(t *testing.T) {
 		const n = 20
 		udpTo(t, a, rx.LocalAddr(), []byte("compact"), n, time.Millisecond)
 		isDgram := func(h *event.Hop) bool { return h.Pkt.Layers.Has(event.LayerUDP) && h.Pkt.DstPort == port }
-		hops, _ := c.wait(t, "every datagram's four hops", func(hops []event.Hop, _ []event.Drop) bool {
-			return len(filterHops(hops, isDgram)) >= 4*n
-		})
-		byPacket := map[uint64][]event.Hop{}
-		for _, h := range filterHops(hops, isDgram) {
-			byPacket[h.PacketID] = append(byPacket[h.PacketID], h)
-		}
-		if len(byPacket) != n {
-			t.Fatalf("%d packets, want %d", len(byPacket), n)
-		}
-		for id, hs := range byPacket {
+		for id, hs := range packetsOf(t, c, n, isDgram) {
 			checkJourney(t, fmt.Sprintf("packet %#x", id), hs, path(topo, a, b))
 			for _, h := range hs[1:] {
 				if h.Pkt != hs[0].Pkt || h.Fingerprint != hs[0].Fingerprint {
@@ -115,6 +105,23 @@ func TestCompactHops(t *testing.T) {
 			t.Errorf("%d hops joined without their decode, want at least the %d after the datagrams' first", continued, 3*n)
 		}
 	})
+}
+
+// packetsOf waits for the four hops of n packets that keep selects and
+// returns them by packet id, failing unless they make exactly n packets.
+func packetsOf(t *testing.T, c *collector, n int, keep func(*event.Hop) bool) map[uint64][]event.Hop {
+	t.Helper()
+	hops, _ := c.wait(t, "every packet's four hops", func(hops []event.Hop, _ []event.Drop) bool {
+		return len(filterHops(hops, keep)) >= 4*n
+	})
+	byPacket := map[uint64][]event.Hop{}
+	for _, h := range filterHops(hops, keep) {
+		byPacket[h.PacketID] = append(byPacket[h.PacketID], h)
+	}
+	if len(byPacket) != n {
+		t.Fatalf("%d packets, want %d", len(byPacket), n)
+	}
+	return byPacket
 }
 
 func udpTo(t *testing.T, from *testenv.NSHost, to net.Addr, payload []byte, n int, gap time.Duration) {

@@ -46,17 +46,7 @@ func TestChangedFrameSendsHeaders(t *testing.T) {
 	ours := func(h *event.Hop) bool {
 		return h.Pkt.Layers.Has(event.LayerUDP) && h.Pkt.Dst == b.IP && (h.Pkt.DstPort == 5001 || h.Pkt.DstPort == 5002)
 	}
-	hops, _ := c.wait(t, "every datagram's four hops", func(hops []event.Hop, _ []event.Drop) bool {
-		return len(filterHops(hops, ours)) >= 4*n
-	})
-	byPacket := map[uint64][]event.Hop{}
-	for _, h := range filterHops(hops, ours) {
-		byPacket[h.PacketID] = append(byPacket[h.PacketID], h)
-	}
-	if len(byPacket) != n {
-		t.Fatalf("%d packets, want %d", len(byPacket), n)
-	}
-	for id, hs := range byPacket {
+	for id, hs := range packetsOf(t, c, n, ours) {
 		checkJourney(t, "datagram", hs, path(topo, a, b))
 		for i, want := range []uint16{5001, 5001, 5002, 5002} {
 			if hs[i].Pkt.DstPort != want {
