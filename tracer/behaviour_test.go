@@ -622,8 +622,9 @@ func TestLossIsExact(t *testing.T) {
 	}
 }
 
-// TestSmallRingSpillsOver: a CPU's events go to its small ring first and,
-// once that is full, to its large one. Nothing is lost while the two hold
+// TestSmallRingSpillsOver: a CPU's events go to its small rings (its fast
+// ring, then its small kernel ring) first and, once they are full, to its
+// large one. Nothing is lost while the two hold
 // the events, and they come out in time order across all the rings.
 func TestSmallRingSpillsOver(t *testing.T) {
 	topo := testenv.NewTopology(t, 2)
@@ -634,14 +635,13 @@ func TestSmallRingSpillsOver(t *testing.T) {
 	if err := tr.Attach(veth); err != nil {
 		t.Fatal(err)
 	}
-	cpus := len(tr.ringMaps) / 2
 	// consumed is how many bytes the reader took from the small rings and
 	// from the large ones.
 	consumed := func() (small, large uint64) {
 		tr.rings.mu.Lock()
 		defer tr.rings.mu.Unlock()
 		for i, rg := range tr.rings.rings {
-			if i < cpus {
+			if i < tr.rings.small {
 				small += rg.pos
 			} else {
 				large += rg.pos
@@ -683,7 +683,7 @@ func TestSmallRingSpillsOver(t *testing.T) {
 
 	// Nobody reads while more pass than the small rings hold (an event
 	// takes over 150 bytes; the sender may move between CPUs) but fewer
-	// than a CPU's two rings do, with the drops of what the socket had no
+	// than a CPU's three rings do, with the drops of what the socket had no
 	// room for.
 	n := 4 * smallRingBytes / 150
 	udpTo(t, a, rx.LocalAddr(), []byte("more"), n, 0)

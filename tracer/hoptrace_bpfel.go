@@ -44,6 +44,20 @@ const (
 	hoptraceEventKindEVENT_HOP_NEXT hoptraceEventKind = 3
 )
 
+type hoptraceFastData struct {
+	_ structs.HostLayout
+	B [262144]uint8
+}
+
+type hoptraceFastPos struct {
+	_        structs.HostLayout
+	Prod     uint64
+	ConsSeen uint64
+	Pad0     [6]uint64
+	Cons     uint64
+	Pad1     [7]uint64
+}
+
 type hoptraceFilterField uint32
 
 const (
@@ -257,6 +271,8 @@ const (
 const (
 	hoptraceMapDropCounts                = "drop_counts"
 	hoptraceMapEvents                    = "events"
+	hoptraceMapFastPos                   = "fast_pos"
+	hoptraceMapFastRing                  = "fast_ring"
 	hoptraceMapFlights                   = "flights"
 	hoptraceMapHistCache                 = "hist_cache"
 	hoptraceMapHookCalls                 = "hook_calls"
@@ -287,6 +303,8 @@ const (
 	hoptraceVarAggregateOnly             = "aggregate_only"
 	hoptraceVarAttachNetnsIno            = "attach_netns_ino"
 	hoptraceVarCountHookCalls            = "count_hook_calls"
+	hoptraceVarFastBytes                 = "fast_bytes"
+	hoptraceVarFastRoom                  = "fast_room"
 	hoptraceVarFilterClauseLen           = "filter_clause_len"
 	hoptraceVarFilterNclauses            = "filter_nclauses"
 	hoptraceVarFilterOn                  = "filter_on"
@@ -296,6 +314,7 @@ const (
 	hoptraceVarHistBoundsNs              = "hist_bounds_ns"
 	hoptraceVarJoinWindowNs              = "join_window_ns"
 	hoptraceVarNrCpus                    = "nr_cpus"
+	hoptraceVarOrderedStores             = "ordered_stores"
 	hoptraceVarSnaplen                   = "snaplen"
 	hoptraceVarTimeOneIn                 = "time_one_in"
 	hoptraceVarTimedBurst                = "timed_burst"
@@ -379,6 +398,8 @@ type hoptraceProgramSpecs struct {
 type hoptraceMapSpecs struct {
 	DropCounts   *ebpf.MapSpec `ebpf:"drop_counts"`
 	Events       *ebpf.MapSpec `ebpf:"events"`
+	FastPos      *ebpf.MapSpec `ebpf:"fast_pos"`
+	FastRing     *ebpf.MapSpec `ebpf:"fast_ring"`
 	Flights      *ebpf.MapSpec `ebpf:"flights"`
 	HistCache    *ebpf.MapSpec `ebpf:"hist_cache"`
 	HookCalls    *ebpf.MapSpec `ebpf:"hook_calls"`
@@ -406,6 +427,8 @@ type hoptraceVariableSpecs struct {
 	AggregateOnly       *ebpf.VariableSpec `ebpf:"aggregate_only"`
 	AttachNetnsIno      *ebpf.VariableSpec `ebpf:"attach_netns_ino"`
 	CountHookCalls      *ebpf.VariableSpec `ebpf:"count_hook_calls"`
+	FastBytes           *ebpf.VariableSpec `ebpf:"fast_bytes"`
+	FastRoom            *ebpf.VariableSpec `ebpf:"fast_room"`
 	FilterClauseLen     *ebpf.VariableSpec `ebpf:"filter_clause_len"`
 	FilterNclauses      *ebpf.VariableSpec `ebpf:"filter_nclauses"`
 	FilterOn            *ebpf.VariableSpec `ebpf:"filter_on"`
@@ -415,6 +438,7 @@ type hoptraceVariableSpecs struct {
 	HistBoundsNs        *ebpf.VariableSpec `ebpf:"hist_bounds_ns"`
 	JoinWindowNs        *ebpf.VariableSpec `ebpf:"join_window_ns"`
 	NrCpus              *ebpf.VariableSpec `ebpf:"nr_cpus"`
+	OrderedStores       *ebpf.VariableSpec `ebpf:"ordered_stores"`
 	Snaplen             *ebpf.VariableSpec `ebpf:"snaplen"`
 	TimeOneIn           *ebpf.VariableSpec `ebpf:"time_one_in"`
 	TimedBurst          *ebpf.VariableSpec `ebpf:"timed_burst"`
@@ -461,6 +485,8 @@ func (o *hoptraceObjects) Close() error {
 type hoptraceMaps struct {
 	DropCounts   *ebpf.Map `ebpf:"drop_counts"`
 	Events       *ebpf.Map `ebpf:"events"`
+	FastPos      *ebpf.Map `ebpf:"fast_pos"`
+	FastRing     *ebpf.Map `ebpf:"fast_ring"`
 	Flights      *ebpf.Map `ebpf:"flights"`
 	HistCache    *ebpf.Map `ebpf:"hist_cache"`
 	HookCalls    *ebpf.Map `ebpf:"hook_calls"`
@@ -485,6 +511,8 @@ func (m *hoptraceMaps) Close() error {
 	return _HoptraceClose(
 		m.DropCounts,
 		m.Events,
+		m.FastPos,
+		m.FastRing,
 		m.Flights,
 		m.HistCache,
 		m.HookCalls,
@@ -513,6 +541,8 @@ type hoptraceVariables struct {
 	AggregateOnly       *ebpf.Variable `ebpf:"aggregate_only"`
 	AttachNetnsIno      *ebpf.Variable `ebpf:"attach_netns_ino"`
 	CountHookCalls      *ebpf.Variable `ebpf:"count_hook_calls"`
+	FastBytes           *ebpf.Variable `ebpf:"fast_bytes"`
+	FastRoom            *ebpf.Variable `ebpf:"fast_room"`
 	FilterClauseLen     *ebpf.Variable `ebpf:"filter_clause_len"`
 	FilterNclauses      *ebpf.Variable `ebpf:"filter_nclauses"`
 	FilterOn            *ebpf.Variable `ebpf:"filter_on"`
@@ -522,6 +552,7 @@ type hoptraceVariables struct {
 	HistBoundsNs        *ebpf.Variable `ebpf:"hist_bounds_ns"`
 	JoinWindowNs        *ebpf.Variable `ebpf:"join_window_ns"`
 	NrCpus              *ebpf.Variable `ebpf:"nr_cpus"`
+	OrderedStores       *ebpf.Variable `ebpf:"ordered_stores"`
 	Snaplen             *ebpf.Variable `ebpf:"snaplen"`
 	TimeOneIn           *ebpf.Variable `ebpf:"time_one_in"`
 	TimedBurst          *ebpf.Variable `ebpf:"timed_burst"`

@@ -111,6 +111,9 @@ func (t *Tracer) readNow(r *Record) (took, good bool) {
 		return false, false
 	}
 	good = t.decode(b, r)
+	if !good {
+		t.skipped.Add(1)
+	}
 	rings.consume(i)
 	return true, good
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,10 +27,17 @@ import (
 // The rings are read in place (memory mapped, as the kernel's ring buffer
 // ABI lays them out): an event is decoded where it lies and its space given
 // back after, without a copy or a system call per event.
+//
+// Each CPU has three: its fast ring (fast_ring in bpf/hoptrace.c, a plain
+// ring in an array's memory that only the TC hooks write), the small ring
+// behind it (a kernel ring buffer: the drops, and hops when the fast ring
+// is full) and the large one (a flood). The fast rings and the small ones
+// are the "small" rings below.
 type cpuRings struct {
 	mu     sync.Mutex // the look and the positions; held while an event is decoded
 	rings  []cpuRing
 	active []int // rings with an event to hand out in this look
+	mapped [][]byte
 
 	// The most found unread in one look since the reader last paced its
 	// looks (pace.go): of a small ring, as a share of its size; and
@@ -44,13 +52,12 @@ type cpuRings struct {
 	evfd   int // flush: interrupts a wait
 }
 
-// cpuRing is one CPU's ring buffer, mapped as the kernel lays it out: the
-// consumer page (ours to write), then the producer page and the data pages,
-// mapped twice in a row so that no record wraps.
+// cpuRing is one CPU's ring. A kernel ring buffer is mapped as the kernel
+// lays it out: the consumer page (ours to write), then the producer page
+// and the data pages, mapped twice in a row so that no record wraps. A
+// fast ring's records never wrap: the kernel fills the end with a
+// discarded record instead.
 type cpuRing struct {
-	m       *ebpf.Map
-	cons    []byte
-	prod    []byte
 	consPos *uint64
 	prodPos *uint64
 	data    []byte
@@ -78,10 +85,38 @@ var (
 	dropTimeOff = int(unsafe.Offsetof(hoptraceDropEvent{}.Ts))
 )
 
-// newCPURings maps the rings: maps[:small] are the small rings, the rest
-// the large ones.
-func newCPURings(maps []*ebpf.Map, small int) (r *cpuRings, err error) {
-	r = &cpuRings{epfd: -1, evfd: -1, small: small}
+// fastRings is every CPU's fast ring: fast_pos and fast_ring of
+// bpf/hoptrace.c, bytes of each CPU's value used.
+type fastRings struct {
+	pos, data *ebpf.Map
+	cpus      int
+	bytes     int
+}
+
+// Where a CPU's positions lie in its fast_pos value (struct fast_pos).
+const (
+	fastPosSize    = 128
+	fastProdOff    = 0
+	fastConsOff    = 64
+	fastRingStride = 256 << 10 // FAST_RING_BYTES: a CPU's fast_ring value
+)
+
+// fastRecordMax is the largest record a hook writes to a fast ring: a
+// hop_event with its snaplen bytes, after the record header.
+func fastRecordMax(snaplen uint32) int {
+	n := int(unsafe.Sizeof(hoptraceHopEvent{})) + int(min(snaplen, maxSnaplen))
+	return ringHdrLen + (n+7)&^7
+}
+
+// orderedStores: this CPU makes a core's stores visible to the others in
+// the order it made them (x86's total store order), so a hook can publish
+// a record in a fast ring with a plain store of the producer position.
+const orderedStores = runtime.GOARCH == "amd64" || runtime.GOARCH == "386"
+
+// newCPURings maps the rings: fast's, then maps[:small] the small kernel
+// rings and the rest the large ones.
+func newCPURings(fast fastRings, maps []*ebpf.Map, small int) (r *cpuRings, err error) {
+	r = &cpuRings{epfd: -1, evfd: -1, small: fast.cpus + small}
 	defer func() {
 		if err != nil {
 			r.close()
@@ -98,6 +133,11 @@ func newCPURings(maps []*ebpf.Map, small int) (r *cpuRings, err error) {
 		return r, err
 	}
 	page := os.Getpagesize()
+	if fast.cpus > 0 {
+		if err := r.mapFast(fast, page); err != nil {
+			return r, err
+		}
+	}
 	for _, m := range maps {
 		size := int(m.MaxEntries())
 		cons, err := unix.Mmap(m.FD(), 0, page, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
@@ -109,8 +149,8 @@ func newCPURings(maps []*ebpf.Map, small int) (r *cpuRings, err error) {
 			_ = unix.Munmap(cons)
 			return r, fmt.Errorf("map ring buffer data: %w", err)
 		}
+		r.mapped = append(r.mapped, cons, prod)
 		ring := cpuRing{
-			m: m, cons: cons, prod: prod,
 			consPos: (*uint64)(unsafe.Pointer(&cons[0])),
 			prodPos: (*uint64)(unsafe.Pointer(&prod[0])),
 			data:    prod[page:],
@@ -124,6 +164,34 @@ func newCPURings(maps []*ebpf.Map, small int) (r *cpuRings, err error) {
 		}
 	}
 	return r, nil
+}
+
+// mapFast maps the fast rings and their positions.
+func (r *cpuRings) mapFast(fast fastRings, page int) error {
+	roundUp := func(n int) int { return (n + page - 1) / page * page }
+	pos, err := unix.Mmap(fast.pos.FD(), 0, roundUp(fast.cpus*fastPosSize), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return fmt.Errorf("map the fast rings' positions: %w", err)
+	}
+	r.mapped = append(r.mapped, pos)
+	data, err := unix.Mmap(fast.data.FD(), 0, roundUp(fast.cpus*fastRingStride), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		return fmt.Errorf("map the fast rings: %w", err)
+	}
+	r.mapped = append(r.mapped, data)
+	for cpu := range fast.cpus {
+		p := pos[cpu*fastPosSize:]
+		ring := cpuRing{
+			consPos: (*uint64)(unsafe.Pointer(&p[fastConsOff])),
+			prodPos: (*uint64)(unsafe.Pointer(&p[fastProdOff])),
+			data:    data[cpu*fastRingStride : cpu*fastRingStride+fast.bytes],
+			mask:    uint64(fast.bytes - 1),
+		}
+		ring.pos = atomic.LoadUint64(ring.consPos)
+		ring.end = ring.pos
+		r.rings = append(r.rings, ring)
+	}
+	return nil
 }
 
 func (r *cpuRings) watch(fd int) error {
@@ -308,11 +376,10 @@ func (r *cpuRings) close() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var errs []error
-	for i := range r.rings {
-		rg := &r.rings[i]
-		errs = append(errs, unix.Munmap(rg.prod), unix.Munmap(rg.cons))
+	for _, m := range r.mapped {
+		errs = append(errs, unix.Munmap(m))
 	}
-	r.rings, r.active = nil, nil
+	r.rings, r.active, r.mapped = nil, nil, nil
 	for _, fd := range []int{r.epfd, r.evfd} {
 		if fd >= 0 {
 			errs = append(errs, unix.Close(fd))

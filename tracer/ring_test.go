@@ -1,6 +1,7 @@
 package tracer
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"os"
@@ -137,31 +138,104 @@ func TestRingsFill(t *testing.T) {
 	if peak, spilled := look(); peak != 0 || spilled {
 		t.Fatalf("empty rings: peak %v spilled %v", peak, spilled)
 	}
-	// Hops on CPU 0: a known number of bytes of its small ring.
+	// Hops on CPU 0 go to its fast ring, the drops of the runs' freed
+	// skbs to its small kernel ring: a known number of bytes of each.
 	const n = 100
 	for i := range n {
 		runHopOn(t, tr, 0, flowFrame(i))
 	}
-	unread := tr.Unread() // the hops, and drops of the runs' freed skbs
-	size := float64(tr.ringMaps[0].MaxEntries())
-	want := float64(unread) / size
+	cpus := len(tr.ringMaps) / 2
+	fast, small := &tr.rings.rings[0], &tr.rings.rings[cpus]
+	share := func(rg *cpuRing) float64 {
+		return float64(*rg.prodPos-*rg.consPos) / float64(rg.mask+1)
+	}
+	if *fast.prodPos < n*56 {
+		t.Fatalf("%d hops: %d bytes in CPU 0's fast ring", n, *fast.prodPos)
+	}
+	want := max(share(fast), share(small))
 	if peak, spilled := look(); spilled || peak != want {
-		t.Fatalf("%d hops: peak %v spilled %v, want %v (%d of %v bytes) and none spilled", n, peak, spilled, want, unread, size)
+		t.Fatalf("%d hops: peak %v spilled %v, want %v and none spilled", n, peak, spilled, want)
 	}
 	if peak, spilled := look(); spilled || peak != want {
 		t.Fatalf("a second look, nothing read: peak %v spilled %v, want %v again", peak, spilled, want)
 	}
-	// Fill CPU 0's small ring: the rest goes to its large ring.
-	for i := 0; tr.Unread() < int(size)+4096; i++ {
+	// Fill CPU 0's fast ring and its small ring: the rest goes to its
+	// large ring.
+	size := int(fast.mask+1) + int(small.mask+1)
+	for i := 0; tr.Unread() < size+4096; i++ {
 		runHopOn(t, tr, 0, flowFrame(i))
 		if i > 1<<16 {
-			t.Fatalf("%d events: %d bytes unread of a %v-byte small ring", i, tr.Unread(), size)
+			t.Fatalf("%d events: %d bytes unread of %d in the fast and small rings", i, tr.Unread(), size)
 		}
 	}
 	if _, spilled := look(); !spilled {
-		t.Fatal("a full small ring: no events seen in the large one")
+		t.Fatal("full fast and small rings: no events seen in the large one")
 	}
 	if _, spilled := look(); !spilled {
 		t.Fatal("a second look: the large ring's events not seen")
+	}
+}
+
+// TestFastRingWraps: a CPU's hops go round its fast ring several times
+// while the reader keeps up, each record whole (the end of the ring is
+// skipped where one would not fit), none lost and none sent to the large
+// ring, and all read back in order.
+func TestFastRingWraps(t *testing.T) {
+	tr := load(t, Options{RingBufferBytes: 64 << 10, countHookCalls: true})
+	cpus := len(tr.ringMaps) / 2
+	fast := &tr.rings.rings[0]
+	size := fast.mask + 1
+	// Bytes of 1 where nothing was written yet: a record read at the
+	// wrong place would be a hop (kind 1) of nonsense or too long.
+	ones := bytes.Repeat([]byte{1}, fastRingStride)
+	if err := tr.coll.Maps["fast_ring"].Update(uint32(0), ones, ebpf.UpdateAny); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var r Record
+	var hops, last uint64
+	read := func() {
+		for tr.Unread() > 0 {
+			if err := tr.ReadInto(ctx, &r); err != nil {
+				t.Fatal(err)
+			}
+			if r.Kind != KindHop {
+				continue
+			}
+			if r.Hop.TimeNS < last {
+				t.Fatalf("hop at %d after one at %d", r.Hop.TimeNS, last)
+			}
+			last = r.Hop.TimeNS
+			hops++
+		}
+	}
+	runs := 0
+	for *fast.prodPos < 3*size {
+		// A few hundred runs at a time, well under a ring's worth.
+		for range 200 {
+			runHopOn(t, tr, 0, flowFrame(runs))
+			runs++
+		}
+		read()
+	}
+	read()
+	loss, err := tr.Loss()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d runs, %d hops read; %d bytes through a %d-byte fast ring", runs, hops, *fast.prodPos, size)
+	if loss.Hops != 0 || hops != uint64(runs) {
+		t.Errorf("%d runs: read %d hops, lost %d", runs, hops, loss.Hops)
+	}
+	if n := tr.skipped.Load(); n != 0 {
+		t.Errorf("%d records read that were no event", n)
+	}
+	tr.rings.mu.Lock()
+	defer tr.rings.mu.Unlock()
+	for i, rg := range tr.rings.rings[2*cpus:] { // after the fast and small rings
+		if rg.pos != 0 {
+			t.Errorf("%d bytes went to CPU %d's large ring", rg.pos, i)
+		}
 	}
 }

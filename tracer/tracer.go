@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -34,8 +35,9 @@ const (
 	defaultRingBytes = 16 << 20 // shared out among the CPUs' rings
 	minCPURingBytes  = 2 << 20  // by default: a CPU alone can flood its ring
 	maxCPURingBytes  = 4 << 20
-	// Each CPU's small ring in front of its ring (events and spill in
-	// bpf/hoptrace.c): the reader empties it before it is half full
+	// Each CPU's fast ring and its small ring in front of its ring
+	// (fast_ring, events and spill in bpf/hoptrace.c), each this size at
+	// most: the reader empties them before they are half full
 	// (pace.go), so it holds what a CPU sends between two looks unless it
 	// floods (W3 of make bench: about 30 KiB a CPU in 10ms), and it stays
 	// in the caches.
@@ -60,8 +62,8 @@ type Options struct {
 	// RingBufferBytes is the size of each CPU's ring buffer, rounded up to
 	// a power of two of at least a page (0: 16 MiB shared out among the
 	// CPUs, at least 2 and at most 4 MiB each). In front of it each CPU has
-	// a small ring of 256 KiB (no larger than the ring) that events go to
-	// first.
+	// a fast ring and a small ring of 256 KiB each (no larger than the
+	// ring) that events go to first.
 	RingBufferBytes int
 	// DrainInterval is how often, at least, the reader looks at the ring
 	// buffers when it found them empty: the kernel submits without wakeups
@@ -134,9 +136,10 @@ type Tracer struct {
 	hostIno  uint32
 	reasons  map[uint32]string
 	rings    *cpuRings
-	ringMaps []*ebpf.Map // each CPU's small ring (events map), then each CPU's ring (spill map)
-	drop     closer      // the kfree_skb link, nil without drops
-	pacer    pacer       // the pause between looks (pace.go); under rings.mu
+	skipped  atomic.Uint64 // records read and not delivered: a kind not known, too short, a compact hop without its headers
+	ringMaps []*ebpf.Map   // each CPU's small kernel ring (events map), then each CPU's ring (spill map); rings has the fast rings too
+	drop     closer        // the kfree_skb link, nil without drops
+	pacer    pacer         // the pause between looks (pace.go); under rings.mu
 	idle     idleReader
 	headers  *headerCache // compact hops' headers (headers.go); under rings.mu
 	clock    Clock
@@ -188,6 +191,9 @@ func Load(opts Options) (t *Tracer, err error) {
 	spec.Maps["events"].InnerMap.MaxEntries = uint32(min(smallRingBytes, ringBytes))
 	spec.Maps["spill"].MaxEntries = uint32(cpus)
 	spec.Maps["spill"].InnerMap.MaxEntries = uint32(ringBytes)
+	fastBytes := min(smallRingBytes, ringBytes)
+	spec.Maps["fast_pos"].MaxEntries = uint32(cpus)
+	spec.Maps["fast_ring"].MaxEntries = uint32(cpus)
 	spec.Maps["seen_pkts"].MaxEntries = tableEntries(cpus, opts.InFlightPerCPU)
 	slots := flightSlots(opts.InFlightPerCPU)
 	spec.Maps["flights"].MaxEntries = slots
@@ -198,6 +204,9 @@ func Load(opts Options) (t *Tracer, err error) {
 		"count_hook_calls": opts.countHookCalls,
 		"flight_mask":      slots - 1,
 		"nr_cpus":          uint32(cpus),
+		"fast_bytes":       uint32(fastBytes),
+		"fast_room":        uint32(fastBytes - fastRecordMax(opts.Snaplen)),
+		"ordered_stores":   orderedStores,
 	} {
 		if err := spec.Variables[name].Set(v); err != nil {
 			return nil, fmt.Errorf("set %s: %w", name, err)
@@ -265,7 +274,8 @@ func Load(opts Options) (t *Tracer, err error) {
 			}
 		}
 	}
-	if t.rings, err = newCPURings(t.ringMaps, cpus); err != nil {
+	fast := fastRings{pos: coll.Maps["fast_pos"], data: coll.Maps["fast_ring"], cpus: cpus, bytes: fastBytes}
+	if t.rings, err = newCPURings(fast, t.ringMaps, cpus); err != nil {
 		return t, fmt.Errorf("open ring buffers: %w", err)
 	}
 	t.idle = idleReader{asleepMap: coll.Maps["reader_asleep"], after: sleepAfter, check: sleepCheck}
