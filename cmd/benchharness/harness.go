@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -218,12 +219,24 @@ func rotate[T any](s []T, k int) []T {
 	return append(append([]T(nil), s[k:]...), s[:k]...)
 }
 
-// schedule is the order of round r (from 0) of rounds: the conditions
-// rotated by r; bracketed, none before each of the others, and after the
-// last of the last round.
+// order is round r's order of s: rotated by one every two rounds, and
+// reversed in the second of the two.
+func order[T any](s []T, r int) []T {
+	o := rotate(s, r/2)
+	if r%2 == 1 {
+		slices.Reverse(o)
+	}
+	return o
+}
+
+// schedule is the order of round r (from 0) of rounds: the conditions in
+// order; bracketed, none before each of
+// the others, and after the last of the last round. Without the reversal a
+// condition would always follow the same one, and carry what that one left
+// behind (trace -o json writes gigabytes that the page cache then flushes).
 func schedule(conds []condition, r, rounds int, bracket bool) []condition {
 	if !bracket {
-		return rotate(conds, r)
+		return order(conds, r)
 	}
 	var none *condition
 	var others []condition
@@ -235,10 +248,10 @@ func schedule(conds []condition, r, rounds int, bracket bool) []condition {
 		}
 	}
 	if none == nil {
-		return rotate(conds, r)
+		return order(conds, r)
 	}
 	var out []condition
-	for _, c := range rotate(others, r) {
+	for _, c := range order(others, r) {
 		out = append(out, *none, c)
 	}
 	if r == rounds-1 || len(others) == 0 {

@@ -5,7 +5,8 @@
 // namespaces on a bridge of its own, no Docker), runs an iperf3 server and a
 // pingpong server (cmd/pingpong) inside the server's network namespace pinned
 // to CPU 1, and then, for each round, for each condition in an order rotated
-// by one every round, each after a run with no tracer (-bracket):
+// by one every two rounds and reversed in the second of the two, each after a run with
+// no tracer (-bracket):
 //
 //  1. starts the tracer of that condition and waits until it is attached
 //     (hoptrace: --ready-file; tcpdump: "listening on" on stderr);

@@ -203,9 +203,10 @@ func TestReportAB(t *testing.T) {
 	}
 }
 
-// TestScheduleBracketed: each condition runs after a none, rotated by the
-// round, and the last round ends with a none; without -bracket a round is
-// the conditions rotated.
+// TestScheduleBracketed: each condition runs after a none, in an order
+// rotated every two rounds and reversed in the second, and the last round
+// ends with a none; without -bracket a round is the conditions in that
+// order.
 func TestScheduleBracketed(t *testing.T) {
 	conds := []condition{{name: "none"}, {name: "a"}, {name: "b"}}
 	names := func(cs []condition) string {
@@ -221,9 +222,11 @@ func TestScheduleBracketed(t *testing.T) {
 		want    string
 	}{
 		{0, true, "none,a,none,b"},
-		{1, true, "none,b,none,a"},
-		{2, true, "none,a,none,b,none"}, // the last of 3 rounds
-		{1, false, "a,b,none"},
+		{1, true, "none,b,none,a"},      // reversed
+		{2, true, "none,b,none,a,none"}, // rotated by one; the last of 3 rounds
+		{1, false, "b,a,none"},
+		{2, false, "a,b,none"},
+		{3, false, "none,b,a"},
 	} {
 		if got := names(schedule(conds, c.r, 3, c.bracket)); got != c.want {
 			t.Errorf("round %d bracket %v: %s, want %s", c.r, c.bracket, got, c.want)

@@ -330,9 +330,9 @@ func (r *report) markdown() string {
 	p("- **Versions:** %s\n", strings.Join(r.versions, "; "))
 	p("- **Test bed:** %s\n", r.bed)
 	if r.bracketed {
-		p("- **Rounds:** %d, each running every condition once in an order rotated by one per round, with a run of no tracer before each (and one after the last); each workload runs %s per run%s.\n\n", r.rounds, r.duration, r.statsRuns())
+		p("- **Rounds:** %d, each running every condition once in an order rotated by one every two rounds and reversed in the second of the two, with a run of no tracer before each (and one after the last); each workload runs %s per run%s.\n\n", r.rounds, r.duration, r.statsRuns())
 	} else {
-		p("- **Rounds:** %d, each running every condition once in an order rotated by one per round; each workload runs %s per condition%s.\n\n", r.rounds, r.duration, r.statsRuns())
+		p("- **Rounds:** %d, each running every condition once in an order rotated by one every two rounds and reversed in the second of the two; each workload runs %s per condition%s.\n\n", r.rounds, r.duration, r.statsRuns())
 	}
 
 	p("## Throughput and latency, relative to no tracer\n\n")
