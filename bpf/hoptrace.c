@@ -387,7 +387,8 @@ static __always_inline void *reserve_ring(__u64 size)
 struct fast_pos {
 	__u64 prod;      /* the next record's position: written here */
 	__u64 cons_seen; /* the reader's position as last read here */
-	__u64 _pad0[6];  /* cons on a line of its own */
+	__u64 full_at;   /* the jiffy cons was last read and the ring full */
+	__u64 _pad0[5];  /* cons on a line of its own */
 	__u64 cons;      /* written by the reader */
 	__u64 _pad1[7];
 };
@@ -460,9 +461,18 @@ static __always_inline void *reserve_fast(__u64 size, struct out *o)
 		skip = fast_bytes - off;
 	asm volatile("" : "+r"(skip)); /* one register on every path, for the verifier */
 	if (prod + skip + len - fp->cons_seen > fast_bytes) {
-		fp->cons_seen = *(volatile __u64 *)&fp->cons;
-		if (prod + skip + len - fp->cons_seen > fast_bytes)
+		/* Full as last seen. The reader's line is read again at most
+		 * once a jiffy while it stays full: a reader that falls behind
+		 * (trace -o json on a flood) would otherwise cost every hook a
+		 * miss on the line it keeps writing. */
+		__u64 j = bpf_jiffies64();
+		if (fp->full_at == j)
 			return NULL;
+		fp->cons_seen = *(volatile __u64 *)&fp->cons;
+		if (prod + skip + len - fp->cons_seen > fast_bytes) {
+			fp->full_at = j;
+			return NULL;
+		}
 	}
 	if (skip) {
 		*(__u32 *)(fd->b + off) = (__u32)(skip - 8) | RINGBUF_DISCARD_BIT;

@@ -53,7 +53,8 @@ type hoptraceFastPos struct {
 	_        structs.HostLayout
 	Prod     uint64
 	ConsSeen uint64
-	Pad0     [6]uint64
+	FullAt   uint64
+	Pad0     [5]uint64
 	Cons     uint64
 	Pad1     [7]uint64
 }
