@@ -1752,9 +1752,10 @@ static __always_inline __u32 vxlan_inner(const struct src *s, __u8 dir, struct t
 }
 
 /* frame_hash hashes the header bytes the decode reads from an untagged
- * IPv4 frame without options (Ethernet 14, IPv4 20, then 8 of UDP or ICMP
- * or 16 of TCP, its ports to its window) and the VLAN tag the device took
- * off: equal hashes at two hops mean the decode would give the same
+ * frame: IPv4 without options (Ethernet 14, IPv4 20, then 8 of UDP or ICMP
+ * or 16 of TCP, its ports to its window) or IPv6 without extension headers
+ * (Ethernet 14, IPv6 40, then the same of L4), and the VLAN tag the device
+ * took off: equal hashes at two hops mean the decode would give the same
  * headers. 0 for any other frame, or one shorter in the linear data. Never
  * 0 otherwise. */
 static __always_inline __u64 frame_hash(struct __sk_buff *ctx)
@@ -1763,17 +1764,37 @@ static __always_inline __u64 frame_hash(struct __sk_buff *ctx)
 	const unsigned char *e = (const unsigned char *)(long)ctx->data_end;
 	if (d + 42 > e)
 		return 0;
-	if (*(const __u16 *)(d + 12) != bpf_htons(ETH_P_IP) || d[14] != 0x45)
-		return 0;
 	__u64 h = 0x9e3779b97f4a7c15ULL ^ ((__u64)ctx->vlan_present << 32 | ctx->vlan_tci);
+	__u16 ethertype = *(const __u16 *)(d + 12);
+	if (ethertype == bpf_htons(ETH_P_IP) && d[14] == 0x45) {
 #pragma unroll
-	for (int i = 0; i < 5; i++)
-		h = (h ^ *(const __u64 *)(d + 8 * i)) * 0xff51afd7ed558ccdULL;
-	h = (h ^ *(const __u16 *)(d + 40)) * 0xff51afd7ed558ccdULL;
-	if (d[23] == IPPROTO_TCP) { /* bytes 42 to 49: TCP's sequence number to window */
-		if (d + 50 > e)
+		for (int i = 0; i < 5; i++)
+			h = (h ^ *(const __u64 *)(d + 8 * i)) * 0xff51afd7ed558ccdULL;
+		h = (h ^ *(const __u16 *)(d + 40)) * 0xff51afd7ed558ccdULL;
+		if (d[23] == IPPROTO_TCP) { /* bytes 42 to 49: TCP's sequence number to window */
+			if (d + 50 > e)
+				return 0;
+			h = (h ^ *(const __u64 *)(d + 42)) * 0xff51afd7ed558ccdULL;
+		}
+	} else if (ethertype == bpf_htons(ETH_P_IPV6) && (d[14] >> 4) == 6) {
+		__u8 next = d[20];
+		/* Extension headers: the decode walks them. */
+		if (next == 0 || next == 43 || next == 44 || next == 60)
 			return 0;
-		h = (h ^ *(const __u64 *)(d + 42)) * 0xff51afd7ed558ccdULL;
+		if (d + 62 > e)
+			return 0;
+#pragma unroll
+		for (int i = 0; i < 7; i++)
+			h = (h ^ *(const __u64 *)(d + 8 * i)) * 0xff51afd7ed558ccdULL;
+		h = (h ^ *(const __u32 *)(d + 56)) * 0xff51afd7ed558ccdULL;
+		h = (h ^ *(const __u16 *)(d + 60)) * 0xff51afd7ed558ccdULL;
+		if (next == IPPROTO_TCP) { /* bytes 62 to 69: TCP's sequence number to window */
+			if (d + 70 > e)
+				return 0;
+			h = (h ^ *(const __u64 *)(d + 62)) * 0xff51afd7ed558ccdULL;
+		}
+	} else {
+		return 0;
 	}
 	h ^= h >> 29;
 	return h | 1;

@@ -60,51 +60,101 @@ func TestPingWithoutSkbKey(t *testing.T) {
 // and fingerprint; without the skb key every hop carries its headers. With
 // it, the hooks join those hops without decoding them (continue_here).
 func TestCompactHops(t *testing.T) {
-	allModes(t, func(t *testing.T, opts Options) {
-		opts.countHookCalls = true
-		topo := testenv.NewTopology(t, 2)
-		a, b := topo.Hosts[0], topo.Hosts[1]
-		tr := load(t, opts)
-		attachAll(t, tr, topo)
-		c := collect(t, tr)
-		rx := b.UDPConn(t, 0)
-		port := uint16(rx.LocalAddr().(*net.UDPAddr).Port)
-		const n = 20
-		udpTo(t, a, rx.LocalAddr(), []byte("compact"), n, time.Millisecond)
-		isDgram := func(h *event.Hop) bool { return h.Pkt.Layers.Has(event.LayerUDP) && h.Pkt.DstPort == port }
-		for id, hs := range packetsOf(t, c, n, isDgram) {
-			checkJourney(t, fmt.Sprintf("packet %#x", id), hs, path(topo, a, b))
-			for _, h := range hs[1:] {
-				if h.Pkt != hs[0].Pkt || h.Fingerprint != hs[0].Fingerprint {
-					t.Errorf("packet %#x at %v: headers %+v fp %#x, at its first hop %+v fp %#x",
-						id, hookOf(h), h.Pkt, h.Fingerprint, hs[0].Pkt, hs[0].Fingerprint)
-				}
-			}
-		}
-		tr.rings.mu.Lock()
-		filled := tr.headers.filled
-		tr.rings.mu.Unlock()
-		switch {
-		case !tr.Features().SkbKey && filled != 0:
-			// Content keys: equal packets on two CPUs can share an entry.
-			t.Errorf("%d hops came as compact events without the skb key", filled)
-		case tr.Features().SkbKey && filled < 3*n:
-			t.Errorf("%d hops came as compact events, want at least the %d after the datagrams' first", filled, 3*n)
-		}
-		if m := tr.headers.missing.Load(); m != 0 {
-			t.Errorf("%d compact hops had no headers", m)
-		}
-		continued, err := tr.hopsContinued()
-		if err != nil {
+	allModes(t, func(t *testing.T, opts Options) { compactHops(t, opts, false) })
+}
+
+// TestCompactHopsIPv6: as TestCompactHops, over IPv6 (frame_hash covers
+// IPv6 without extension headers too).
+func TestCompactHopsIPv6(t *testing.T) {
+	if _, err := os.Stat("/proc/sys/net/ipv6"); err != nil {
+		testenv.Lacks(t, "ipv6", "kernel without IPv6")
+	}
+	allModes(t, func(t *testing.T, opts Options) { compactHops(t, opts, true) })
+}
+
+func compactHops(t *testing.T, opts Options, v6 bool) {
+	opts.countHookCalls = true
+	topo := testenv.NewTopology(t, 2)
+	a, b := topo.Hosts[0], topo.Hosts[1]
+	const n = 20
+	var send func()
+	var port uint16
+	if v6 {
+		a6, b6 := ula()
+		addIPv6(t, a, a6)
+		addIPv6(t, b, b6)
+		var rx, tx *net.UDPConn
+		if err := b.Do(func() (err error) {
+			rx, err = net.ListenUDP("udp6", &net.UDPAddr{IP: b6.AsSlice()})
+			return err
+		}); err != nil {
 			t.Fatal(err)
 		}
-		switch {
-		case !tr.Features().SkbKey && continued != 0:
-			t.Errorf("%d hops joined without their decode, without the skb key", continued)
-		case tr.Features().SkbKey && continued < 3*n:
-			t.Errorf("%d hops joined without their decode, want at least the %d after the datagrams' first", continued, 3*n)
+		t.Cleanup(func() { rx.Close() })
+		if err := a.Do(func() (err error) {
+			tx, err = net.ListenUDP("udp6", &net.UDPAddr{IP: a6.AsSlice()})
+			return err
+		}); err != nil {
+			t.Fatal(err)
 		}
-	})
+		t.Cleanup(func() { tx.Close() })
+		port = uint16(rx.LocalAddr().(*net.UDPAddr).Port)
+		send = func() {
+			for range n {
+				if _, err := tx.WriteTo([]byte("compact"), rx.LocalAddr()); err != nil {
+					t.Fatal(err)
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}
+	} else {
+		rx := b.UDPConn(t, 0)
+		port = uint16(rx.LocalAddr().(*net.UDPAddr).Port)
+		send = func() { udpTo(t, a, rx.LocalAddr(), []byte("compact"), n, time.Millisecond) }
+	}
+	tr := load(t, opts)
+	attachAll(t, tr, topo)
+	c := collect(t, tr)
+	send()
+	layer := event.LayerIPv4
+	if v6 {
+		layer = event.LayerIPv6
+	}
+	isDgram := func(h *event.Hop) bool {
+		return h.Pkt.Layers.Has(layer|event.LayerUDP) && h.Pkt.DstPort == port
+	}
+	for id, hs := range packetsOf(t, c, n, isDgram) {
+		checkJourney(t, fmt.Sprintf("packet %#x", id), hs, path(topo, a, b))
+		for _, h := range hs[1:] {
+			if h.Pkt != hs[0].Pkt || h.Fingerprint != hs[0].Fingerprint {
+				t.Errorf("packet %#x at %v: headers %+v fp %#x, at its first hop %+v fp %#x",
+					id, hookOf(h), h.Pkt, h.Fingerprint, hs[0].Pkt, hs[0].Fingerprint)
+			}
+		}
+	}
+	tr.rings.mu.Lock()
+	filled := tr.headers.filled
+	tr.rings.mu.Unlock()
+	switch {
+	case !tr.Features().SkbKey && filled != 0:
+		// Content keys: equal packets on two CPUs can share an entry.
+		t.Errorf("%d hops came as compact events without the skb key", filled)
+	case tr.Features().SkbKey && filled < 3*n:
+		t.Errorf("%d hops came as compact events, want at least the %d after the datagrams' first", filled, 3*n)
+	}
+	if m := tr.headers.missing.Load(); m != 0 {
+		t.Errorf("%d compact hops had no headers", m)
+	}
+	continued, err := tr.hopsContinued()
+	if err != nil {
+		t.Fatal(err)
+	}
+	switch {
+	case !tr.Features().SkbKey && continued != 0:
+		t.Errorf("%d hops joined without their decode, without the skb key", continued)
+	case tr.Features().SkbKey && continued < 3*n:
+		t.Errorf("%d hops joined without their decode, want at least the %d after the datagrams' first", continued, 3*n)
+	}
 }
 
 // packetsOf waits for the four hops of n packets that keep selects and
