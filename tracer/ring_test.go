@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 )
 
 // runHopOn runs the ingress hop program once on frame, on CPU cpu: its
@@ -237,5 +238,35 @@ func TestFastRingWraps(t *testing.T) {
 		if rg.pos != 0 {
 			t.Errorf("%d bytes went to CPU %d's large ring", rg.pos, i)
 		}
+	}
+}
+
+// TestFastRingLayout: the reader's idea of struct fast_pos and of a CPU's
+// fast_ring value is the program's.
+func TestFastRingLayout(t *testing.T) {
+	spec, err := loadHoptrace()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pos := spec.Maps["fast_pos"]
+	if pos.ValueSize != fastPosSize {
+		t.Errorf("struct fast_pos: %d bytes, the reader takes %d", pos.ValueSize, fastPosSize)
+	}
+	st, ok := btf.UnderlyingType(pos.Value).(*btf.Struct)
+	if !ok {
+		t.Fatalf("fast_pos's value is a %T", pos.Value)
+	}
+	offsets := map[string]int{}
+	for _, m := range st.Members {
+		offsets[m.Name] = int(m.Offset.Bytes())
+	}
+	if offsets["prod"] != fastProdOff || offsets["cons"] != fastConsOff {
+		t.Errorf("prod at %d and cons at %d, the reader takes %d and %d", offsets["prod"], offsets["cons"], fastProdOff, fastConsOff)
+	}
+	if n := spec.Maps["fast_ring"].ValueSize; n != fastRingStride {
+		t.Errorf("a CPU's fast_ring value: %d bytes, the reader takes %d", n, fastRingStride)
+	}
+	if smallRingBytes > fastRingStride {
+		t.Errorf("the fast ring would be %d bytes, in a value of %d", smallRingBytes, fastRingStride)
 	}
 }
