@@ -346,10 +346,11 @@ func BenchmarkHookCostTrafficAggregate(b *testing.B) {
 }
 
 // BenchmarkHookCostTrafficAggregateSampled is BenchmarkHookCostTrafficAggregate
-// with serve's default timing: each CPU times 16000 new packets a second
-// one by one and one in 8 past that, which this flood is far beyond.
+// with serve's default timing: each CPU times DefaultTimedPerCPU new packets
+// a second one by one and one in DefaultTimeOneIn past that, which this
+// flood is far beyond.
 func BenchmarkHookCostTrafficAggregateSampled(b *testing.B) {
-	hookCostTraffic(b, Options{Aggregate: true, TimedPerCPU: 16000, TimeOneIn: 8})
+	hookCostTraffic(b, Options{Aggregate: true, TimedPerCPU: DefaultTimedPerCPU, TimeOneIn: DefaultTimeOneIn})
 }
 
 // BenchmarkHookCostTrafficNomatch is BenchmarkHookCostTraffic with a filter
@@ -452,9 +453,15 @@ func BenchmarkHookCostPingPong(b *testing.B) {
 }
 
 // BenchmarkHookCostPingPongAggregate is BenchmarkHookCostPingPong as serve
-// hooks (every packet timed: W3's rate is below serve's default budget).
+// hooks, with serve's default timing.
 func BenchmarkHookCostPingPongAggregate(b *testing.B) {
-	hookCostPingPong(b, Options{Aggregate: true, TimedPerCPU: 16000, TimeOneIn: 8})
+	hookCostPingPong(b, Options{Aggregate: true, TimedPerCPU: DefaultTimedPerCPU, TimeOneIn: DefaultTimeOneIn})
+}
+
+// BenchmarkHookCostPingPongAggregateTimed is BenchmarkHookCostPingPongAggregate
+// timing every packet (--timed-rate 0): what the sample saves.
+func BenchmarkHookCostPingPongAggregateTimed(b *testing.B) {
+	hookCostPingPong(b, Options{Aggregate: true})
 }
 
 // BenchmarkHookCostPingPongNomatch is BenchmarkHookCostPingPong with a

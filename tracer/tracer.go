@@ -106,6 +106,17 @@ type Options struct {
 	interpretFilter bool
 }
 
+// serve's timing: each CPU times DefaultTimedPerCPU new packets a second
+// one by one and one in DefaultTimeOneIn past that, at least 120000 timed
+// packets a minute, where a p99 needs a few thousand. A 1-byte
+// request-response between two containers sends ~20000 new packets a
+// second on each CPU: with a budget above that (it was 16000) every one
+// was timed, which costs a clock read and a histogram update at each hook.
+const (
+	DefaultTimedPerCPU = 2000
+	DefaultTimeOneIn   = 8
+)
+
 // Features are what the running kernel offers hoptrace.
 type Features struct {
 	// TCX: TC programs attach through BPF links (kernel >= 6.6).

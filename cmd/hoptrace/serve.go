@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/hoptrace/hoptrace/tracer"
 	"github.com/hoptrace/hoptrace/tracer/capture"
 	"github.com/hoptrace/hoptrace/tracer/metrics"
 	"github.com/hoptrace/hoptrace/tracer/pipeline"
@@ -47,13 +48,12 @@ Examples:
   hoptrace serve --listen 127.0.0.1:9500 -C web tcp port 8080
 `
 
-// A CPU times every packet up to defaultTimedRate new packets a second,
-// far above what containers talking to each other send, and one in
-// timeOneIn of a flood: its histogram updates were a third of what an
-// aggregating hook cost.
+// A CPU times every packet up to defaultTimedRate new packets a second
+// and one in timeOneIn past that: timing a packet (a clock read and a
+// histogram update at each hook) costs more than following it.
 const (
-	defaultTimedRate = 16000
-	timeOneIn        = 8
+	defaultTimedRate = tracer.DefaultTimedPerCPU
+	timeOneIn        = tracer.DefaultTimeOneIn
 )
 
 // serveIgnored are capture flags that mean nothing to serve.
