@@ -18,12 +18,14 @@ import (
 // (jsonline.go) with the bytes encoding/json would write for JourneyObject;
 // the summary, once a run, goes through encoding/json.
 type JSON struct {
-	w      io.Writer
-	enc    *json.Encoder
-	opt    Options
-	buf    []byte
-	second secondCache
-	err    error // the first write error; later writes return it
+	w         io.Writer
+	enc       *json.Encoder
+	opt       Options
+	buf       []byte
+	second    secondCache
+	endpoints endpointCache
+	ends      endsCache
+	err       error // the first write error; later writes return it
 }
 
 // NewJSON returns a JSON-lines printer writing to w.

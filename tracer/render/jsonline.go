@@ -1,9 +1,11 @@
 package render
 
 import (
+	"net/netip"
 	"strconv"
 	"time"
 
+	"github.com/hoptrace/hoptrace/resolver/topology"
 	"github.com/hoptrace/hoptrace/tracer/event"
 	"github.com/hoptrace/hoptrace/tracer/journey"
 )
@@ -57,7 +59,7 @@ func (p *JSON) appendJourney(b []byte, j *journey.Journey) []byte {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = appendHop(b, j, i)
+		b = p.appendHop(b, j, i)
 	}
 	b = append(b, ']')
 	b = appendRewrites(b, j.Rewrites)
@@ -137,7 +139,7 @@ func appendPacket(b []byte, p *event.Packet) []byte {
 }
 
 // appendHop is the HopJSON object of j.Hops[i].
-func appendHop(b []byte, j *journey.Journey, i int) []byte {
+func (p *JSON) appendHop(b []byte, j *journey.Journey, i int) []byte {
 	h := &j.Hops[i]
 	e := &h.Endpoint
 	b = append(b, `{"time_ns":`...)
@@ -146,24 +148,7 @@ func appendHop(b []byte, j *journey.Journey, i int) []byte {
 	b = strconv.AppendInt(b, int64(h.Delta), 10)
 	b = append(b, `,"parent":`...)
 	b = strconv.AppendInt(b, int64(h.Parent), 10)
-	b = append(b, `,"label":"`...)
-	b = appendLabel(b, e)
-	b = append(b, `","iface":`...)
-	b = appendQuoted(b, e.Name)
-	b = append(b, `,"ifindex":`...)
-	b = strconv.AppendUint(b, uint64(e.Ifindex), 10)
-	b = append(b, `,"netns_ino":`...)
-	b = strconv.AppendUint(b, uint64(e.NetnsIno), 10)
-	b = append(b, `,"role":`...)
-	b = appendQuoted(b, e.Role.String())
-	b = append(b, `,"resolved":`...)
-	b = strconv.AppendBool(b, h.Resolved)
-	if c := e.Container; c != nil {
-		b = appendStringOmit(b, `,"container":`, c.Name)
-		b = appendStringOmit(b, `,"container_id":`, c.ID)
-	}
-	b = appendStringOmit(b, `,"bridge":`, e.Bridge)
-	b = appendStringOmit(b, `,"network":`, e.Network)
+	b = p.endpoints.append(b, e, h.Resolved)
 	b = append(b, `,"dir":`...)
 	b = appendQuoted(b, h.Dir.String())
 	b = append(b, `,"action":"`...)
@@ -172,11 +157,7 @@ func appendHop(b []byte, j *journey.Journey, i int) []byte {
 	b = strconv.AppendUint(b, uint64(h.Len), 10)
 	b = appendGSO(b, h.GSOSegs, h.GSOSize)
 	if h.Pkt.Src.IsValid() && !h.Pkt.Layers.Has(event.LayerARP) {
-		b = append(b, `,"src":"`...)
-		b = appendHostPort(b, h.Pkt.Src, h.Pkt.SrcPort)
-		b = append(b, `","dst":"`...)
-		b = appendHostPort(b, h.Pkt.Dst, h.Pkt.DstPort)
-		b = append(b, '"')
+		b = p.ends.append(b, &h.Pkt)
 	}
 	if t := h.Tunnel; t != nil {
 		b = append(b, `,"tunnel":{"type":"vxlan","vni":`...)
@@ -197,6 +178,104 @@ func appendHop(b []byte, j *journey.Journey, i int) []byte {
 		b = append(b, `","inferred":true}`...)
 	}
 	return append(b, '}')
+}
+
+// appendEndpoint appends a hop's fields from "label" to "network": where
+// it was.
+func appendEndpoint(b []byte, e *topology.Endpoint, resolved bool) []byte {
+	b = append(b, `,"label":"`...)
+	b = appendLabel(b, e)
+	b = append(b, `","iface":`...)
+	b = appendQuoted(b, e.Name)
+	b = append(b, `,"ifindex":`...)
+	b = strconv.AppendUint(b, uint64(e.Ifindex), 10)
+	b = append(b, `,"netns_ino":`...)
+	b = strconv.AppendUint(b, uint64(e.NetnsIno), 10)
+	b = append(b, `,"role":`...)
+	b = appendQuoted(b, e.Role.String())
+	b = append(b, `,"resolved":`...)
+	b = strconv.AppendBool(b, resolved)
+	if c := e.Container; c != nil {
+		b = appendStringOmit(b, `,"container":`, c.Name)
+		b = appendStringOmit(b, `,"container_id":`, c.ID)
+	}
+	b = appendStringOmit(b, `,"bridge":`, e.Bridge)
+	return appendStringOmit(b, `,"network":`, e.Network)
+}
+
+// endpointCache keeps appendEndpoint's bytes for the interfaces hops were
+// at lately: a busy trace prints the same few a hundred thousand times a
+// second, and escaping and formatting them was a tenth of a hop's cost. An
+// entry is used only when every field appendEndpoint reads (and
+// Endpoint.LabelPrefix) is what it was made from, so a container that
+// comes, goes or is renamed under the same interface shows at once; a
+// field that starts to matter there must be added to cachedEndpoint.
+type endpointCache [endpointCacheSlots]cachedEndpoint
+
+const endpointCacheSlots = 64 // the top 6 bits of a 32-bit hash pick one
+
+type cachedEndpoint struct {
+	key  cachedEndpointKey
+	json []byte // nil: empty
+}
+
+// cachedEndpointKey is what appendEndpoint's bytes depend on.
+type cachedEndpointKey struct {
+	netns, ifindex     uint32
+	role               topology.Role
+	resolved           bool
+	hasContainer       bool
+	name, bridge       string
+	network, netnsName string
+	driver             string
+	container, id      string
+}
+
+func endpointKey(e *topology.Endpoint, resolved bool) cachedEndpointKey {
+	k := cachedEndpointKey{netns: e.NetnsIno, ifindex: e.Ifindex, role: e.Role, resolved: resolved,
+		name: e.Name, bridge: e.Bridge, network: e.Network, netnsName: e.NetnsName, driver: e.Driver}
+	if c := e.Container; c != nil {
+		k.hasContainer, k.container, k.id = true, c.Name, c.ID
+	}
+	return k
+}
+
+// append appends appendEndpoint's bytes for e, from the cache when they
+// are there.
+func (c *endpointCache) append(b []byte, e *topology.Endpoint, resolved bool) []byte {
+	k := endpointKey(e, resolved)
+	slot := &c[(e.NetnsIno*2654435761^e.Ifindex*0x85ebca6b)>>26]
+	if slot.json != nil && slot.key == k {
+		return append(b, slot.json...)
+	}
+	n := len(b)
+	b = appendEndpoint(b, e, resolved)
+	slot.key = k
+	slot.json = append(slot.json[:0], b[n:]...)
+	return b
+}
+
+// endsCache keeps the "src" and "dst" fields of the hop printed last: a
+// packet's hops mostly have the same ones.
+type endsCache struct {
+	src, dst     netip.Addr
+	sport, dport uint16
+	json         []byte // nil: empty
+}
+
+func (c *endsCache) append(b []byte, pk *event.Packet) []byte {
+	if c.json != nil && c.src == pk.Src && c.dst == pk.Dst && c.sport == pk.SrcPort && c.dport == pk.DstPort {
+		return append(b, c.json...)
+	}
+	n := len(b)
+	b = append(b, `,"src":"`...)
+	b = appendHostPort(b, pk.Src, pk.SrcPort)
+	b = append(b, `","dst":"`...)
+	b = appendHostPort(b, pk.Dst, pk.DstPort)
+	b = append(b, '"')
+	c.src, c.dst, c.sport, c.dport = pk.Src, pk.Dst, pk.SrcPort, pk.DstPort
+	c.json = append(c.json[:0], b[n:]...)
+	return b
 }
 
 // appendRewrites is the "rewrites" array, left out when empty.

@@ -92,6 +92,66 @@ func TestJourneyLineScenarios(t *testing.T) {
 	}
 }
 
+// The printer keeps the bytes of the interfaces and addresses it printed
+// last; an interface whose container, names or resolution changed between
+// two journeys must show the change at once.
+func TestJourneyLineEndpointChanges(t *testing.T) {
+	type change func(e *topology.Endpoint, h *journey.Hop)
+	same := func(*topology.Endpoint, *journey.Hop) {}
+	overlay := func(e *topology.Endpoint, h *journey.Hop) { e.Network = "ovl" }
+	// Each pair: the hops as before, then as after.
+	changes := []struct{ before, after change }{
+		{same, func(e *topology.Endpoint, h *journey.Hop) { e.Name += "x" }},
+		{same, func(e *topology.Endpoint, h *journey.Hop) { h.Resolved = !h.Resolved }},
+		{same, func(e *topology.Endpoint, h *journey.Hop) { e.Bridge = "br-new" }},
+		{same, func(e *topology.Endpoint, h *journey.Hop) { e.Network = "net-new" }},
+		{same, func(e *topology.Endpoint, h *journey.Hop) { e.Role = topology.RoleUnknown }},
+		{same, func(e *topology.Endpoint, h *journey.Hop) { e.Role, e.NetnsName = topology.RoleUnknown, "ns-new" }},
+		{overlay, func(e *topology.Endpoint, h *journey.Hop) { overlay(e, h); e.Driver = topology.DriverOverlay }},
+		{same, func(e *topology.Endpoint, h *journey.Hop) {
+			if e.Container == nil {
+				e.Container = &topology.Container{}
+			}
+			e.Container.Name = "renamed"
+		}},
+		{same, func(e *topology.Endpoint, h *journey.Hop) {
+			if e.Container != nil {
+				e.Container.ID = "id-new"
+			}
+		}},
+		{same, func(e *topology.Endpoint, h *journey.Hop) { e.Container = nil }},
+		{ // a container without a name still puts its ':' in the label
+			func(e *topology.Endpoint, h *journey.Hop) {
+				e.Role, e.Container = topology.RoleContainer, &topology.Container{}
+			},
+			func(e *topology.Endpoint, h *journey.Hop) { e.Role, e.Container = topology.RoleContainer, nil },
+		},
+		{same, func(e *topology.Endpoint, h *journey.Hop) { h.Pkt.SrcPort++ }},
+		{same, func(e *topology.Endpoint, h *journey.Hop) { h.Pkt.DstPort++ }},
+		{same, func(e *topology.Endpoint, h *journey.Hop) { h.Pkt.Src = netip.MustParseAddr("2001:db8::8") }},
+		{same, func(e *topology.Endpoint, h *journey.Hop) { h.Pkt.Dst = netip.MustParseAddr("2001:db8::9") }},
+	}
+	apply := func(j *journey.Journey, c change) *journey.Journey {
+		j = clone(j)
+		for i := range j.Hops {
+			c(&j.Hops[i].Endpoint, &j.Hops[i])
+		}
+		return j
+	}
+	var js []*journey.Journey
+	for _, j := range scenarios(t) {
+		if len(j.Hops) == 0 {
+			continue
+		}
+		// One printer prints the journey before and after: the
+		// interfaces are the same, their fields not.
+		for _, c := range changes {
+			js = append(js, apply(j, c.before), apply(j, c.after))
+		}
+	}
+	sameLines(t, optionSets[0], js...)
+}
+
 // Hops inside an overlay's VXLAN tunnel (IPv4 and IPv6 peers) carry a
 // "tunnel" object and say where they went in their action.
 func TestJourneyLineTunnel(t *testing.T) {
