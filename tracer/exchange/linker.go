@@ -66,7 +66,7 @@ type Linker struct {
 	max    int
 	seed   maphash.Seed
 	hash   func(seed maphash.Seed, id segID) uint64 // segHash when made
-	index  map[uint64]uint64                        // segment hash -> ring position of its latest transmission
+	index  posIndex                                 // segment hash -> ring position of its latest transmission
 	ring   []sent                                   // len a power of two; position p is ring[p&(len-1)]
 	head   uint64                                   // oldest position held
 	tail   uint64                                   // next position to fill
@@ -87,7 +87,7 @@ func NewLinker(cfg Config) *Linker {
 	return &Linker{
 		window: uint64(cfg.RetransmitWindow), max: cfg.MaxSegments,
 		seed: maphash.MakeSeed(), hash: segHash,
-		index: make(map[uint64]uint64), ring: make([]sent, minRing), drops: make(map[uint64]dropNote),
+		ring: make([]sent, minRing), drops: make(map[uint64]dropNote),
 	}
 }
 
@@ -111,7 +111,8 @@ func (l *Linker) link(s *seg) (Retransmit, bool) {
 	id := segIDOf(s)
 	h := l.hash(l.seed, id)
 	at := s.sent()
-	pos, seen := l.index[h]
+	pos, held := l.index.get(h)
+	seen := held
 	var prev *sent
 	if seen {
 		if prev = l.slot(pos); prev.id != id {
@@ -122,7 +123,7 @@ func (l *Linker) link(s *seg) (Retransmit, bool) {
 	}
 	switch {
 	case !seen:
-		l.remember(h, sent{id: id, sentID: s.j.ID, at: at, firstID: s.j.ID, firstAt: at, n: 1, verdict: s.j.Verdict}, s.j)
+		l.remember(h, held, pos, sent{id: id, sentID: s.j.ID, at: at, firstID: s.j.ID, firstAt: at, n: 1, verdict: s.j.Verdict}, s.j)
 		return Retransmit{}, false
 	case at < prev.at:
 		// Finished after a later copy (held longer): that copy is already
@@ -138,16 +139,16 @@ func (l *Linker) link(s *seg) (Retransmit, bool) {
 		d := l.drops[pos]
 		r.OfDropWhere, r.OfDropReason = d.where, d.why
 	}
-	l.remember(h, sent{id: id, sentID: s.j.ID, at: at, firstID: prev.firstID, firstAt: prev.firstAt, n: prev.n + 1, verdict: s.j.Verdict}, s.j)
+	l.remember(h, true, pos, sent{id: id, sentID: s.j.ID, at: at, firstID: prev.firstID, firstAt: prev.firstAt, n: prev.n + 1, verdict: s.j.Verdict}, s.j)
 	return r, true
 }
 
 func (l *Linker) slot(pos uint64) *sent { return &l.ring[pos&uint64(len(l.ring)-1)] }
 
 // remember puts v at the ring's tail as the segment's latest transmission;
-// the slot the index held for h before is replaced.
-func (l *Linker) remember(h uint64, v sent, j *journey.Journey) {
-	if old, ok := l.index[h]; ok {
+// the slot the index held for h before (held, at old) is replaced.
+func (l *Linker) remember(h uint64, held bool, old uint64, v sent, j *journey.Journey) {
+	if held {
 		l.slot(old).replaced = true
 		l.live--
 	}
@@ -166,7 +167,7 @@ func (l *Linker) remember(h uint64, v sent, j *journey.Journey) {
 	}
 	v.hash = h
 	*l.slot(pos) = v
-	l.index[h] = pos
+	l.index.set(h, pos)
 	l.live++
 }
 
@@ -183,7 +184,7 @@ func (l *Linker) grow() {
 func (l *Linker) forget() {
 	s := l.slot(l.head)
 	if !s.replaced {
-		delete(l.index, s.hash)
+		l.index.del(s.hash)
 		l.live--
 	}
 	if s.dropped {
