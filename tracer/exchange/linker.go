@@ -6,6 +6,7 @@ import (
 
 	"github.com/hoptrace/hoptrace/resolver/topology"
 	"github.com/hoptrace/hoptrace/tracer/event"
+	"github.com/hoptrace/hoptrace/tracer/internal/u64map"
 	"github.com/hoptrace/hoptrace/tracer/journey"
 )
 
@@ -66,7 +67,7 @@ type Linker struct {
 	max    int
 	seed   maphash.Seed
 	hash   func(seed maphash.Seed, id segID) uint64 // segHash when made
-	index  posIndex                                 // segment hash -> ring position of its latest transmission
+	index  u64map.Map[uint64]                       // segment hash -> ring position of its latest transmission, plus one
 	ring   []sent                                   // len a power of two; position p is ring[p&(len-1)]
 	head   uint64                                   // oldest position held
 	tail   uint64                                   // next position to fill
@@ -111,7 +112,8 @@ func (l *Linker) link(s *seg) (Retransmit, bool) {
 	id := segIDOf(s)
 	h := l.hash(l.seed, id)
 	at := s.sent()
-	pos, held := l.index.get(h)
+	pos1 := l.index.Get(h)
+	held, pos := pos1 != 0, pos1-1
 	seen := held
 	var prev *sent
 	if seen {
@@ -167,7 +169,7 @@ func (l *Linker) remember(h uint64, held bool, old uint64, v sent, j *journey.Jo
 	}
 	v.hash = h
 	*l.slot(pos) = v
-	l.index.set(h, pos)
+	l.index.Set(h, pos+1)
 	l.live++
 }
 
@@ -184,7 +186,7 @@ func (l *Linker) grow() {
 func (l *Linker) forget() {
 	s := l.slot(l.head)
 	if !s.replaced {
-		l.index.del(s.hash)
+		l.index.Delete(s.hash)
 		l.live--
 	}
 	if s.dropped {

@@ -5,6 +5,7 @@ import (
 
 	"github.com/hoptrace/hoptrace/resolver/topology"
 	"github.com/hoptrace/hoptrace/tracer/event"
+	"github.com/hoptrace/hoptrace/tracer/internal/u64map"
 )
 
 // Assembler joins hops and drops into journeys. It is not safe for
@@ -24,12 +25,12 @@ type Assembler struct {
 	namer topology.Namer
 
 	nextID   uint64
-	waiting  deadlineList     // open journeys taking hops (deadlines.go)
-	ending   deadlineList     // open journeys past an end, in their grace
-	inFlight int              // open journeys
-	byPID    map[uint64]*open // open journey per kernel packet ID
-	bySkb    map[uint64]*open // newest open journey that holds this skb key
-	content  contentIndex     // open journeys by fingerprint and flow
+	waiting  deadlineList      // open journeys taking hops (deadlines.go)
+	ending   deadlineList      // open journeys past an end, in their grace
+	inFlight int               // open journeys
+	byPID    u64map.Map[*open] // open journey per kernel packet ID
+	bySkb    u64map.Map[*open] // newest open journey that holds this skb key
+	content  contentIndex      // open journeys by fingerprint and flow
 	stats    Stats
 
 	// Memory to reuse: open structs once their journey finished, and
@@ -82,8 +83,6 @@ func New(cfg Config, namer topology.Namer) *Assembler {
 	return &Assembler{
 		cfg:     cfg,
 		namer:   namer,
-		byPID:   make(map[uint64]*open),
-		bySkb:   make(map[uint64]*open),
 		content: make(contentIndex),
 		stats:   Stats{DropsByReason: make(map[string]uint64)},
 	}
@@ -131,9 +130,9 @@ func (a *Assembler) AddHop(h event.Hop) []*Journey {
 		j.Hops[len(j.Hops)-1].Tunnel = t
 	}
 	if h.SkbKey != 0 {
-		a.bySkb[h.SkbKey] = o
+		a.bySkb.Set(h.SkbKey, o)
 		if h.PacketID != 0 {
-			a.byPID[h.PacketID] = o
+			a.byPID.Set(h.PacketID, o)
 			o.keyed = true
 		}
 	}
@@ -300,14 +299,14 @@ func (a *Assembler) finish(o *open, timedOut, evicted bool) *Journey {
 		h := &j.Hops[i]
 		if k := h.SkbKey; k != 0 && k != lastSkb {
 			lastSkb = k
-			if a.bySkb[k] == o {
-				delete(a.bySkb, k)
+			if a.bySkb.Get(k) == o {
+				a.bySkb.Delete(k)
 			}
 		}
 		if id := h.PacketID; id != 0 && id != lastID {
 			lastID = id
-			if a.byPID[id] == o {
-				delete(a.byPID, id)
+			if a.byPID.Get(id) == o {
+				a.byPID.Delete(id)
 			}
 		}
 	}

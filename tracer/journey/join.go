@@ -18,11 +18,11 @@ func (a *Assembler) find(h *event.Hop, role topology.Role, t *tuple, fk joinKey)
 	// its first hook: it falls through to the content join too.
 	keyed := h.SkbKey != 0
 	if keyed && h.PacketID != 0 {
-		if o := a.byPID[h.PacketID]; o != nil && !o.passed(h) {
+		if o := a.byPID.Get(h.PacketID); o != nil && !o.passed(h) {
 			return o
 		}
 	} else if keyed {
-		if o := a.bySkb[h.SkbKey]; o != nil && o.j.Fingerprint == h.Fingerprint {
+		if o := a.bySkb.Get(h.SkbKey); o != nil && o.j.Fingerprint == h.Fingerprint {
 			if o.passed(h) {
 				// Same skb and content where this packet already was: a
 				// reused skb carrying an identical packet.
@@ -151,12 +151,12 @@ func holdsSkb(j *Journey, key uint64) bool {
 func (a *Assembler) findDrop(d *event.Drop) *open {
 	exact := d.PacketID != 0 && d.SkbKey != 0
 	if exact {
-		if o := a.byPID[d.PacketID]; o != nil {
+		if o := a.byPID.Get(d.PacketID); o != nil {
 			return o
 		}
 	}
 	if d.SkbKey != 0 {
-		if o := a.bySkb[d.SkbKey]; o != nil && (d.Fingerprint == 0 || o.j.Fingerprint == d.Fingerprint) {
+		if o := a.bySkb.Get(d.SkbKey); o != nil && (d.Fingerprint == 0 || o.j.Fingerprint == d.Fingerprint) {
 			return o
 		}
 	}
