@@ -123,7 +123,7 @@ func (a *attachment) hookKey() hoptraceHookKey {
 
 // hookSlotIdx is hook_slot_idx in bpf/hoptrace.c.
 func hookSlotIdx(k hoptraceHookKey) uint32 {
-	return ((k.NetnsIno * 2654435761) ^ (k.Ifindex * 0x85ebca6b)) >> 20
+	return ((k.NetnsIno * 2654435761) ^ (k.Ifindex * 0x85ebca6b)) >> 22
 }
 
 // setHookFlags writes the flags of a new attachment and of its peer, whose

@@ -361,6 +361,30 @@ func TestCrossCPUContinues(t *testing.T) {
 	}
 }
 
+// TestHookSlotsIndex: hookSlotIdx, the copy of bpf's hook_slot_idx, spreads
+// keys over every slot of hook_slots and never past it, and the table stays
+// small enough to be kmalloc'd (a 16-byte slot; 32 KiB with the header).
+func TestHookSlotsIndex(t *testing.T) {
+	tr := load(t, Options{})
+	m := tr.coll.Maps["hook_slots"]
+	if n := m.MaxEntries() * 16; n > 16<<10 || m.ValueSize() > 16 {
+		t.Errorf("hook_slots: %d slots of %d bytes, want at most 16 KiB", m.MaxEntries(), m.ValueSize())
+	}
+	used := map[uint32]bool{}
+	for ns := uint32(4026531840); ns < 4026531840+64; ns++ {
+		for ifindex := uint32(1); ifindex <= 256; ifindex++ {
+			idx := hookSlotIdx(hoptraceHookKey{NetnsIno: ns, Ifindex: ifindex})
+			if idx >= m.MaxEntries() {
+				t.Fatalf("hookSlotIdx(%d, %d) = %d, past the %d slots", ns, ifindex, idx, m.MaxEntries())
+			}
+			used[idx] = true
+		}
+	}
+	if len(used) < int(m.MaxEntries())*9/10 {
+		t.Errorf("16384 keys use %d of %d slots", len(used), m.MaxEntries())
+	}
+}
+
 // TestHookSlotsShared: interfaces whose hook_slots slot is taken go to
 // hook_more, and the slot says so; when the slot's owner goes, another
 // takes the slot.
