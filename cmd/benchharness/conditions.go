@@ -44,6 +44,9 @@ type condition struct {
 	needs string
 	// bin: the hoptrace binary, when not -hoptrace (-baseline's twins).
 	bin string
+	// optIn: runs only when -conditions names it, not by default (a
+	// variant to weigh, not one of the issues' rows).
+	optIn bool
 }
 
 // baselineSuffix names a condition's twin run with the -baseline binary.
@@ -51,6 +54,12 @@ const baselineSuffix = "@base"
 
 // kindName is the condition's name without baselineSuffix: what it runs.
 func (c condition) kindName() string { return strings.TrimSuffix(c.name, baselineSuffix) }
+
+// isServe: the condition runs hoptrace serve, which has no per-packet
+// output and may lack --ready-file.
+func (c condition) isServe() bool {
+	return c.kind == kindHoptrace && len(c.args) > 0 && c.args[0] == "serve"
+}
 
 // hoptraceBin is the binary a hoptrace condition runs.
 func (c condition) hoptraceBin(o options) string {
@@ -90,6 +99,12 @@ func allConditions() []condition {
 		{name: "floor", label: "tcx program that only counts, at hoptrace's hooks (the floor)", kind: kindFloor},
 		{name: "trace-nomatch", label: "hoptrace trace, filter matching nothing (udp port 9)", kind: kindHoptrace,
 			args: []string{"trace", "-o", "json"}, filter: []string{"udp", "port", "9"}, stdoutToFile: true},
+		// The host side of the veths only (--no-container-side): two hooks
+		// a packet between two containers instead of four, for what that
+		// trades (the hop inside each container) against cost.
+		{name: "trace-nomatch-host", label: "hoptrace trace --no-container-side, filter matching nothing", kind: kindHoptrace,
+			args: []string{"trace", "-o", "json", "--no-container-side"}, filter: []string{"udp", "port", "9"}, stdoutToFile: true,
+			optIn: true},
 		{name: "record", label: "hoptrace record -w FILE", kind: kindHoptrace,
 			args: []string{"record", "-w", "FILE"}},
 		{name: "record-s128", label: "hoptrace record -s 128 -w FILE", kind: kindHoptrace,
@@ -101,7 +116,32 @@ func allConditions() []condition {
 		// output, so only the ratios and its CPU are reported.
 		{name: "serve", label: "hoptrace serve --listen " + serveAddr, kind: kindHoptrace,
 			args: []string{"serve", "--listen", serveAddr}, needs: "serve"},
+		{name: "serve-host", label: "hoptrace serve --no-container-side", kind: kindHoptrace,
+			args: []string{"serve", "--listen", serveAddr, "--no-container-side"}, needs: "serve", optIn: true},
 	}
+}
+
+// selectConditions is what a run measures: the conditions named (none
+// always among them), or with no names all but the opt-in ones.
+func selectConditions(all []condition, named []string) []condition {
+	var out []condition
+	for _, c := range all {
+		if named == nil && !c.optIn || named != nil && contains(named, c.kindName()) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// optInNames are the conditions that run only when named.
+func optInNames() []string {
+	var n []string
+	for _, c := range allConditions() {
+		if c.optIn {
+			n = append(n, c.name)
+		}
+	}
+	return n
 }
 
 func conditionNames() []string {
@@ -200,7 +240,7 @@ func (h *harness) startTracer(ctx context.Context, c condition) (*tracer, error)
 			}
 			argv = append(argv, a)
 		}
-		if c.kindName() != "serve" || h.serveHasReadyFile {
+		if !c.isServe() || h.serveHasReadyFile {
 			argv = append(argv, "--ready-file", t.readyFile)
 		}
 		argv = append(argv, h.bed.hoptraceArgs()...)
@@ -260,7 +300,7 @@ func (t *tracer) ready() bool {
 	case t.c.kind == kindTcpdump:
 		b, _ := os.ReadFile(t.stderrFile)
 		return bytes.Contains(b, []byte("listening on"))
-	case t.c.kindName() == "serve" && !fileExists(t.readyFile):
+	case t.c.isServe() && !fileExists(t.readyFile):
 		// A serve without --ready-file: ready once it accepts on loopback.
 		conn, err := net.DialTimeout("tcp", serveAddr, 100*time.Millisecond)
 		if err == nil {
@@ -332,7 +372,7 @@ func (t *tracer) finish(s *sample, all1, host1 uint64) {
 	switch {
 	case t.c.kind == kindTcpdump:
 		s.hops, s.lost, err = tcpdumpStats(readFileTail(t.stderrFile, 4096))
-	case t.c.kindName() == "serve", t.c.kind == kindFloor:
+	case t.c.isServe(), t.c.kind == kindFloor:
 		// No per-packet output to count.
 	case t.c.stdoutToFile:
 		s.hops, s.lost, s.evicted, err = jsonSummary(readFileTail(t.outFile, 64<<10) + "\n" + readFileTail(t.stderrFile, 16<<10))

@@ -204,7 +204,7 @@ func (h *harness) available(ctx context.Context, c condition) string {
 		if err != nil {
 			return fmt.Sprintf("skipped: this hoptrace has no %q subcommand yet", c.needs)
 		}
-		if c.kindName() == "serve" {
+		if c.isServe() {
 			h.serveHasReadyFile = strings.Contains(string(out), "--ready-file")
 		}
 	}
@@ -263,10 +263,7 @@ func schedule(conds []condition, r, rounds int, bracket bool) []condition {
 func (h *harness) measure(ctx context.Context) (*report, error) {
 	rep := newReport(h)
 	var conds []condition
-	for _, c := range withBaseline(allConditions(), h.o.baseline) {
-		if h.o.conditions != nil && !contains(h.o.conditions, c.kindName()) {
-			continue
-		}
+	for _, c := range withBaseline(selectConditions(allConditions(), h.o.conditions), h.o.baseline) {
 		rep.conds = append(rep.conds, c)
 		if why := h.available(ctx, c); why != "" {
 			rep.skipped[c.name] = why

@@ -100,7 +100,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	quick := fs.Bool("quick", os.Getenv("QUICK") == "1", "2 rounds of 2 s, to try the harness (also QUICK=1)")
 	fs.StringVar(&o.out, "out", "", "also write the markdown report to this file (e.g. docs/BENCHMARKS.md)")
 	fs.BoolVar(&o.netns, "netns", false, "no Docker: two network namespaces on a bridge of the harness's own, hoptrace with --no-docker -i")
-	conds := fs.String("conditions", "", "comma-separated conditions to run (default all): "+strings.Join(conditionNames(), ","))
+	conds := fs.String("conditions", "", "comma-separated conditions to run (default all but "+strings.Join(optInNames(), " and ")+"): "+strings.Join(conditionNames(), ","))
 	fs.StringVar(&o.command, "command", "", "the command line to name in the report (default: this one)")
 	fs.StringVar(&o.floor, "floor", "", "internal: be the floor condition, a TC program that only counts at these hook points (IFNAME or NETNS-PATH:IFNAME, comma-separated), until SIGINT")
 	fs.StringVar(&o.floorReady, "floor-ready", "", "internal: with -floor, the file to create once attached")

@@ -269,3 +269,38 @@ func TestBracketRatios(t *testing.T) {
 		t.Errorf("unbracketed, the drift should show: %v", got)
 	}
 }
+
+// TestSelectConditions: by default every condition but the opt-in ones
+// runs; named ones run whether opt-in or not, none always.
+func TestSelectConditions(t *testing.T) {
+	names := func(cs []condition) string {
+		var n []string
+		for _, c := range cs {
+			n = append(n, c.name)
+		}
+		return strings.Join(n, ",")
+	}
+	def := names(selectConditions(allConditions(), nil))
+	for _, want := range []string{"none", "tcpdump", "floor", "trace-nomatch", "record", "serve"} {
+		if !strings.Contains(","+def+",", ","+want+",") {
+			t.Errorf("default run lacks %s: %s", want, def)
+		}
+	}
+	for _, optIn := range []string{"serve-host", "trace-nomatch-host"} {
+		if strings.Contains(","+def+",", ","+optIn+",") {
+			t.Errorf("default run has the opt-in %s: %s", optIn, def)
+		}
+	}
+	var sb strings.Builder
+	o, err := parseFlags([]string{"-conditions", "serve-host,floor"}, &sb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := names(selectConditions(allConditions(), o.conditions)); got != "none,floor,serve-host" {
+		t.Errorf("-conditions serve-host,floor ran %s", got)
+	}
+	// serve-host is a serve: no per-packet output, ready when it listens.
+	if c := selectConditions(allConditions(), []string{"serve-host"}); len(c) != 1 || !c[0].isServe() {
+		t.Errorf("serve-host: %+v, not one serve condition", c)
+	}
+}
