@@ -47,6 +47,9 @@ type condition struct {
 	// optIn: runs only when -conditions names it, not by default (a
 	// variant to weigh, not one of the issues' rows).
 	optIn bool
+	// hostSideOnly: the floor at the host's hook points only, where
+	// --no-container-side hooks.
+	hostSideOnly bool
 }
 
 // baselineSuffix names a condition's twin run with the -baseline binary.
@@ -97,6 +100,8 @@ func allConditions() []condition {
 		{name: "none", label: "none (no tracer)"},
 		{name: "tcpdump", label: "tcpdump -i any -s 128 -w /dev/null", kind: kindTcpdump},
 		{name: "floor", label: "tcx program that only counts, at hoptrace's hooks (the floor)", kind: kindFloor},
+		{name: "floor-host", label: "the floor at the host side only (--no-container-side's hooks)", kind: kindFloor,
+			hostSideOnly: true, optIn: true},
 		{name: "trace-nomatch", label: "hoptrace trace, filter matching nothing (udp port 9)", kind: kindHoptrace,
 			args: []string{"trace", "-o", "json"}, filter: []string{"udp", "port", "9"}, stdoutToFile: true},
 		// The host side of the veths only (--no-container-side): two hooks
@@ -119,6 +124,21 @@ func allConditions() []condition {
 		{name: "serve-host", label: "hoptrace serve --no-container-side", kind: kindHoptrace,
 			args: []string{"serve", "--listen", serveAddr, "--no-container-side"}, needs: "serve", optIn: true},
 	}
+}
+
+// floorPoints are the points the floor hooks: all the bed's, or with
+// hostSideOnly those in the host's namespace.
+func floorPoints(all []hookPoint, hostSideOnly bool) []hookPoint {
+	if !hostSideOnly {
+		return all
+	}
+	var out []hookPoint
+	for _, p := range all {
+		if p.netns == "" {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // selectConditions is what a run measures: the conditions named (none
@@ -228,7 +248,7 @@ func (h *harness) startTracer(ctx context.Context, c condition) (*tracer, error)
 			return nil, err
 		}
 		var pts []string
-		for _, p := range h.bed.hookPoints() {
+		for _, p := range floorPoints(h.bed.hookPoints(), c.hostSideOnly) {
 			pts = append(pts, p.String())
 		}
 		argv = []string{self, "-floor", strings.Join(pts, ","), "-floor-ready", t.readyFile}

@@ -286,7 +286,7 @@ func TestSelectConditions(t *testing.T) {
 			t.Errorf("default run lacks %s: %s", want, def)
 		}
 	}
-	for _, optIn := range []string{"serve-host", "trace-nomatch-host"} {
+	for _, optIn := range []string{"floor-host", "serve-host", "trace-nomatch-host"} {
 		if strings.Contains(","+def+",", ","+optIn+",") {
 			t.Errorf("default run has the opt-in %s: %s", optIn, def)
 		}
@@ -302,5 +302,18 @@ func TestSelectConditions(t *testing.T) {
 	// serve-host is a serve: no per-packet output, ready when it listens.
 	if c := selectConditions(allConditions(), []string{"serve-host"}); len(c) != 1 || !c[0].isServe() {
 		t.Errorf("serve-host: %+v, not one serve condition", c)
+	}
+}
+
+// TestFloorPoints: the host-side floor leaves out the points inside
+// containers' namespaces, where --no-container-side does not hook.
+func TestFloorPoints(t *testing.T) {
+	all := []hookPoint{{name: "docker0"}, {name: "veth1"}, {netns: "/proc/7/ns/net", name: "eth0"}, {name: "veth2"}}
+	if got := floorPoints(all, false); len(got) != 4 {
+		t.Errorf("the whole floor hooks %v", got)
+	}
+	got := floorPoints(all, true)
+	if len(got) != 3 || got[0].name != "docker0" || got[2].name != "veth2" {
+		t.Errorf("the host-side floor hooks %v", got)
 	}
 }
