@@ -97,6 +97,54 @@ func (t *Tracer) ReadInto(ctx context.Context, r *Record) error {
 	}
 }
 
+// ReadBatch blocks until the next event, as ReadInto, then decodes into the
+// rest of recs the events already committed, up to len(recs), without
+// waiting for more; it returns how many it filled (at least one unless err
+// is set). A busy reader then takes the rings' lock and looks at ctx once a
+// batch, not once an event. Records passed again reuse their buffers.
+func (t *Tracer) ReadBatch(ctx context.Context, recs []Record) (int, error) {
+	if len(recs) == 0 {
+		return 0, nil
+	}
+	if err := t.ReadInto(ctx, &recs[0]); err != nil {
+		return 0, err
+	}
+	return 1 + t.readMore(recs[1:]), nil
+}
+
+// readMore decodes committed events into recs until they run out or recs
+// is full, without waiting; it returns how many it filled.
+func (t *Tracer) readMore(recs []Record) int {
+	if len(recs) == 0 {
+		return 0
+	}
+	rings := t.rings
+	rings.mu.Lock()
+	defer rings.mu.Unlock()
+	n := 0
+	looked := false
+	for n < len(recs) {
+		b, i, ok := rings.next()
+		if !ok {
+			if looked || !rings.look() {
+				break
+			}
+			looked = true // once a batch: the positions are the producers' lines
+			continue
+		}
+		if t.decode(b, &recs[n]) {
+			n++
+		} else {
+			t.skipped.Add(1)
+		}
+		rings.consume(i)
+	}
+	if n > 0 {
+		t.idle.event()
+	}
+	return n
+}
+
 // readNow decodes the next committed event into r, without waiting: whether
 // there was one, and whether it decoded (a kind this tracer knows).
 func (t *Tracer) readNow(r *Record) (took, good bool) {

@@ -224,24 +224,30 @@ func (s *Session) Run(ctx context.Context, h Handler) error {
 		s.mu.Unlock()
 	}()
 
-	var rec tracer.Record
+	recs := make([]tracer.Record, readBatch)
 	for {
-		err := s.tr.ReadInto(ctx, &rec)
+		n, err := s.tr.ReadBatch(ctx, recs)
 		if err != nil {
 			if errors.Is(err, tracer.ErrClosed) {
 				return nil
 			}
 			if ctx.Err() != nil {
-				s.drainAfterStop(h, &rec)
+				s.drainAfterStop(h, recs)
 				return nil
 			}
 			return fmt.Errorf("read events: %w", err)
 		}
-		s.deliver(h, &rec)
+		s.deliver(h, recs[:n])
 	}
 }
 
-func (s *Session) deliver(h Handler, rec *tracer.Record) {
+// readBatch is how many events the reader takes from the rings, and hands
+// on, under one lock: a busy ring is read in batches, a quiet one event by
+// event as it comes.
+const readBatch = 64
+
+// deliver hands recs, in order, to h.
+func (s *Session) deliver(h Handler, recs []tracer.Record) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.quiet {
@@ -251,13 +257,16 @@ func (s *Session) deliver(h Handler, rec *tracer.Record) {
 		default:
 		}
 	}
-	switch rec.Kind {
-	case tracer.KindHop:
-		s.newest = max(s.newest, rec.Hop.TimeNS)
-		h.Hop(&rec.Hop)
-	case tracer.KindDrop:
-		s.newest = max(s.newest, rec.Drop.TimeNS)
-		h.Drop(&rec.Drop)
+	for i := range recs {
+		rec := &recs[i]
+		switch rec.Kind {
+		case tracer.KindHop:
+			s.newest = max(s.newest, rec.Hop.TimeNS)
+			h.Hop(&rec.Hop)
+		case tracer.KindDrop:
+			s.newest = max(s.newest, rec.Drop.TimeNS)
+			h.Drop(&rec.Drop)
+		}
 	}
 }
 
@@ -268,14 +277,15 @@ const stopDrain = 200 * time.Millisecond
 // in the ring: a Ctrl-C just after the traffic must not lose its last
 // journeys. It reads only while events are there, for at most stopDrain,
 // so a ring a flood keeps filling cannot hold the stop up.
-func (s *Session) drainAfterStop(h Handler, rec *tracer.Record) {
+func (s *Session) drainAfterStop(h Handler, recs []tracer.Record) {
 	ctx, cancel := context.WithTimeout(context.Background(), stopDrain)
 	defer cancel()
 	for s.tr.Unread() > 0 {
-		if err := s.tr.ReadInto(ctx, rec); err != nil {
+		n, err := s.tr.ReadBatch(ctx, recs)
+		if err != nil {
 			return
 		}
-		s.deliver(h, rec)
+		s.deliver(h, recs[:n])
 	}
 }
 
