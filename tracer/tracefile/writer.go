@@ -54,6 +54,12 @@ type Writer struct {
 	closed  bool
 }
 
+// writeBuffer is how many bytes of records are held before a write: a busy
+// recording (~3 MB/s) then makes a few system calls a second instead of
+// dozens, each of which can wake another thread of the Go runtime on a CPU
+// the traced traffic uses. Flush still hands everything over once a second.
+const writeBuffer = 1 << 20
+
 // Create writes the header of a new recording to w and returns a Writer for
 // its records. The header is flushed at once, so even a capture killed
 // before its first packet leaves a readable file.
@@ -72,7 +78,7 @@ func Create(w io.Writer, hdr Header) (*Writer, error) {
 // Writer for the records.
 func create(w io.Writer, hdr Header, js []byte) (*Writer, error) {
 	wr := &Writer{
-		bw:      bufio.NewWriterSize(w, 64<<10),
+		bw:      bufio.NewWriterSize(w, writeBuffer),
 		hdr:     hdr,
 		fpIndex: new(fpIndex),
 		nameIDs: make(map[string]uint64),
