@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"syscall"
 	"time"
 
@@ -81,6 +82,27 @@ type liveHooks struct {
 	noJourneys bool
 }
 
+// eventsOnlyTick is the capture's tick when nothing is assembled.
+const eventsOnlyTick = 250 * time.Millisecond
+
+// captureConfig is the capture's configuration for these flags and hooks.
+func (h liveHooks) captureConfig(cf *captureFlags, log *slog.Logger) capture.Config {
+	c := cf.config(log)
+	if h.assembles(cf) {
+		return c
+	}
+	// No journey waits on time: the ticks only flush the recording (once
+	// a second) and report losses, and each one wakes the process.
+	c.TickInterval = eventsOnlyTick
+	return c
+}
+
+// assembles tells whether the run assembles journeys: unless only the
+// sinks' events are wanted and no metrics are served from journeys.
+func (h liveHooks) assembles(cf *captureFlags) bool {
+	return !h.noJourneys || cf.metricsAddr != ""
+}
+
 // liveJourneys runs a capture through the pipeline to a printer (and the
 // hooks' sinks) until the context ends, -c journeys were printed or
 // --duration passed; then detaches and prints the summary.
@@ -96,7 +118,7 @@ func liveJourneys(ctx context.Context, name string, cf *captureFlags, stdout, st
 	if err := checkPrivileges(name, privileges{netAdmin: true, bpf: true, docker: !cf.noDocker}); err != nil {
 		return err
 	}
-	sess, err := capture.Open(ctx, cf.config(log))
+	sess, err := capture.Open(ctx, hooks.captureConfig(cf, log))
 	if err != nil {
 		return fmt.Errorf("%s: %w", name, explainVerifier(err, cf.verifierLog))
 	}
@@ -129,7 +151,7 @@ func liveJourneys(ctx context.Context, name string, cf *captureFlags, stdout, st
 	if len(cf.containers) > 0 {
 		sel.Interfaces = cf.ifaces
 	}
-	cfg := pipeline.Config{Journey: cf.journeyConfig(sess.Snapshot().HostNetnsIno), Select: sel, Count: cf.count, NoJourneys: hooks.noJourneys && cf.metricsAddr == ""}
+	cfg := pipeline.Config{Journey: cf.journeyConfig(sess.Snapshot().HostNetnsIno), Select: sel, Count: cf.count, NoJourneys: !hooks.assembles(cf)}
 	if err := writeReady(cf.readyFile); err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
