@@ -109,7 +109,10 @@
 // of its packet's previous hop goes as a compact event, and the reader
 // fills the headers in (headers.go). The reader merges the rings
 // in time order (ring.go): a look takes every ring's producer position,
-// then hands out the events below them oldest first, decoded in place.
+// then hands out the events below them oldest first, decoded in place;
+// ReadBatch decodes as many as are there, up to a batch, under one lock
+// (the capture reads 64 at a time: a third less of the reader's time an
+// event than one ReadInto each).
 // The kernel submits without waking the reader, which
 // costs a few hundred ns per event instead of microseconds; the reader
 // drains the rings when they have data and looks again every

@@ -12,9 +12,9 @@
 // as the live view showed it. The package is pure: it imports no kernel,
 // netlink or Docker code.
 //
-// A hop's way, live: the hook writes it to the ring buffer; tracer.ReadInto
-// decodes it into an event.Hop; capture.Session.Run hands it to the driver
-// (Input.Hop); the driver gives it to the event sinks (the recorder) and to
+// A hop's way, live: the hook writes it to the ring buffer; tracer.ReadBatch
+// decodes it, with the others already there, into an event.Hop;
+// capture.Session.Run hands the batch to the driver (Input.Hop); the driver gives it to the event sinks (the recorder) and to
 // journey.Assembler.AddHop; when its journey finishes, journey.NameWait
 // names it for good; the driver checks the selection and calls every
 // Sink.Journey (render.Text writes the line). From a recording, only the
