@@ -508,14 +508,7 @@ func hookCostPingPong(b *testing.B, opts Options) {
 // produces events as fast as BPF_PROG_TEST_RUN runs the hook on one CPU
 // while the reader decodes them on another. ns/op is per event read.
 func BenchmarkReadRate(b *testing.B) {
-	testenv.RequireRoot(b)
-	tr, err := Load(Options{RingBufferBytes: 16 << 20})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer tr.Close()
-	prog := tr.coll.Programs["hop_ingress_legacy"]
-	frame := testFrame()
+	tr, prog, frame := loadForReading(b)
 	var stop atomic.Bool
 	produced := make(chan error, 1)
 	b.ResetTimer()
@@ -546,4 +539,16 @@ func BenchmarkReadRate(b *testing.B) {
 	loss, _ := tr.Loss()
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "events/s")
 	b.ReportMetric(float64(loss.Hops)/float64(b.N), "lost/read")
+}
+
+// loadForReading loads a tracer with rings of 16 MiB for the reader's
+// benchmarks, and the hop program and frame that fill them.
+func loadForReading(b *testing.B) (*Tracer, *ebpf.Program, []byte) {
+	testenv.RequireRoot(b)
+	tr, err := Load(Options{RingBufferBytes: 16 << 20})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { tr.Close() })
+	return tr, tr.coll.Programs["hop_ingress_legacy"], testFrame()
 }

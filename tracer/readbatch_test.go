@@ -2,15 +2,11 @@ package tracer
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
-	"runtime"
 	"testing"
 	"time"
 
 	"github.com/cilium/ebpf"
-
-	"github.com/hoptrace/hoptrace/vmtests/testenv"
 )
 
 // TestReadBatch: events already committed come back in batches, a batch
@@ -18,22 +14,16 @@ import (
 // rings ReadBatch waits as ReadInto does, until its context ends.
 func TestReadBatch(t *testing.T) {
 	tr := load(t, Options{})
-	cpus := runtime.NumCPU()
 	const n = 300
-	for i := range n {
-		f := flowFrame(i)
-		binary.BigEndian.PutUint16(f[18:], uint16(i)) // IP ID: the event's number
-		runHopOn(t, tr, i%cpus, f)
-	}
+	writeNumberedHops(t, tr, n)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	recs := make([]Record, 64)
-	hops, batches := 0, 0
-	var last uint64
-	for hops < n {
+	var o inOrder
+	for batches := 0; o.hops < n; batches++ {
 		got, err := tr.ReadBatch(ctx, recs)
 		if err != nil {
-			t.Fatalf("after %d of %d hops: %v", hops, n, err)
+			t.Fatalf("after %d of %d hops: %v", o.hops, n, err)
 		}
 		if got < 1 || got > len(recs) {
 			t.Fatalf("a batch of %d records into %d", got, len(recs))
@@ -41,32 +31,11 @@ func TestReadBatch(t *testing.T) {
 		if batches == 0 && got != len(recs) {
 			t.Errorf("first batch: %d records with %d hops committed, want a full batch of %d", got, n, len(recs))
 		}
-		batches++
-		for _, r := range recs[:got] {
-			ts := r.Drop.TimeNS
-			if r.Kind == KindHop {
-				if id := r.Hop.Pkt.IPID; id != uint32(hops) {
-					t.Fatalf("hop %d read as number %d", hops, id)
-				}
-				ts = r.Hop.TimeNS
-				hops++
-			}
-			if ts < last {
-				t.Fatalf("a %v at %d, before the event read before it (%d)", r.Kind, ts, last)
-			}
-			last = ts
+		for i := range recs[:got] {
+			o.see(t, &recs[i])
 		}
 	}
-	// What is left are drops of the runs' skbs: then the rings are empty.
-	for {
-		took, _ := tr.readNow(&recs[0])
-		if !took {
-			break
-		}
-		if recs[0].Kind == KindHop {
-			t.Errorf("a hop more than the %d made", n)
-		}
-	}
+	readRest(t, tr, n)
 	if got, err := tr.ReadBatch(ctx, nil); got != 0 || err != nil {
 		t.Errorf("ReadBatch into no records: %d, %v; want 0, nil", got, err)
 	}
@@ -91,14 +60,7 @@ func BenchmarkReadDrain(b *testing.B) {
 }
 
 func benchReadDrain(b *testing.B, batch int) {
-	testenv.RequireRoot(b)
-	tr, err := Load(Options{RingBufferBytes: 16 << 20})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer tr.Close()
-	prog := tr.coll.Programs["hop_ingress_legacy"]
-	frame := testFrame()
+	tr, prog, frame := loadForReading(b)
 	recs := make([]Record, batch)
 	ctx := context.Background()
 	events := 0

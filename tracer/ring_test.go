@@ -28,42 +28,47 @@ func runHopOn(t *testing.T, tr *Tracer, cpu int, frame []byte) {
 	}
 }
 
-// TestRingsInTimeOrder: events written to the rings of different CPUs, in
-// turns, are read back all and in the order they happened, not ring by
-// ring.
-func TestRingsInTimeOrder(t *testing.T) {
-	tr := load(t, Options{})
+// writeNumberedHops writes n hops to the rings of the CPUs in turn, each
+// numbered by its IP ID. Each run's skb is freed after it: a drop event may
+// follow each hop.
+func writeNumberedHops(t *testing.T, tr *Tracer, n int) {
+	t.Helper()
 	cpus := runtime.NumCPU()
-	if cpus < 2 {
-		t.Log("one CPU: the order across rings is not exercised")
-	}
-	const n = 300
 	for i := range n {
 		f := flowFrame(i)
 		binary.BigEndian.PutUint16(f[18:], uint16(i)) // IP ID: the event's number
 		runHopOn(t, tr, i%cpus, f)
 	}
-	// Each run's skb is freed after it: a drop event may follow each hop.
-	var r Record
-	var last uint64
-	for i := 0; i < n; {
-		took, good := tr.readNow(&r)
-		if !took || !good {
-			t.Fatalf("after %d of %d hops: took %v, decoded %v", i, n, took, good)
+}
+
+// inOrder checks events read back from writeNumberedHops: hops in their
+// numbers' order, every event no older than the one before it.
+type inOrder struct {
+	hops int
+	last uint64
+}
+
+func (o *inOrder) see(t *testing.T, r *Record) {
+	t.Helper()
+	ts := r.Drop.TimeNS
+	if r.Kind == KindHop {
+		if got := r.Hop.Pkt.IPID; got != uint32(o.hops) {
+			t.Fatalf("hop %d read as number %d: rings read out of time order", o.hops, got)
 		}
-		ts := r.Drop.TimeNS
-		if r.Kind == KindHop {
-			if got := r.Hop.Pkt.IPID; got != uint32(i) {
-				t.Fatalf("hop %d read as number %d: rings read out of time order", i, got)
-			}
-			ts = r.Hop.TimeNS
-			i++
-		}
-		if ts < last {
-			t.Fatalf("a %v at %d, before the event read before it (%d)", r.Kind, ts, last)
-		}
-		last = ts
+		ts = r.Hop.TimeNS
+		o.hops++
 	}
+	if ts < o.last {
+		t.Fatalf("a %v at %d, before the event read before it (%d)", r.Kind, ts, o.last)
+	}
+	o.last = ts
+}
+
+// readRest reads what is left after the n hops (their skbs' drops) and
+// checks that the rings are then empty.
+func readRest(t *testing.T, tr *Tracer, n int) {
+	t.Helper()
+	var r Record
 	for {
 		took, _ := tr.readNow(&r)
 		if !took {
@@ -76,6 +81,28 @@ func TestRingsInTimeOrder(t *testing.T) {
 	if tr.Unread() != 0 {
 		t.Errorf("%d bytes unread after reading every event", tr.Unread())
 	}
+}
+
+// TestRingsInTimeOrder: events written to the rings of different CPUs, in
+// turns, are read back all and in the order they happened, not ring by
+// ring.
+func TestRingsInTimeOrder(t *testing.T) {
+	tr := load(t, Options{})
+	if runtime.NumCPU() < 2 {
+		t.Log("one CPU: the order across rings is not exercised")
+	}
+	const n = 300
+	writeNumberedHops(t, tr, n)
+	var r Record
+	var o inOrder
+	for o.hops < n {
+		took, good := tr.readNow(&r)
+		if !took || !good {
+			t.Fatalf("after %d of %d hops: took %v, decoded %v", o.hops, n, took, good)
+		}
+		o.see(t, &r)
+	}
+	readRest(t, tr, n)
 }
 
 // TestRingsWakeSleepingReader: a sleeping reader is woken by an event on
