@@ -135,9 +135,11 @@ struct hop_event {
  * hop_event takes 172. An event's bytes are most of what it costs: each
  * line the hook writes was last read by the reader on another CPU
  * (BenchmarkHookCostPingPong: ~450 ns a hook with every hop a hop_event,
- * ~270 with every hop this size). Never with snaplen (each hop carries its
- * own bytes), at an underlay hook (the outer headers are the news) or
- * without the skb key (see hop). */
+ * ~270 with every hop this size). With snaplen, only while it is at most
+ * SNAP_HASHED and the hop's bytes are those of the last hop too (snap_hash):
+ * the reader gives it the bytes as it gives it the headers. Never at an
+ * underlay hook (the outer headers are the news) or without the skb key
+ * (see hop). */
 struct hop_next_event {
 	__u8 kind; /* EVENT_HOP_NEXT */
 	__u8 dir;
@@ -235,7 +237,8 @@ struct seen {
 	__u32 weight; /* timed: counted this many times in the histograms; 0 untimed */
 	__u32 _pad;
 	/* Events only: the headers at the last hop whose event was sent,
-	 * hashed (hdr_hash); 0 when that event was lost. */
+	 * hashed (hdr_hash), or with snaplen 1 when that event carried the
+	 * packet's bytes; 0 when it was lost. */
 	__u64 hdr_h;
 	/* The frame's first bytes at the last hop, hashed (frame_hash); 0
 	 * when they were not hashed. */
@@ -1804,6 +1807,38 @@ static __always_inline __u64 frame_hash(struct __sk_buff *ctx)
 	return h | 1;
 }
 
+/* With snaplen up to SNAP_HASHED, a packet's later hops whose bytes are
+ * those of its last hop go compact as they do without snaplen; a larger
+ * snaplen copies every hop's bytes (hashing them would cost what copying
+ * does). */
+#define SNAP_HASHED 128
+
+/* snap_hash mixes into frame_h (frame_hash: the headers) the packet's first
+ * min(len, snaplen) bytes and their count: equal at two hops of a packet,
+ * the bytes the later hop would carry are the earlier one's. 0 when they
+ * cannot be read. Its own frame: the bytes take a sixth of the stack. */
+static __noinline __u64 snap_hash(struct __sk_buff *ctx, __u64 frame_h)
+{
+	__u64 w[SNAP_HASHED / 8] = {};
+	__u64 n = ctx->len;
+	__u64 cap = snaplen;
+	if (!n || !cap || cap > SNAP_HASHED)
+		return 0;
+	__u64 m = n - 1; /* clamped below cap, plus one, as hop's copy does */
+	asm volatile("" : "+r"(m));
+	if (m >= cap)
+		m = cap - 1;
+	asm volatile("" : "+r"(m));
+	if (bpf_skb_load_bytes(ctx, 0, w, m + 1))
+		return 0;
+	__u64 h = (frame_h ^ (m + 1)) * 0xff51afd7ed558ccdULL;
+#pragma unroll
+	for (int i = 0; i < SNAP_HASHED / 8; i++)
+		h = (h ^ w[i]) * 0xff51afd7ed558ccdULL;
+	h ^= h >> 29;
+	return h | 1;
+}
+
 /* send_hop_next sends a hop of packet id whose headers are those of its
  * last hop: a hop_next_event. */
 static __always_inline void send_hop_next(struct __sk_buff *ctx, __u8 dir, __u32 ifindex, __u32 netns_ino,
@@ -1908,8 +1943,10 @@ static __always_inline void hop(struct __sk_buff *ctx, __u8 dir, bool underlay)
 			return;
 	}
 	__u64 frame_h = 0;
-	if (have_kern_ctx && !underlay && !snaplen) {
+	if (have_kern_ctx && !underlay && snaplen <= SNAP_HASHED) {
 		frame_h = frame_hash(ctx);
+		if (frame_h && snaplen)
+			frame_h = snap_hash(ctx, frame_h);
 		if (frame_h && continue_here(ctx, dir, frame_h))
 			return;
 	}
@@ -2005,6 +2042,10 @@ static __always_inline void hop(struct __sk_buff *ctx, __u8 dir, bool underlay)
 			if (bpf_skb_load_bytes(ctx, 0, (void *)(ev + 1), m + 1) == 0)
 				ev->cap_len = m + 1;
 		}
+		/* The reader has this hop's bytes for the hops that go compact
+		 * after it; without them, none may. */
+		if (entry)
+			entry->hdr_h = ev->cap_len ? 1 : 0;
 	}
 	submit(ev, &o);
 }

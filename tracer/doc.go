@@ -107,7 +107,9 @@
 // and the large one for what those cannot hold: a ring's writes walk all
 // of it, and those of a large one keep missing the caches. With the skb key, a hop whose headers are those
 // of its packet's previous hop goes as a compact event, and the reader
-// fills the headers in (headers.go). The reader merges the rings
+// fills the headers in (headers.go); with a snaplen up to 128, when its
+// bytes are those of the previous hop too (hashed in the hook), and the
+// reader fills them in as well. The reader merges the rings
 // in time order (ring.go): a look takes every ring's producer position,
 // then hands out the events below them oldest first, decoded in place;
 // ReadBatch decodes as many as are there, up to a batch, under one lock

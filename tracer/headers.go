@@ -10,8 +10,10 @@ import (
 // bpf/hoptrace.c) when their headers are byte for byte those of the hop
 // before: the kernel writes a third of the bytes, and the reader gives the
 // hop the headers it kept from that earlier event. headerCache is where it
-// keeps them. Only with the skb key: with content keys, equal packets on
-// two CPUs can share an entry, and each hop carries its headers.
+// keeps them, and with a snaplen of at most 128 the packet's bytes too (a
+// compact hop's bytes are its last hop's: snap_hash). Only with the skb
+// key: with content keys, equal packets on two CPUs can share an entry, and
+// each hop carries its headers.
 //
 // Packet IDs are (cpu+1)<<48 | a counter of that CPU (new_id), so the
 // cache is direct-mapped per CPU by the counter: a packet's hops follow its
@@ -29,9 +31,10 @@ type headerCache struct {
 const headerSlots = 8192 // per CPU, a power of two
 
 type headerSlot struct {
-	id  uint64
-	fp  uint64
-	pkt event.Packet
+	id   uint64
+	fp   uint64
+	pkt  event.Packet
+	data []byte // the hop's Data, in a buffer the slot keeps
 }
 
 func newHeaderCache(cpus int) *headerCache {
@@ -54,6 +57,7 @@ func (c *headerCache) slot(id uint64) *headerSlot {
 func (c *headerCache) keep(h *event.Hop) {
 	if s := c.slot(h.PacketID); s != nil {
 		s.id, s.fp, s.pkt = h.PacketID, h.Fingerprint, h.Pkt
+		s.data = append(s.data[:0], h.Data...)
 	}
 }
 
@@ -65,6 +69,9 @@ func (c *headerCache) fill(h *event.Hop) bool {
 		return false
 	}
 	h.Fingerprint, h.Pkt = s.fp, s.pkt
+	if len(s.data) > 0 {
+		h.Data = append([]byte(nil), s.data...) // the hop's own: consumers keep it
+	}
 	c.filled++
 	return true
 }

@@ -1,6 +1,7 @@
 package tracer
 
 import (
+	"bytes"
 	"net/netip"
 	"testing"
 
@@ -42,5 +43,37 @@ func TestHeaderCache(t *testing.T) {
 	}
 	if c.filled != 1 || c.missing.Load() != 3 {
 		t.Errorf("filled %d, missing %d; want 1 and 3", c.filled, c.missing.Load())
+	}
+}
+
+// TestHeaderCacheKeepsBytes: with a snaplen, a compact hop gets the bytes
+// of its packet's last full hop, in a slice of its own; a full hop without
+// bytes leaves the packet's later compact hops without any.
+func TestHeaderCacheKeepsBytes(t *testing.T) {
+	c := newHeaderCache(1)
+	id := uint64(1)<<48 | 3
+	first := event.Hop{PacketID: id, Data: []byte{1, 2, 3, 4}}
+	c.keep(&first)
+	first.Data[0] = 9 // the reader's record is reused: the cache has its own copy
+
+	next := event.Hop{PacketID: id}
+	if !c.fill(&next) {
+		t.Fatal("a compact hop of a kept packet got nothing")
+	}
+	if !bytes.Equal(next.Data, []byte{1, 2, 3, 4}) {
+		t.Errorf("filled bytes %v, want the kept hop's [1 2 3 4]", next.Data)
+	}
+	next.Data[1] = 9 // a consumer may keep and change its hop's bytes
+	again := event.Hop{PacketID: id}
+	c.fill(&again)
+	if !bytes.Equal(again.Data, []byte{1, 2, 3, 4}) {
+		t.Errorf("a second compact hop got %v, want [1 2 3 4]", again.Data)
+	}
+
+	bare := event.Hop{PacketID: id + 1}
+	c.keep(&bare)
+	after := event.Hop{PacketID: id + 1}
+	if !c.fill(&after) || after.Data != nil {
+		t.Errorf("a compact hop after a hop without bytes got %v, want none", after.Data)
 	}
 }
