@@ -66,7 +66,8 @@ type Hop struct {
 	// encapsulated in VXLAN.
 	Tunnel Tunnel
 	// Data is the first snaplen bytes of the packet (nil when snaplen is 0);
-	// at an underlay hook they begin with the outer headers.
+	// at an underlay hook they begin with the outer headers. Read only: the
+	// hops of a packet read from a recording may share it.
 	Data []byte
 }
 

@@ -1,6 +1,7 @@
 package tracefile
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 
@@ -17,6 +18,12 @@ type hopRef struct {
 	skb uint64
 	pid uint64 // PacketID
 	pkt event.Packet
+	// data is the hop's packet bytes as coded: a packet's hops across a
+	// bridge carry the same bytes, coded once. The writer copies them into
+	// a buffer the slot keeps; the reader keeps the hop's own, which the
+	// hops that share them get too (no copy: a record of a few bytes must
+	// not cost snaplen bytes of memory).
+	data []byte
 }
 
 // fpIndex finds the latest hop coded with a fingerprint, for the writer to
@@ -64,9 +71,13 @@ func (s *state) ref(d uint64) (*hopRef, bool) {
 	return &s.ring[(s.hops-d)%ringSize], true
 }
 
-func (s *state) push(h *event.Hop) {
-	s.ring[s.hops%ringSize] = hopRef{fp: h.Fingerprint, skb: h.SkbKey, pid: h.PacketID, pkt: h.Pkt}
+// push makes h the latest hop a record may refer to and returns its slot,
+// for the caller to set its data.
+func (s *state) push(h *event.Hop) *hopRef {
+	r := &s.ring[s.hops%ringSize]
+	r.fp, r.skb, r.pid, r.pkt = h.Fingerprint, h.SkbKey, h.PacketID, h.Pkt
 	s.hops++
+	return r
 }
 
 // Hop flags.
@@ -77,7 +88,8 @@ const (
 	hopData      = 1 << 4
 	hopSameFP    = 1 << 5
 	hopTunnel    = 1 << 6 // VNI and peer address follow the packet
-	hopKnownBits = 1<<7 - 1
+	hopSameData  = 1 << 7 // the data is the reference's (hopData is not set)
+	hopKnownBits = 1<<8 - 1
 )
 
 // Drop flags.
@@ -113,7 +125,11 @@ func (s *state) encodeHop(e *enc, h *event.Hop, fpIndex *fpIndex, snaplen uint32
 		flags |= hopGSO
 	}
 	if len(data) > 0 {
-		flags |= hopData
+		if d > 0 && bytes.Equal(data, ref.data) {
+			flags |= hopSameData
+		} else {
+			flags |= hopData
+		}
 	}
 	if d > 0 && h.Fingerprint == ref.fp {
 		flags |= hopSameFP
@@ -157,7 +173,8 @@ func (s *state) encodeHop(e *enc, h *event.Hop, fpIndex *fpIndex, snaplen uint32
 	s.lastSkb = h.SkbKey
 	s.lastPID = h.PacketID
 	fpIndex.set(h.Fingerprint, s.hops)
-	s.push(h)
+	r := s.push(h)
+	r.data = append(r.data[:0], data...) // h is the caller's: its bytes may be reused
 }
 
 func (s *state) encodeDrop(e *enc, dr *event.Drop, fpIndex *fpIndex, nameIDs map[string]uint64) {
@@ -265,6 +282,12 @@ func (s *state) decodeHop(b []byte, snaplen uint32) (*event.Hop, error) {
 			h.Data = append([]byte(nil), p...)
 		}
 	}
+	if flags&hopSameData != 0 {
+		if flags&hopData != 0 || len(ref.data) == 0 {
+			return nil, errors.New("hop has the data of a hop without data")
+		}
+		h.Data = ref.data
+	}
 	d.end()
 	if d.err != nil {
 		return nil, d.err
@@ -273,7 +296,7 @@ func (s *state) decodeHop(b []byte, snaplen uint32) (*event.Hop, error) {
 	s.lastNetns = h.NetnsIno
 	s.lastSkb = h.SkbKey
 	s.lastPID = h.PacketID
-	s.push(h)
+	s.push(h).data = h.Data
 	return h, nil
 }
 

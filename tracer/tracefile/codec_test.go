@@ -129,20 +129,28 @@ func TestRoundTripRandom(t *testing.T) {
 	checkItems(t, items, recs, snaplen)
 }
 
-// TestGolden pins the format: the committed recordings are what the writer
-// makes of the same items, byte for byte, and read back as those items. A
-// change of the codec that changes a byte fails here; a deliberate format
-// change rewrites them with -update (and needs a new format version).
-func TestGolden(t *testing.T) {
-	for _, tc := range []struct {
-		name    string
-		snaplen uint32
-		items   []item
-	}{
+// goldenCases are the items of the committed recordings.
+func goldenCases() []goldenCase {
+	return []goldenCase{
 		{"scenario", 32, scenario(tracefiletest.Options{Packets: 40, Snaplen: 32, DropEvery: 5})},
 		{"random", 64, randomItems(rand.New(rand.NewPCG(3, 4)), 200, 64)},
 		{"tunnel", 64, withTunnels(rand.New(rand.NewPCG(9, 10)), randomItems(rand.New(rand.NewPCG(5, 6)), 100, 64))},
-	} {
+	}
+}
+
+type goldenCase struct {
+	name    string
+	snaplen uint32
+	items   []item
+}
+
+// TestGolden pins the format: the committed recordings are what the writer
+// makes of the same items, byte for byte, and read back as those items. A
+// change of the codec that changes a byte fails here; a deliberate format
+// change rewrites them with -update (and needs a new format version, the
+// old files kept for TestReadsVersion1 and its like).
+func TestGolden(t *testing.T) {
+	for _, tc := range goldenCases() {
 		t.Run(tc.name, func(t *testing.T) {
 			data, _ := writeAll(t, testHeader(tc.snaplen), tc.items, true)
 			path := filepath.Join("testdata", "golden", tc.name+".golden")
@@ -168,6 +176,28 @@ func TestGolden(t *testing.T) {
 			_, recs, err := readAll(golden)
 			if err != nil {
 				t.Fatal(err)
+			}
+			checkItems(t, tc.items, recs, tc.snaplen)
+		})
+	}
+}
+
+// TestReadsVersion1: recordings of the format's first version (written
+// before hops could share their reference's data) read back as the same
+// items.
+func TestReadsVersion1(t *testing.T) {
+	for _, tc := range goldenCases() {
+		t.Run(tc.name, func(t *testing.T) {
+			old, err := os.ReadFile(filepath.Join("testdata", "golden", "v1", tc.name+".golden"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, recs, err := readAll(old)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Version() != 1 {
+				t.Fatalf("version %d, want 1", r.Version())
 			}
 			checkItems(t, tc.items, recs, tc.snaplen)
 		})

@@ -27,7 +27,10 @@ import (
 
 // FormatVersion is the version of the format this package writes. Readers
 // accept this version and older ones, and reject newer ones with ErrNewerVersion.
-const FormatVersion = 1
+// Version 2 codes a hop's packet bytes as its reference hop's when they are
+// the same (a packet's hops across a bridge); version 1 never did, so a
+// version 1 file reads as it always did.
+const FormatVersion = 2
 
 // magic opens every recording. The high byte and the CR/LF/^Z sequence (as in
 // PNG) catch text-mode transfers that mangle line endings.
