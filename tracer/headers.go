@@ -34,7 +34,7 @@ type headerSlot struct {
 	id   uint64
 	fp   uint64
 	pkt  event.Packet
-	data []byte // the hop's Data, in a buffer the slot keeps
+	data []byte // the hop's Data: read only, so its compact hops share it
 }
 
 func newHeaderCache(cpus int) *headerCache {
@@ -57,7 +57,7 @@ func (c *headerCache) slot(id uint64) *headerSlot {
 func (c *headerCache) keep(h *event.Hop) {
 	if s := c.slot(h.PacketID); s != nil {
 		s.id, s.fp, s.pkt = h.PacketID, h.Fingerprint, h.Pkt
-		s.data = append(s.data[:0], h.Data...)
+		s.data = h.Data
 	}
 }
 
@@ -69,9 +69,7 @@ func (c *headerCache) fill(h *event.Hop) bool {
 		return false
 	}
 	h.Fingerprint, h.Pkt = s.fp, s.pkt
-	if len(s.data) > 0 {
-		h.Data = append([]byte(nil), s.data...) // the hop's own: consumers keep it
-	}
+	h.Data = s.data
 	c.filled++
 	return true
 }
