@@ -127,37 +127,13 @@ func checkFrameBytes(t *testing.T, h event.Hop, dport uint16, payload []byte) {
 // untagged IPv4 frame without options from `from` to `to` (the checksum to
 // none) and passes every frame on.
 func rewriteDport(t *testing.T, from, to uint16) *ebpf.Program {
-	t.Helper()
 	be := func(v uint16) int32 { return int32(v>>8 | v<<8&0xff00) } // as a little-endian load sees it
-	spec := &ebpf.ProgramSpec{
-		Type:    ebpf.SchedCLS,
-		License: "GPL",
-		Instructions: asm.Instructions{
-			asm.LoadMem(asm.R2, asm.R1, 76, asm.Word), // __sk_buff.data
-			asm.LoadMem(asm.R3, asm.R1, 80, asm.Word), // __sk_buff.data_end
-			asm.Mov.Reg(asm.R4, asm.R2),
-			asm.Add.Imm(asm.R4, 42),
-			asm.JGT.Reg(asm.R4, asm.R3, "out"),
-			asm.LoadMem(asm.R5, asm.R2, 12, asm.Half),
-			asm.JNE.Imm(asm.R5, be(0x0800), "out"),
-			asm.LoadMem(asm.R5, asm.R2, 14, asm.Byte),
-			asm.JNE.Imm(asm.R5, 0x45, "out"),
-			asm.LoadMem(asm.R5, asm.R2, 23, asm.Byte),
-			asm.JNE.Imm(asm.R5, 17, "out"),
-			asm.LoadMem(asm.R5, asm.R2, 36, asm.Half),
-			asm.JNE.Imm(asm.R5, be(from), "out"),
-			asm.StoreImm(asm.R2, 36, int64(be(to)), asm.Half),
-			asm.StoreImm(asm.R2, 40, 0, asm.Half),
-			asm.Mov.Imm(asm.R0, -1).WithSymbol("out"), // TCX_NEXT
-			asm.Return(),
-		},
-	}
-	p, err := ebpf.NewProgram(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.Close() })
-	return p
+	return udpRewriter(t, 42, asm.Instructions{
+		asm.LoadMem(asm.R5, asm.R2, 36, asm.Half),
+		asm.JNE.Imm(asm.R5, be(from), "out"),
+		asm.StoreImm(asm.R2, 36, int64(be(to)), asm.Half),
+		asm.StoreImm(asm.R2, 40, 0, asm.Half),
+	})
 }
 
 // swapPayloadWords is a TC program that swaps the first two 16-bit words of
@@ -165,33 +141,40 @@ func rewriteDport(t *testing.T, from, to uint16) *ebpf.Program {
 // are "re" and "wr" (the checksum, a sum of the words, holds) and passes
 // every frame on.
 func swapPayloadWords(t *testing.T) *ebpf.Program {
+	return udpRewriter(t, 46, asm.Instructions{
+		asm.LoadMem(asm.R5, asm.R2, 42, asm.Half),
+		asm.JNE.Imm(asm.R5, int32('r'|'e'<<8), "out"),
+		asm.LoadMem(asm.R6, asm.R2, 44, asm.Half),
+		asm.JNE.Imm(asm.R6, int32('w'|'r'<<8), "out"),
+		asm.StoreMem(asm.R2, 42, asm.R6, asm.Half),
+		asm.StoreMem(asm.R2, 44, asm.R5, asm.Half),
+	})
+}
+
+// udpRewriter loads a TC program that runs rewrite on an untagged IPv4 UDP
+// frame without options of at least n bytes (R2 the frame's start; jump to
+// "out" to leave it alone) and passes every frame on.
+func udpRewriter(t *testing.T, n int32, rewrite asm.Instructions) *ebpf.Program {
 	t.Helper()
-	spec := &ebpf.ProgramSpec{
-		Type:    ebpf.SchedCLS,
-		License: "GPL",
-		Instructions: asm.Instructions{
-			asm.LoadMem(asm.R2, asm.R1, 76, asm.Word), // __sk_buff.data
-			asm.LoadMem(asm.R3, asm.R1, 80, asm.Word), // __sk_buff.data_end
-			asm.Mov.Reg(asm.R4, asm.R2),
-			asm.Add.Imm(asm.R4, 46),
-			asm.JGT.Reg(asm.R4, asm.R3, "out"),
-			asm.LoadMem(asm.R5, asm.R2, 12, asm.Half),
-			asm.JNE.Imm(asm.R5, 0x0008, "out"), // ETH_P_IP as a little-endian load sees it
-			asm.LoadMem(asm.R5, asm.R2, 14, asm.Byte),
-			asm.JNE.Imm(asm.R5, 0x45, "out"),
-			asm.LoadMem(asm.R5, asm.R2, 23, asm.Byte),
-			asm.JNE.Imm(asm.R5, 17, "out"),
-			asm.LoadMem(asm.R5, asm.R2, 42, asm.Half),
-			asm.JNE.Imm(asm.R5, int32('r'|'e'<<8), "out"),
-			asm.LoadMem(asm.R6, asm.R2, 44, asm.Half),
-			asm.JNE.Imm(asm.R6, int32('w'|'r'<<8), "out"),
-			asm.StoreMem(asm.R2, 42, asm.R6, asm.Half),
-			asm.StoreMem(asm.R2, 44, asm.R5, asm.Half),
-			asm.Mov.Imm(asm.R0, -1).WithSymbol("out"), // TCX_NEXT
-			asm.Return(),
-		},
+	insns := asm.Instructions{
+		asm.LoadMem(asm.R2, asm.R1, 76, asm.Word), // __sk_buff.data
+		asm.LoadMem(asm.R3, asm.R1, 80, asm.Word), // __sk_buff.data_end
+		asm.Mov.Reg(asm.R4, asm.R2),
+		asm.Add.Imm(asm.R4, n),
+		asm.JGT.Reg(asm.R4, asm.R3, "out"),
+		asm.LoadMem(asm.R5, asm.R2, 12, asm.Half),
+		asm.JNE.Imm(asm.R5, 0x0008, "out"), // ETH_P_IP as a little-endian load sees it
+		asm.LoadMem(asm.R5, asm.R2, 14, asm.Byte),
+		asm.JNE.Imm(asm.R5, 0x45, "out"),
+		asm.LoadMem(asm.R5, asm.R2, 23, asm.Byte),
+		asm.JNE.Imm(asm.R5, 17, "out"),
 	}
-	p, err := ebpf.NewProgram(spec)
+	insns = append(insns, rewrite...)
+	insns = append(insns,
+		asm.Mov.Imm(asm.R0, -1).WithSymbol("out"), // TCX_NEXT
+		asm.Return(),
+	)
+	p, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.SchedCLS, License: "GPL", Instructions: insns})
 	if err != nil {
 		t.Fatal(err)
 	}
